@@ -1,0 +1,204 @@
+//! App wiring: turns paths and a config into a running engine. `run_headless` is what the
+//! binary's `run --headless` calls and what integration tests start; it takes its paths as
+//! arguments so several instances can run side by side.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use anyhow::{Context, Result};
+use tracing::{error, info};
+
+use crate::config::{Config, ConfigError};
+use crate::output::BackendLog;
+use crate::paths::Paths;
+use crate::process::{LaunchSpec, TreeGuard};
+use crate::runner::{Backend, Runner, StatusBoard};
+use crate::supervisor::{Command, Policy, Supervisor};
+
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The config file.
+    File,
+    /// No config file: defaults.
+    Missing,
+}
+
+/// A loaded config and what it says to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The config (defaults when there is no file).
+    pub config: Config,
+    /// Whether a file was read.
+    pub source: ConfigSource,
+    /// The backend to supervise.
+    pub backend: Backend,
+    /// True when the config names no backend and the built-in demo runs instead.
+    pub demo: bool,
+    /// Where `backend.log` and `warden.log` go.
+    pub log_dir: PathBuf,
+}
+
+/// Reads the config file; a missing file means defaults.
+pub fn load_config(paths: &Paths) -> Result<(Config, ConfigSource), ConfigError> {
+    match Config::load(&paths.config_file) {
+        Ok(config) => Ok((config, ConfigSource::File)),
+        Err(ConfigError::NotFound { .. }) => Ok((Config::default(), ConfigSource::Missing)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Works out what to run from a config.
+pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan> {
+    let log_dir = match &config.logs.dir {
+        Some(dir) => paths.resolve_config_relative(dir),
+        None => paths.default_log_dir.clone(),
+    };
+    let (backend, demo) = match &config.backend {
+        Some(b) => {
+            let cwd = match &b.cwd {
+                Some(cwd) => paths.resolve_config_relative(cwd),
+                None => paths.config_dir().to_path_buf(),
+            };
+            let backend = Backend {
+                spec: LaunchSpec {
+                    program: b.command.clone(),
+                    args: b.args.clone(),
+                    cwd,
+                    env: b.env.clone(),
+                },
+                port: b.port,
+                health_url: config.health.url.clone(),
+                health_timeout: config.health.timeout,
+            };
+            (backend, false)
+        }
+        None => (demo_backend(&config)?, true),
+    };
+    Ok(Plan {
+        config,
+        source,
+        backend,
+        demo,
+        log_dir,
+    })
+}
+
+/// The built-in demo backend: this binary's hidden `demo-backend` subcommand on a free
+/// loopback port, with its health endpoint.
+fn demo_backend(config: &Config) -> Result<Backend> {
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free loopback port for the demo backend")?
+        .port();
+    Ok(Backend {
+        spec: LaunchSpec {
+            program: exe.to_string_lossy().into_owned(),
+            args: vec!["demo-backend".into(), "--port".into(), port.to_string()],
+            cwd: std::env::temp_dir(),
+            env: Default::default(),
+        },
+        port: Some(port),
+        health_url: Some(format!("http://127.0.0.1:{port}/health")),
+        health_timeout: config.health.timeout,
+    })
+}
+
+/// What the user should read about the plan before the engine starts.
+pub fn describe(plan: &Plan, paths: &Paths) -> String {
+    if plan.demo {
+        let why = match plan.source {
+            ConfigSource::Missing => format!("no config file at {}", paths.config_file.display()),
+            ConfigSource::File => format!("{} has no [backend]", paths.config_file.display()),
+        };
+        format!(
+            "{why}: supervising the built-in demo backend on {}.\n\
+             To supervise your own backend, run `backend-warden config init` and edit {}.",
+            plan.backend.health_url.as_deref().unwrap_or("a free port"),
+            paths.config_file.display()
+        )
+    } else {
+        let spec = &plan.backend.spec;
+        format!(
+            "supervising `{} {}` in {} (config: {})",
+            spec.program,
+            spec.args.join(" "),
+            spec.cwd.display(),
+            paths.config_file.display()
+        )
+    }
+}
+
+/// Runs the engine in the foreground until Ctrl+C / SIGTERM (or a shutdown command), then stops
+/// the backend tree and returns.
+pub fn run_headless(paths: &Paths, plan: Plan) -> Result<()> {
+    std::fs::create_dir_all(&plan.log_dir)
+        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
+    crate::logging::init(&plan.log_dir, true);
+    eprintln!("{}", describe(&plan, paths));
+    info!(
+        log = %plan.log_dir.join("backend.log").display(),
+        "backend output goes to the log"
+    );
+
+    let guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    let log = BackendLog::start(
+        &plan.log_dir,
+        plan.config.logs.max_size,
+        plan.config.logs.keep,
+        |e| error!(error = %e, "cannot write backend.log; output is being dropped"),
+    )
+    .context("cannot start the backend log writer")?;
+    let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
+    let board = Arc::new(StatusBoard::default());
+    let (runner, handle) = Runner::new(
+        Supervisor::new(policy),
+        plan.backend,
+        log,
+        guard,
+        board,
+        Box::new(|_| {}),
+    )
+    .context("cannot start the engine")?;
+
+    let on_signal = handle.clone();
+    ctrlc::set_handler(move || {
+        on_signal.command(Command::Shutdown);
+    })
+    .context("cannot install the Ctrl+C handler")?;
+
+    let (done_tx, done) = mpsc::channel();
+    let engine = thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            runner.run();
+            let _ = done_tx.send(());
+        })
+        .context("cannot start the engine thread")?;
+    handle.command(Command::Start);
+    let _ = done.recv();
+    let _ = engine.join();
+    info!("warden stopped");
+    Ok(())
+}
+
+/// Writes the commented config template to `path`; refuses to overwrite unless `force`.
+pub fn write_template(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        anyhow::bail!(
+            "{} already exists; edit it, or use --force to replace it with the template",
+            path.display()
+        );
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    std::fs::write(path, crate::config::template())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

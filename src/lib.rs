@@ -1,0 +1,18 @@
+//! Backend Warden keeps exactly one copy of a developer's local backend alive and honest: it
+//! launches it, supervises its whole process tree, restarts it on crash, checks its health and
+//! captures its output.
+//!
+//! Data flows one way: inputs (user commands, child exits, probe results) go to the pure
+//! [`supervisor`], whose effects the [`runner`] carries out on the real world. [`app`] wires
+//! the pieces together for the binary and for tests.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod output;
+pub mod paths;
+pub mod process;
+pub mod runner;
+pub mod supervisor;

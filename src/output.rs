@@ -1,0 +1,488 @@
+//! The backend's output: reader threads drain its stdout and stderr, and one writer thread
+//! appends each line, timestamped and marked `out`/`err`, to `backend.log`, rotated by size.
+//!
+//! The backend is never slowed down by the warden: readers hand lines over through a bounded
+//! queue without waiting; when the writer falls behind (a stalled disk), lines are dropped and
+//! counted, and the count is written once the writer catches up. Partial lines and non-UTF-8
+//! bytes are written as they came. May import `std` and `crate::supervisor` types only.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::supervisor::TAIL_LINES;
+
+/// Longest line kept whole; a longer one is written in pieces of this size, so a backend that
+/// prints megabytes without a newline cannot grow the warden's memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Records queued for the writer before readers start dropping.
+const QUEUE_RECORDS: usize = 4096;
+
+/// Which stream a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The backend's standard output.
+    Out,
+    /// The backend's standard error.
+    Err,
+    /// A note from the warden (backend started, exited, lines dropped).
+    Warden,
+}
+
+impl Stream {
+    fn tag(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+            Stream::Warden => "wrd",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Record {
+    at: SystemTime,
+    stream: Stream,
+    bytes: Vec<u8>,
+    /// The line goes on in the next record (cut at [`MAX_LINE`]), or the stream ended
+    /// without a final newline.
+    partial: bool,
+}
+
+/// A file that is rotated by size: `NAME`, `NAME.1` (newest) ... `NAME.keep` (oldest).
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    max_size: u64,
+    keep: usize,
+    file: Option<File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    /// A rotating file at `path`; nothing is opened until the first write. `keep` is the
+    /// number of rotated files kept besides the live one.
+    pub fn new(path: PathBuf, max_size: u64, keep: usize) -> RotatingFile {
+        RotatingFile {
+            path,
+            max_size: max_size.max(1),
+            keep: keep.max(1),
+            file: None,
+            size: 0,
+        }
+    }
+
+    /// The live file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `bytes` as one unit: a record is never split across two files.
+    pub fn write_record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.open()?;
+        }
+        if self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.open()?,
+        };
+        if let Err(e) = file.write_all(bytes) {
+            // Reopen next time: the file may have been removed or the disk remounted.
+            self.file = None;
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn open(&mut self) -> io::Result<&mut File> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = file.metadata()?.len();
+        Ok(self.file.insert(file))
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        remove_if_present(&self.rotated(self.keep))?;
+        for n in (1..self.keep).rev() {
+            rename_if_present(&self.rotated(n), &self.rotated(n + 1))?;
+        }
+        rename_if_present(&self.path, &self.rotated(1))?;
+        self.open()?;
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The last lines a backend printed, for failure reasons.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        const MAX_CHARS: usize = 300;
+        let mut line = String::from_utf8_lossy(bytes).into_owned();
+        if line.chars().count() > MAX_CHARS {
+            line = line.chars().take(MAX_CHARS).collect::<String>() + "…";
+        }
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+}
+
+/// The writer of `backend.log`. Cheap to clone; the writer thread ends when the last clone
+/// and every capture are gone.
+#[derive(Debug, Clone)]
+pub struct BackendLog {
+    queue: SyncSender<Record>,
+    dropped: Arc<AtomicU64>,
+    path: PathBuf,
+}
+
+impl BackendLog {
+    /// Starts the writer thread for `dir/backend.log`. `on_error` is called once per episode
+    /// of write failures (the first failure after a success).
+    pub fn start(
+        dir: &Path,
+        max_size: u64,
+        keep: usize,
+        on_error: impl Fn(&io::Error) + Send + 'static,
+    ) -> io::Result<BackendLog> {
+        let path = dir.join("backend.log");
+        let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let file = RotatingFile::new(path.clone(), max_size, keep);
+        let dropped_in_writer = Arc::clone(&dropped);
+        thread::Builder::new()
+            .name("backend-log".into())
+            .spawn(move || write_records(file, records, &dropped_in_writer, on_error))?;
+        Ok(BackendLog {
+            queue,
+            dropped,
+            path,
+        })
+    }
+
+    /// The live log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a note from the warden into the log (a start, an exit), between backend lines.
+    pub fn note(&self, text: &str) {
+        self.send(Record {
+            at: SystemTime::now(),
+            stream: Stream::Warden,
+            bytes: text.as_bytes().to_vec(),
+            partial: false,
+        });
+    }
+
+    fn send(&self, record: Record) {
+        let len = record.bytes.len() as u64;
+        match self.queue.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(len.max(1), Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Starts draining one backend's stdout and stderr into the log.
+    pub fn capture(
+        &self,
+        stdout: impl Read + Send + 'static,
+        stderr: impl Read + Send + 'static,
+    ) -> io::Result<Capture> {
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let (eof_tx, eof) = mpsc::channel();
+        for (stream, reader) in [
+            (Stream::Out, Box::new(stdout) as Box<dyn Read + Send>),
+            (Stream::Err, Box::new(stderr)),
+        ] {
+            let log = self.clone();
+            let tail = Arc::clone(&tail);
+            let eof_tx = eof_tx.clone();
+            thread::Builder::new()
+                .name(format!("backend-{}", stream.tag()))
+                .spawn(move || {
+                    log.drain(stream, reader, &tail);
+                    let _ = eof_tx.send(());
+                })?;
+        }
+        Ok(Capture { tail, eof })
+    }
+
+    fn drain(&self, stream: Stream, mut reader: Box<dyn Read + Send>, tail: &Mutex<Tail>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut line: Vec<u8> = Vec::new();
+        let emit = |bytes: &[u8], partial: bool| {
+            let mut bytes = bytes;
+            if !partial && bytes.last() == Some(&b'\r') {
+                bytes = &bytes[..bytes.len() - 1];
+            }
+            if !partial {
+                tail.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(bytes);
+            }
+            self.send(Record {
+                at: SystemTime::now(),
+                stream,
+                bytes: bytes.to_vec(),
+                partial,
+            });
+        };
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let mut chunk = &buf[..n];
+            while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+                if line.is_empty() {
+                    emit(&chunk[..pos], false);
+                } else {
+                    line.extend_from_slice(&chunk[..pos]);
+                    emit(&line, false);
+                    line.clear();
+                }
+                chunk = &chunk[pos + 1..];
+            }
+            line.extend_from_slice(chunk);
+            while line.len() >= MAX_LINE {
+                emit(&line[..MAX_LINE], true);
+                line.drain(..MAX_LINE);
+            }
+        }
+        if !line.is_empty() {
+            tail.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(&line);
+            emit(&line, true);
+        }
+    }
+}
+
+/// One backend's output being captured.
+#[derive(Debug)]
+pub struct Capture {
+    tail: Arc<Mutex<Tail>>,
+    eof: Receiver<()>,
+}
+
+impl Capture {
+    /// Waits (at most `limit`) until both streams have ended, so the last lines a crashing
+    /// backend printed are in the tail. A grandchild holding the pipes open makes this time out.
+    pub fn wait_eof(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.eof.recv_timeout(left) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// The last lines printed, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        let tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.lines.iter().cloned().collect()
+    }
+}
+
+fn write_records(
+    mut file: RotatingFile,
+    records: Receiver<Record>,
+    dropped: &AtomicU64,
+    on_error: impl Fn(&io::Error),
+) {
+    let mut failing = false;
+    let mut line = Vec::with_capacity(256);
+    while let Ok(record) = records.recv() {
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let note = Record {
+                at: record.at,
+                stream: Stream::Warden,
+                bytes: format!("{lost} bytes of output dropped: the log could not keep up")
+                    .into_bytes(),
+                partial: false,
+            };
+            format_record(&note, &mut line);
+            let _ = file.write_record(&line);
+        }
+        format_record(&record, &mut line);
+        match file.write_record(&line) {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    on_error(&e);
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// `2026-11-23T21:30:00.123Z out| text` — `|` after a whole line, `\` after a piece of one.
+fn format_record(record: &Record, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(
+        out,
+        "{} {}{} ",
+        humantime::format_rfc3339_millis(record.at),
+        record.stream.tag(),
+        if record.partial { '\\' } else { '|' }
+    );
+    out.extend_from_slice(&record.bytes);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(path: &Path) -> Vec<String> {
+        let text = fs::read(path).unwrap_or_default();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_exactly_keep_files_and_never_splits_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = RotatingFile::new(dir.path().join("b.log"), 100, 3);
+        for i in 0..50 {
+            file.write_record(format!("record {i:03} ..........\n").as_bytes())
+                .unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b.log", "b.log.1", "b.log.2", "b.log.3"]);
+        for name in &names {
+            let text = fs::read_to_string(dir.path().join(name)).unwrap();
+            assert!(text.len() <= 100, "{name} has {} bytes", text.len());
+            assert!(
+                text.lines()
+                    .all(|l| l.len() == "record 000 ..........".len()),
+                "{name}: {text:?}"
+            );
+        }
+        // newest last: the live file ends with the last record
+        let live = fs::read_to_string(dir.path().join("b.log")).unwrap();
+        assert!(live.ends_with("record 049 ..........\n"));
+        let oldest = fs::read_to_string(dir.path().join("b.log.3")).unwrap();
+        assert!(oldest.starts_with("record 0"));
+    }
+
+    #[test]
+    fn lines_partial_lines_and_binary_output_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BackendLog::start(dir.path(), 1 << 20, 2, |_| {}).unwrap();
+        let out: &'static [u8] = b"first\nsecond\r\n\xff\xfebinary\nno newline";
+        let err: &'static [u8] = b"oops\n";
+        let capture = log.capture(out, err).unwrap();
+        capture.wait_eof(Duration::from_secs(5));
+        let mut tail = capture.tail();
+        tail.sort();
+        assert_eq!(
+            tail,
+            [
+                "first",
+                "no newline",
+                "oops",
+                "second",
+                "\u{fffd}\u{fffd}binary"
+            ],
+            "stdout and stderr interleave in any order; the tail has them all"
+        );
+        drop(log);
+        let path = dir.path().join("backend.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lines_of(&path).len() < 5 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let raw = fs::read(&path).unwrap();
+        assert!(
+            raw.windows(8).any(|w| w == b"\xff\xfebinary"),
+            "binary bytes kept as-is"
+        );
+        let lines = lines_of(&path);
+        assert!(lines.contains(&"out| first".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"out| second".to_string()),
+            "CR stripped: {lines:?}"
+        );
+        assert!(lines.contains(&"out\\ no newline".to_string()), "{lines:?}");
+        assert!(lines.contains(&"err| oops".to_string()), "{lines:?}");
+    }
+
+    #[test]
+    fn a_huge_line_without_newline_is_written_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BackendLog::start(dir.path(), 1 << 30, 1, |_| {}).unwrap();
+        let big = vec![b'x'; MAX_LINE * 3 + 10];
+        let capture = log.capture(io::Cursor::new(big), io::empty()).unwrap();
+        capture.wait_eof(Duration::from_secs(5));
+        drop(log);
+        let path = dir.path().join("backend.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lines_of(&path).len() < 4 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let lines = lines_of(&path);
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| l.starts_with("out\\ ")));
+        let total: usize = lines.iter().map(|l| l.len() - 5).sum();
+        assert_eq!(total, MAX_LINE * 3 + 10);
+    }
+}

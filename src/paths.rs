@@ -1,0 +1,124 @@
+//! Where the warden keeps its files: the config file, the log folder and the runtime folder
+//! (IPC endpoint, lock). Knows the platform conventions and `BACKEND_WARDEN_HOME`; does no I/O
+//! beyond reading the environment.
+
+use std::path::{Path, PathBuf};
+
+/// Setting this puts everything under one folder: `DIR/config.toml`, `DIR/logs/`, `DIR/run/`.
+/// Two homes are two independent instances.
+pub const HOME_ENV: &str = "BACKEND_WARDEN_HOME";
+
+/// The folder name under the platform's config/state folders.
+#[cfg(target_os = "linux")]
+const APP_DIR: &str = "backend-warden";
+#[cfg(not(target_os = "linux"))]
+const APP_DIR: &str = "Backend Warden";
+
+/// The files and folders of one warden instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The config file (it may not exist).
+    pub config_file: PathBuf,
+    /// Where `backend.log` and `warden.log` go unless the config says otherwise.
+    pub default_log_dir: PathBuf,
+    /// Runtime state: the IPC endpoint and anything that must not outlive a reboot.
+    pub runtime_dir: PathBuf,
+    /// Set when `BACKEND_WARDEN_HOME` chose the folders.
+    pub home: Option<PathBuf>,
+}
+
+/// The platform gave no home folder to put things in.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot find the user's home folder to keep the config and logs in; set {HOME_ENV} to a folder"
+)]
+pub struct NoHomeDir;
+
+impl Paths {
+    /// The paths for this user: `BACKEND_WARDEN_HOME` if set, else the platform's conventions;
+    /// `config_override` (from `--config`) replaces the config file in either case.
+    pub fn resolve(config_override: Option<&Path>) -> Result<Paths, NoHomeDir> {
+        let mut paths = match std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
+            Some(home) => Paths::under_home(&absolute(Path::new(&home))),
+            None => Paths::platform()?,
+        };
+        if let Some(config) = config_override {
+            paths.config_file = absolute(config);
+        }
+        Ok(paths)
+    }
+
+    /// Everything under one folder (what `BACKEND_WARDEN_HOME` selects).
+    pub fn under_home(home: &Path) -> Paths {
+        Paths {
+            config_file: home.join("config.toml"),
+            default_log_dir: home.join("logs"),
+            runtime_dir: home.join("run"),
+            home: Some(home.to_path_buf()),
+        }
+    }
+
+    fn platform() -> Result<Paths, NoHomeDir> {
+        let base = directories::BaseDirs::new().ok_or(NoHomeDir)?;
+        let config_dir = base.config_dir().join(APP_DIR);
+        // Logs are state, not data: XDG_STATE_HOME on Linux, LOCALAPPDATA on Windows.
+        let state_dir = base
+            .state_dir()
+            .unwrap_or_else(|| base.data_local_dir())
+            .join(APP_DIR);
+        let runtime_dir = base
+            .runtime_dir()
+            .map(|d| d.join(APP_DIR))
+            .unwrap_or_else(|| state_dir.join("run"));
+        Ok(Paths {
+            config_file: config_dir.join("config.toml"),
+            default_log_dir: state_dir.join("logs"),
+            runtime_dir,
+            home: None,
+        })
+    }
+
+    /// The folder relative paths in the config are resolved against.
+    pub fn config_dir(&self) -> &Path {
+        self.config_file.parent().unwrap_or(Path::new("."))
+    }
+
+    /// `path` from the config, made absolute against the config file's folder.
+    pub fn resolve_config_relative(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.config_dir().join(path)
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_puts_everything_under_one_folder() {
+        let p = Paths::under_home(Path::new("/tmp/w"));
+        assert_eq!(p.config_file, Path::new("/tmp/w/config.toml"));
+        assert_eq!(p.default_log_dir, Path::new("/tmp/w/logs"));
+        assert_eq!(p.runtime_dir, Path::new("/tmp/w/run"));
+    }
+
+    #[test]
+    fn config_relative_paths_resolve_against_the_config_folder() {
+        let p = Paths::under_home(Path::new("/tmp/w"));
+        assert_eq!(
+            p.resolve_config_relative(Path::new("api")),
+            Path::new("/tmp/w/api")
+        );
+        assert_eq!(
+            p.resolve_config_relative(Path::new("/srv/api")),
+            Path::new("/srv/api")
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The process layer: launch the backend as the root of a tree the warden can signal and kill
+//! as a whole, and tell when that tree is gone. One file per OS with identical signatures
+//! (`unix.rs`, `windows.rs`); nothing above this module knows which one is in use.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+
+use crate::supervisor::Pid;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+
+pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, guardian_main};
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The program, as configured: a name looked up on `PATH`, or a path (relative to `cwd`).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its working directory.
+    pub cwd: PathBuf,
+    /// Variables added to (or replacing those of) the warden's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Why the backend could not be launched. These do not get better by retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The program is not on `PATH` / not at the given path.
+    #[error(
+        "command \"{program}\" not found ({detail}); check backend.command or give its full path"
+    )]
+    NotFound {
+        /// As configured.
+        program: String,
+        /// Where it was looked for.
+        detail: String,
+    },
+    /// The working directory does not exist.
+    #[error("working directory {} does not exist; check backend.cwd", cwd.display())]
+    CwdMissing {
+        /// As resolved.
+        cwd: PathBuf,
+    },
+    /// The OS refused to start it.
+    #[error("could not start {}: {source}", program.display())]
+    Spawn {
+        /// The resolved program.
+        program: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A launched backend.
+#[derive(Debug)]
+pub struct Launched {
+    /// The main process.
+    pub pid: Pid,
+    /// The whole tree, for stop and kill.
+    pub tree: Tree,
+    /// Waits for the main process to exit.
+    pub waiter: ExitWaiter,
+    /// Its standard output.
+    pub stdout: ChildStdout,
+    /// Its standard error.
+    pub stderr: ChildStderr,
+}
+
+/// Launches the backend as the root of its own tree, with stdout and stderr piped.
+pub fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
+    if !spec.cwd.is_dir() {
+        return Err(LaunchError::CwdMissing {
+            cwd: spec.cwd.clone(),
+        });
+    }
+    let program = resolve_program(spec)?;
+    let mut command = Command::new(&program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Python buffers stdout when it is a pipe; without this a crash loses its last lines and
+    // the log trails the backend by kilobytes. Only when the user has not decided otherwise.
+    if !spec.env.contains_key("PYTHONUNBUFFERED") && std::env::var_os("PYTHONUNBUFFERED").is_none()
+    {
+        command.env("PYTHONUNBUFFERED", "1");
+    }
+    imp::prepare(&mut command);
+    let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => (out, err),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LaunchError::Spawn {
+                program,
+                source: std::io::Error::other("no stdout/stderr pipe"),
+            });
+        }
+    };
+    let (pid, tree, waiter) = imp::launched(child).map_err(|source| LaunchError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    Ok(Launched {
+        pid,
+        tree,
+        waiter,
+        stdout,
+        stderr,
+    })
+}
+
+/// Finds the program the way a shell would, without running one: on the `PATH` the backend
+/// will get, or relative to its working directory when the name contains a separator.
+pub fn resolve_program(spec: &LaunchSpec) -> Result<PathBuf, LaunchError> {
+    let path: Option<OsString> = spec
+        .env
+        .get("PATH")
+        .map(OsString::from)
+        .or_else(|| std::env::var_os("PATH"));
+    which::which_in(&spec.program, path, &spec.cwd).map_err(|_| {
+        let has_separator = spec.program.contains('/') || spec.program.contains('\\');
+        LaunchError::NotFound {
+            program: spec.program.clone(),
+            detail: if has_separator {
+                format!(
+                    "no executable file there, relative to {}",
+                    spec.cwd.display()
+                )
+            } else {
+                "not on PATH".to_string()
+            },
+        }
+    })
+}

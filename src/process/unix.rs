@@ -1,0 +1,226 @@
+//! Unix process trees: the backend leads its own process group, which is the unit of graceful
+//! stop (SIGTERM to the group) and forced kill (SIGKILL to the group). A small guardian process
+//! kills the registered groups when the warden dies, however it dies.
+
+use std::io::{self, BufRead, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::unistd::Pid as NixPid;
+
+use crate::supervisor::{ExitStatus, Pid};
+
+/// The hidden subcommand that runs the guardian.
+pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
+
+/// A backend tree: its process group.
+#[derive(Debug)]
+pub struct Tree {
+    pgid: Pid,
+}
+
+/// Waits for the backend's main process; moved to a thread of its own.
+#[derive(Debug)]
+pub struct ExitWaiter {
+    child: Child,
+}
+
+impl ExitWaiter {
+    /// Blocks until the main process exits and reaps it.
+    pub fn wait(mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait()?;
+        Ok(ExitStatus {
+            code: status.code(),
+            signal: status.signal(),
+        })
+    }
+}
+
+pub(super) fn prepare(command: &mut Command) {
+    // Its own process group: the group is the tree, and Ctrl+C in the warden's terminal does
+    // not reach the backend behind the warden's back.
+    command.process_group(0);
+}
+
+pub(super) fn launched(child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
+    let pid = child.id();
+    Ok((pid, Tree { pgid: pid }, ExitWaiter { child }))
+}
+
+impl Tree {
+    /// The group's ID (the leader's PID).
+    pub fn id(&self) -> Pid {
+        self.pgid
+    }
+
+    /// Asks every process of the tree to stop (SIGTERM to the group).
+    pub fn terminate(&self) -> io::Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Kills every process of the tree (SIGKILL to the group).
+    pub fn kill(&self) -> io::Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    fn signal(&self, sig: Signal) -> io::Result<()> {
+        match signal::killpg(nix_pid(self.pgid), sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// True once no live process is left in the group. Zombies count as gone: they run no
+    /// code, and their reaping is up to their new parent.
+    pub fn is_gone(&self) -> bool {
+        match signal::killpg(nix_pid(self.pgid), None) {
+            Err(Errno::ESRCH) => true,
+            _ => !group_has_live_member(self.pgid),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn group_has_live_member(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid pgrp ...
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+        if pgrp == Some(pgid) && state != Some("Z") && state != Some("X") {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(not(target_os = "linux"))]
+fn group_has_live_member(_pgid: Pid) -> bool {
+    true
+}
+
+fn nix_pid(pid: Pid) -> NixPid {
+    NixPid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+}
+
+/// Kills the registered trees if the warden dies without stopping them.
+///
+/// `PR_SET_PDEATHSIG` would only reach the backend's main process (and fires when the
+/// spawning *thread* exits); grandchildren such as uvicorn's reload worker would survive.
+/// Instead a guardian process, started from this binary, holds the read end of a pipe. The
+/// kernel closes the write end when the warden dies for any reason, including SIGKILL; the
+/// guardian then kills every group it was told about.
+#[derive(Debug)]
+pub struct TreeGuard {
+    guardian: Option<(Child, ChildStdin)>,
+}
+
+impl TreeGuard {
+    /// Starts the guardian.
+    pub fn start() -> io::Result<TreeGuard> {
+        let mut guard = TreeGuard { guardian: None };
+        guard.ensure_running()?;
+        Ok(guard)
+    }
+
+    fn ensure_running(&mut self) -> io::Result<&mut ChildStdin> {
+        let alive = match &mut self.guardian {
+            Some((child, _)) => child.try_wait()?.is_none(),
+            None => false,
+        };
+        if !alive {
+            let exe = std::env::current_exe()?;
+            let mut child = Command::new(exe)
+                .arg(GUARDIAN_SUBCOMMAND)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()?;
+            let stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| io::Error::other("guardian has no stdin"))?;
+            self.guardian = Some((child, stdin));
+        }
+        match &mut self.guardian {
+            Some((_, stdin)) => Ok(stdin),
+            None => Err(io::Error::other("guardian not running")),
+        }
+    }
+
+    /// Registers a tree to kill if the warden dies.
+    pub fn watch(&mut self, tree: &Tree) -> io::Result<()> {
+        self.send(&format!("+{}\n", tree.pgid))
+    }
+
+    /// Unregisters a tree that is gone (so a reused PID is never killed).
+    pub fn forget(&mut self, tree: &Tree) -> io::Result<()> {
+        self.send(&format!("-{}\n", tree.pgid))
+    }
+
+    fn send(&mut self, line: &str) -> io::Result<()> {
+        let stdin = self.ensure_running()?;
+        match stdin.write_all(line.as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // The guardian died (someone killed it): start a new one and tell it again.
+                self.guardian = None;
+                self.ensure_running()?.write_all(line.as_bytes())
+            }
+        }
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if let Some((mut child, stdin)) = self.guardian.take() {
+            drop(stdin); // EOF: the guardian kills what is still registered, then exits
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The guardian's main loop (see [`TreeGuard`]). Returns when the warden is gone.
+pub fn guardian_main() -> i32 {
+    // Out of the warden's session: a terminal hangup or Ctrl+C must not take the guardian
+    // down before it has done its job.
+    let _ = nix::unistd::setsid();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
+    }
+    let mut groups: Vec<Pid> = Vec::new();
+    let stdin = io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let (op, pgid) = line.split_at(line.len().min(1));
+        let Ok(pgid) = pgid.trim().parse::<Pid>() else {
+            continue;
+        };
+        match op {
+            "+" if !groups.contains(&pgid) => groups.push(pgid),
+            "-" => groups.retain(|g| *g != pgid),
+            _ => {}
+        }
+    }
+    for pgid in groups {
+        let _ = signal::killpg(nix_pid(pgid), Signal::SIGKILL);
+    }
+    0
+}

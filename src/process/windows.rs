@@ -1,0 +1,210 @@
+//! Windows process trees: the backend starts suspended, is put in a Job Object of its own
+//! (kill-on-close: when the warden dies, for any reason, Windows kills the whole job), and only
+//! then runs, so not even its first child can escape the job. It gets its own process group
+//! (for CTRL_BREAK_EVENT) and no console window.
+//!
+//! Not process-wrap's `JobObject`: it drops the creation flags set alongside it
+//! (watchexec/process-wrap#16, #19, #36), which would flash a console window at every start.
+
+use std::io;
+use std::mem::size_of;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::os::windows::process::CommandExt;
+use std::process::{Child, Command};
+use std::ptr;
+
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
+};
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    JOBOBJECT_BASIC_ACCOUNTING_INFORMATION, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JobObjectBasicAccountingInformation, JobObjectExtendedLimitInformation,
+    QueryInformationJobObject, SetInformationJobObject, TerminateJobObject,
+};
+use windows_sys::Win32::System::Threading::{
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, OpenThread, ResumeThread,
+    THREAD_SUSPEND_RESUME,
+};
+
+use crate::supervisor::{ExitStatus, Pid};
+
+/// The hidden subcommand of the Unix guardian; unused on Windows, where the Job Object does
+/// its work.
+pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
+
+/// A backend tree: the Job Object holding it.
+#[derive(Debug)]
+pub struct Tree {
+    job: OwnedHandle,
+    pid: Pid,
+}
+
+/// Waits for the backend's main process; moved to a thread of its own.
+#[derive(Debug)]
+pub struct ExitWaiter {
+    child: Child,
+}
+
+impl ExitWaiter {
+    /// Blocks until the main process exits.
+    pub fn wait(mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait()?;
+        Ok(ExitStatus {
+            code: status.code(),
+            signal: None,
+        })
+    }
+}
+
+pub(super) fn prepare(command: &mut Command) {
+    command.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
+}
+
+pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
+    let pid = child.id();
+    match into_job(&child) {
+        Ok(job) => Ok((pid, Tree { job, pid }, ExitWaiter { child })),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+fn into_job(child: &Child) -> io::Result<OwnedHandle> {
+    // SAFETY: plain Win32 calls on handles we own; every handle is closed by OwnedHandle or
+    // CloseHandle below.
+    unsafe {
+        let raw = CreateJobObjectW(ptr::null(), ptr::null());
+        if raw.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let job = OwnedHandle::from_raw_handle(raw as RawHandle);
+        let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
+        limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+        if SetInformationJobObject(
+            handle(&job),
+            JobObjectExtendedLimitInformation,
+            (&raw const limits).cast(),
+            size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+        ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if AssignProcessToJobObject(handle(&job), child.as_raw_handle() as HANDLE) == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        resume_threads(child.id())?;
+        Ok(job)
+    }
+}
+
+fn handle(h: &OwnedHandle) -> HANDLE {
+    h.as_raw_handle() as HANDLE
+}
+
+/// Resumes the (only) thread of a process started suspended.
+unsafe fn resume_threads(pid: Pid) -> io::Result<()> {
+    // SAFETY: the snapshot handle is closed before returning; THREADENTRY32 is plain data.
+    unsafe {
+        let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+        if snapshot == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        let mut entry: THREADENTRY32 = std::mem::zeroed();
+        entry.dwSize = size_of::<THREADENTRY32>() as u32;
+        let mut resumed = 0;
+        let mut ok = Thread32First(snapshot, &mut entry);
+        while ok != 0 {
+            if entry.th32OwnerProcessID == pid {
+                let thread = OpenThread(THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID);
+                if !thread.is_null() {
+                    if ResumeThread(thread) != u32::MAX {
+                        resumed += 1;
+                    }
+                    CloseHandle(thread);
+                }
+            }
+            ok = Thread32Next(snapshot, &mut entry);
+        }
+        CloseHandle(snapshot);
+        if resumed == 0 {
+            return Err(io::Error::other(
+                "could not resume the backend's main thread",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Tree {
+    /// The main process's ID.
+    pub fn id(&self) -> Pid {
+        self.pid
+    }
+
+    /// Asks the tree to stop: CTRL_BREAK_EVENT to the backend's process group (uvicorn and
+    /// Python handle it as an interrupt).
+    pub fn terminate(&self) -> io::Result<()> {
+        // SAFETY: plain Win32 call.
+        if unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Kills every process in the job.
+    pub fn kill(&self) -> io::Result<()> {
+        // SAFETY: the job handle is valid for self's lifetime.
+        if unsafe { TerminateJobObject(handle(&self.job), 1) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// True once the job has no process left.
+    pub fn is_gone(&self) -> bool {
+        // SAFETY: the job handle is valid; the out struct is plain data of the size given.
+        unsafe {
+            let mut info: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION = std::mem::zeroed();
+            let ok = QueryInformationJobObject(
+                handle(&self.job),
+                JobObjectBasicAccountingInformation,
+                (&raw mut info).cast(),
+                size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
+                ptr::null_mut(),
+            );
+            ok != 0 && info.ActiveProcesses == 0
+        }
+    }
+}
+
+/// Kill-on-close Job Objects already kill the trees when the warden dies; nothing to run.
+#[derive(Debug)]
+pub struct TreeGuard;
+
+impl TreeGuard {
+    /// Nothing to start on Windows.
+    pub fn start() -> io::Result<TreeGuard> {
+        Ok(TreeGuard)
+    }
+
+    /// The job does it.
+    pub fn watch(&mut self, _tree: &Tree) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The job does it.
+    pub fn forget(&mut self, _tree: &Tree) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Unused on Windows.
+pub fn guardian_main() -> i32 {
+    0
+}

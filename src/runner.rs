@@ -1,0 +1,437 @@
+//! The runner owns the real world: it feeds inputs to the [`Supervisor`], carries out the
+//! effects (spawn, signal, kill, probe), turns child exits, probe results and tree watches into
+//! new inputs, and sleeps until the supervisor's next deadline. Everything the engine does to
+//! processes goes through here, on one thread. May import the process, output, health and
+//! supervisor modules; never the UI.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::health::HealthProbe;
+use crate::output::BackendLog;
+use crate::process::{self, LaunchSpec, Tree, TreeGuard};
+use crate::supervisor::{Command, Effect, Event, Input, Pid, Snapshot, Supervisor};
+
+/// How long an exit report waits for the backend's last output lines to be read.
+const TAIL_WAIT: Duration = Duration::from_millis(50);
+
+/// What the runner needs to know about the backend, beyond the supervisor's policy.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// What to launch.
+    pub spec: LaunchSpec,
+    /// The port it serves, if known: checked before every start.
+    pub port: Option<u16>,
+    /// Its health URL, if any.
+    pub health_url: Option<String>,
+    /// Timeout of one health probe.
+    pub health_timeout: Duration,
+}
+
+/// The latest snapshot, shared with status readers (IPC, tray). Readers can wait for a change.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    inner: Mutex<Option<(Snapshot, Instant)>>,
+    changed: Condvar,
+}
+
+impl StatusBoard {
+    /// The latest snapshot, with its uptime brought up to now.
+    pub fn current(&self) -> Option<Snapshot> {
+        let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().map(|(snap, at)| fresh(snap, *at))
+    }
+
+    /// Waits until `done` holds for the latest snapshot, or `limit` passes. Returns the last
+    /// snapshot seen.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&Snapshot) -> bool,
+    ) -> Option<Snapshot> {
+        let deadline = Instant::now() + limit;
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some((snap, _)) = guard.as_ref()
+                && done(snap)
+            {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        guard.as_ref().map(|(snap, at)| fresh(snap, *at))
+    }
+
+    fn publish(&self, snapshot: Snapshot, at: Instant) {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        *guard = Some((snapshot, at));
+        self.changed.notify_all();
+    }
+}
+
+fn fresh(snap: &Snapshot, at: Instant) -> Snapshot {
+    let mut snap = snap.clone();
+    let elapsed = at.elapsed();
+    snap.uptime = snap.uptime.map(|u| u + elapsed);
+    snap.backoff_remaining = snap.backoff_remaining.map(|r| r.saturating_sub(elapsed));
+    snap
+}
+
+/// Sends inputs to a running engine. Cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    inputs: Sender<Input>,
+}
+
+impl EngineHandle {
+    /// Sends a user command. False if the engine has ended.
+    pub fn command(&self, command: Command) -> bool {
+        self.inputs.send(Input::Command(command)).is_ok()
+    }
+}
+
+/// A tree that was told to stop or killed and is not gone yet.
+#[derive(Debug)]
+struct Dying {
+    since: Instant,
+}
+
+/// The engine's loop. Build with [`Runner::new`], then [`Runner::run`] on a thread of its own.
+pub struct Runner {
+    supervisor: Supervisor,
+    backend: Backend,
+    inputs: Receiver<Input>,
+    sender: Sender<Input>,
+    log: BackendLog,
+    guard: TreeGuard,
+    probe: Option<HealthProbe>,
+    trees: HashMap<Pid, Tree>,
+    dying: HashMap<Pid, Dying>,
+    board: Arc<StatusBoard>,
+    observer: Box<dyn FnMut(&Event) + Send>,
+}
+
+impl Runner {
+    /// A runner for `backend`, deciding with `supervisor`, writing output to `log` and
+    /// publishing to `board`. `observer` hears every event (notifications, tray).
+    pub fn new(
+        supervisor: Supervisor,
+        backend: Backend,
+        log: BackendLog,
+        guard: TreeGuard,
+        board: Arc<StatusBoard>,
+        observer: Box<dyn FnMut(&Event) + Send>,
+    ) -> std::io::Result<(Runner, EngineHandle)> {
+        let (sender, inputs) = mpsc::channel();
+        let probe = match &backend.health_url {
+            Some(url) => {
+                let results = sender.clone();
+                Some(HealthProbe::start(
+                    url.clone(),
+                    backend.health_timeout,
+                    move |pid, probe| {
+                        let _ = results.send(Input::Probed { pid, probe });
+                    },
+                )?)
+            }
+            None => None,
+        };
+        let handle = EngineHandle {
+            inputs: sender.clone(),
+        };
+        let runner = Runner {
+            supervisor,
+            backend,
+            inputs,
+            sender,
+            log,
+            guard,
+            probe,
+            trees: HashMap::new(),
+            dying: HashMap::new(),
+            board,
+            observer,
+        };
+        Ok((runner, handle))
+    }
+
+    /// Runs until a shutdown has stopped the backend tree.
+    pub fn run(mut self) {
+        self.publish(Instant::now());
+        loop {
+            let now = Instant::now();
+            let timeout = self.wait_time(now);
+            let input = match self.inputs.recv_timeout(timeout) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut queue: VecDeque<Input> = input.into_iter().collect();
+            self.watch_dying_trees(&mut queue);
+            if queue.is_empty()
+                && self
+                    .supervisor
+                    .next_deadline()
+                    .is_some_and(|d| Instant::now() >= d)
+            {
+                queue.push_back(Input::Tick);
+            }
+            if self.process(queue) {
+                return;
+            }
+        }
+    }
+
+    /// How long to wait for the next input: until the supervisor's deadline, and briefly
+    /// while a tree is dying (its disappearance is polled: there is no event for it).
+    fn wait_time(&self, now: Instant) -> Duration {
+        let mut wait = self
+            .supervisor
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(3600));
+        for dying in self.dying.values() {
+            let poll = if now.duration_since(dying.since) < Duration::from_millis(100) {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(10)
+            };
+            wait = wait.min(poll);
+        }
+        wait
+    }
+
+    /// Handles inputs (and the inputs their effects produce at once). True when done.
+    fn process(&mut self, mut queue: VecDeque<Input>) -> bool {
+        let mut exit = false;
+        while let Some(input) = queue.pop_front() {
+            let now = Instant::now();
+            let effects = self.supervisor.handle(input, now);
+            for effect in effects {
+                match effect {
+                    Effect::Exit => exit = true,
+                    other => self.execute(other, &mut queue),
+                }
+            }
+        }
+        self.publish(Instant::now());
+        exit
+    }
+
+    fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
+        match effect {
+            Effect::Spawn { attempt } => queue.push_back(self.spawn(attempt)),
+            Effect::Terminate { pid } => {
+                if let Some(tree) = self.trees.get(&pid) {
+                    if let Err(e) = tree.terminate() {
+                        warn!(pid, error = %e, "could not ask the backend to stop");
+                    }
+                    self.dying.entry(pid).or_insert(Dying {
+                        since: Instant::now(),
+                    });
+                }
+            }
+            Effect::Kill { pid } => {
+                if let Some(tree) = self.trees.get(&pid) {
+                    if let Err(e) = tree.kill() {
+                        error!(pid, error = %e, "could not kill the backend tree");
+                    }
+                    self.dying.insert(
+                        pid,
+                        Dying {
+                            since: Instant::now(),
+                        },
+                    );
+                    // Fast path: a leader that left no children is gone already.
+                    self.watch_dying_trees(queue);
+                } else {
+                    // Not a tree of ours (should not happen): nothing to wait for.
+                    queue.push_back(Input::TreeGone { pid });
+                }
+            }
+            Effect::Probe { pid } => {
+                if let Some(probe) = &self.probe {
+                    probe.request(pid);
+                }
+            }
+            Effect::Notify(event) => self.notify(&event),
+            Effect::Exit => {}
+        }
+    }
+
+    fn spawn(&mut self, attempt: u32) -> Input {
+        if let Some(port) = self.backend.port
+            && let Some(error) = port_taken(port)
+        {
+            return Input::SpawnFailed { error };
+        }
+        let launched = match process::launch(&self.backend.spec) {
+            Ok(launched) => launched,
+            Err(e) => {
+                let error = e.to_string();
+                self.log
+                    .note(&format!("could not start the backend: {error}"));
+                return Input::SpawnFailed { error };
+            }
+        };
+        let pid = launched.pid;
+        if let Err(e) = self.guard.watch(&launched.tree) {
+            // Supervision goes on; only the kill-with-the-warden safety net is missing.
+            error!(pid, error = %e, "could not register the backend tree with the guardian");
+        }
+        self.log.note(&format!(
+            "backend started: pid {pid}, attempt {attempt}: {} {}",
+            self.backend.spec.program,
+            self.backend.spec.args.join(" ")
+        ));
+        let capture = match self.log.capture(launched.stdout, launched.stderr) {
+            Ok(capture) => Some(capture),
+            Err(e) => {
+                error!(pid, error = %e, "could not start reading the backend's output");
+                None
+            }
+        };
+        let exits = self.sender.clone();
+        let waiter = launched.waiter;
+        let spawned = thread::Builder::new()
+            .name(format!("wait-{pid}"))
+            .spawn(move || {
+                let status = waiter.wait();
+                let tail = capture
+                    .map(|c| {
+                        c.wait_eof(TAIL_WAIT);
+                        c.tail()
+                    })
+                    .unwrap_or_default();
+                let status = status.unwrap_or(crate::supervisor::ExitStatus {
+                    code: None,
+                    signal: None,
+                });
+                let _ = exits.send(Input::Exited { pid, status, tail });
+            });
+        if let Err(e) = spawned {
+            // Without a waiter the exit would go unnoticed: do not run the backend blind.
+            error!(pid, error = %e, "could not start a thread to wait for the backend");
+            let _ = launched.tree.kill();
+            return Input::SpawnFailed {
+                error: format!("could not start a thread: {e}"),
+            };
+        }
+        self.trees.insert(pid, launched.tree);
+        Input::Spawned { pid }
+    }
+
+    fn watch_dying_trees(&mut self, queue: &mut VecDeque<Input>) {
+        let gone: Vec<Pid> = self
+            .dying
+            .keys()
+            .copied()
+            .filter(|pid| self.trees.get(pid).is_none_or(Tree::is_gone))
+            .collect();
+        for pid in gone {
+            self.dying.remove(&pid);
+            if let Some(tree) = self.trees.remove(&pid) {
+                let _ = self.guard.forget(&tree);
+            }
+            queue.push_back(Input::TreeGone { pid });
+        }
+    }
+
+    fn notify(&mut self, event: &Event) {
+        log_event(event);
+        if let Some(note) = log_note(event) {
+            self.log.note(&note);
+        }
+        (self.observer)(event);
+    }
+
+    fn publish(&self, now: Instant) {
+        self.board.publish(self.supervisor.snapshot(now), now);
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Whatever happens to the engine, no tree outlives it.
+        for tree in self.trees.values() {
+            let _ = tree.kill();
+        }
+    }
+}
+
+/// If something else listens on `port`, says so.
+fn port_taken(port: u16) -> Option<String> {
+    for ip in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
+        if let Err(e) = TcpListener::bind(SocketAddr::from((ip, port)))
+            && e.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return Some(format!(
+                "port {port} is already in use by another program; stop it, or change backend.port"
+            ));
+        }
+    }
+    None
+}
+
+/// One log line per transition, with fields.
+fn log_event(event: &Event) {
+    match event {
+        Event::Started { pid, attempt } => info!(pid, attempt, "backend started"),
+        Event::Healthy {
+            pid,
+            latency,
+            recovered,
+        } => info!(pid, ?latency, recovered, "backend healthy"),
+        Event::Unhealthy { pid, error } => warn!(pid, %error, "backend unhealthy"),
+        Event::Crashed {
+            pid,
+            status,
+            delay,
+            attempt,
+            ..
+        } => warn!(pid, %status, attempt, ?delay, "backend crashed; restarting"),
+        Event::Exited { pid, status } => info!(pid, %status, "backend exited"),
+        Event::RestartingUnhealthy { pid, unhealthy_for } => {
+            warn!(
+                pid,
+                ?unhealthy_for,
+                "backend unhealthy too long; restarting"
+            )
+        }
+        Event::GaveUp { reason } => error!(%reason, "backend failed"),
+        Event::Stopped { pid, forced } => info!(pid, forced, "backend stopped"),
+        Event::Killing { pid, grace } => {
+            warn!(
+                pid,
+                ?grace,
+                "backend did not stop within the grace period; killing its tree"
+            )
+        }
+    }
+}
+
+/// What `backend.log` should say about an event, between the backend's own lines.
+fn log_note(event: &Event) -> Option<String> {
+    match event {
+        Event::Crashed { pid, status, .. } | Event::Exited { pid, status } => {
+            Some(format!("backend (pid {pid}) {status}"))
+        }
+        Event::Stopped { pid: Some(pid), .. } => Some(format!("backend (pid {pid}) stopped")),
+        Event::GaveUp { reason } => Some(format!("gave up: {reason}")),
+        _ => None,
+    }
+}

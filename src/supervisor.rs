@@ -1,0 +1,1447 @@
+//! The supervisor: a pure state machine that decides what happens to the backend.
+//!
+//! It does no I/O, never reads the clock and never sleeps: every [`Input`] comes with the
+//! time it happened, and the answer is a list of [`Effect`]s for the runner to carry out, plus
+//! [`Supervisor::next_deadline`] for when it wants to be woken. It may import only `std`,
+//! `serde` and the config types.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, RestartPolicy};
+
+/// A process ID as the OS reports it.
+pub type Pid = u32;
+
+/// How often the backend is probed while it is `starting`, so `healthy` is reported within a
+/// few milliseconds of the backend answering.
+pub const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Without a health URL, a backend that has stayed up this long counts as healthy.
+pub const SETTLE_WITHOUT_HEALTH: Duration = Duration::from_millis(1000);
+
+/// The engine's states. The names are an interface: `status --json` carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// No backend, and none wanted.
+    Stopped,
+    /// Spawned (or about to be), not yet healthy.
+    Starting,
+    /// Running and answering its health check (or, without one, alive).
+    Healthy,
+    /// Running but failing its health check.
+    Unhealthy,
+    /// Asked to stop; waiting for the whole tree to be gone.
+    Stopping,
+    /// Exited; waiting out the backoff before the next start.
+    Backoff,
+    /// Gave up; the reason says why.
+    Failed,
+}
+
+impl State {
+    /// The name used in `status`, logs and the tray.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Healthy => "healthy",
+            State::Unhealthy => "unhealthy",
+            State::Stopping => "stopping",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Whether a backend process is (meant to be) running in this state.
+    pub fn is_running(self) -> bool {
+        matches!(self, State::Starting | State::Healthy | State::Unhealthy)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitStatus {
+    /// The exit code, when it exited on its own.
+    pub code: Option<i32>,
+    /// The signal that ended it (Unix).
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(sig)) => match signal_name(sig) {
+                Some(name) => write!(f, "killed by signal {sig} ({name})"),
+                None => write!(f, "killed by signal {sig}"),
+            },
+            (None, None) => f.write_str("exited"),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// What a user (tray, CLI, a signal) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// Start the backend if it is not running.
+    Start,
+    /// Stop the backend tree.
+    Stop,
+    /// Stop (if running), then start.
+    Restart,
+    /// Stop the backend tree, then end the engine.
+    Shutdown,
+}
+
+/// The outcome of one health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// 2xx within the timeout.
+    Ok { latency: Duration },
+    /// Anything else: refused, timed out, non-2xx.
+    Failed { error: String },
+}
+
+/// Something that happened. Inputs about a process carry its PID; an input about a process
+/// that is no longer the current one is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A user command.
+    Command(Command),
+    /// The runner spawned the backend.
+    Spawned { pid: Pid },
+    /// The runner could not spawn the backend (command not found, cwd missing, ...).
+    SpawnFailed { error: String },
+    /// The backend's main process exited; `tail` holds its last output lines.
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+        tail: Vec<String>,
+    },
+    /// Every process of the tree led by `pid` is gone.
+    TreeGone { pid: Pid },
+    /// A health probe of `pid` finished.
+    Probed { pid: Pid, probe: Probe },
+    /// A deadline passed (see [`Supervisor::next_deadline`]).
+    Tick,
+}
+
+/// What the runner must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Spawn the backend; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
+    Spawn { attempt: u32 },
+    /// Ask the whole tree to stop gracefully, and report [`Input::TreeGone`] once it is gone.
+    Terminate { pid: Pid },
+    /// Kill the whole tree now, and report [`Input::TreeGone`] once it is gone.
+    Kill { pid: Pid },
+    /// Probe the backend's health; answer with [`Input::Probed`].
+    Probe { pid: Pid },
+    /// Tell the world (log line, notification, tray).
+    Notify(Event),
+    /// Shutdown is complete: the engine may end.
+    Exit,
+}
+
+/// A state transition worth telling the user about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The backend was spawned.
+    Started { pid: Pid, attempt: u32 },
+    /// The backend became healthy (`recovered`: it had been unhealthy or had crashed).
+    Healthy {
+        pid: Pid,
+        latency: Option<Duration>,
+        recovered: bool,
+    },
+    /// The backend stopped answering its health check.
+    Unhealthy { pid: Pid, error: String },
+    /// The backend exited on its own and will be restarted after `delay`.
+    /// `first_in_episode` is false for the later crashes of a crash loop.
+    Crashed {
+        pid: Pid,
+        status: ExitStatus,
+        delay: Duration,
+        attempt: u32,
+        first_in_episode: bool,
+    },
+    /// The backend exited on its own and the restart policy says to leave it.
+    Exited { pid: Pid, status: ExitStatus },
+    /// Unhealthy for longer than `restart_after`: restarting it.
+    RestartingUnhealthy { pid: Pid, unhealthy_for: Duration },
+    /// Gave up; the engine is `failed`.
+    GaveUp { reason: String },
+    /// The tree was stopped on request (`forced`: it had to be killed after the grace period).
+    Stopped { pid: Option<Pid>, forced: bool },
+    /// The graceful stop timed out; the tree is being killed.
+    Killing { pid: Pid, grace: Duration },
+}
+
+/// The policy the supervisor follows, taken from the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Health checking, if a health URL is configured.
+    pub health: Option<HealthPolicy>,
+    /// When to restart.
+    pub restart: RestartPolicy,
+    /// First backoff delay; doubles with every consecutive crash.
+    pub backoff_initial: Duration,
+    /// Largest backoff delay.
+    pub backoff_max: Duration,
+    /// Give up after more than this many crashes within `window`.
+    pub max_restarts: u32,
+    /// See `max_restarts`.
+    pub window: Duration,
+    /// A run this long resets the backoff.
+    pub stable_after: Duration,
+    /// Time between the graceful request and the forced kill.
+    pub grace: Duration,
+}
+
+/// Health-check timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthPolicy {
+    /// Time between probes once started.
+    pub interval: Duration,
+    /// Consecutive failures before `healthy` turns `unhealthy`.
+    pub unhealthy_after: u32,
+    /// Restart a backend that stayed unhealthy this long.
+    pub restart_after: Option<Duration>,
+    /// How long `starting` may last before it counts as unhealthy.
+    pub start_timeout: Duration,
+}
+
+impl Policy {
+    /// The policy described by a config.
+    pub fn from_config(config: &Config, has_health_url: bool) -> Policy {
+        Policy {
+            health: has_health_url.then(|| HealthPolicy {
+                interval: config.health.interval,
+                unhealthy_after: config.health.unhealthy_after.max(1),
+                restart_after: config.health.restart_after,
+                start_timeout: config.health.start_timeout,
+            }),
+            restart: config.restart.policy,
+            backoff_initial: config.restart.backoff_initial,
+            backoff_max: config.restart.backoff_max,
+            max_restarts: config.restart.max_restarts,
+            window: config.restart.window,
+            stable_after: config.restart.stable_after,
+            grace: config.stop.grace,
+        }
+    }
+
+    /// The delay before restart number `step` (0-based) of a crash loop.
+    pub fn backoff(&self, step: u32) -> Duration {
+        let factor = 2u32.saturating_pow(step.min(31));
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+/// What happened to the last backend process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastExit {
+    /// The process that exited.
+    pub pid: Pid,
+    /// Its exit code, if it exited on its own.
+    pub code: Option<i32>,
+    /// The signal that ended it.
+    pub signal: Option<i32>,
+    /// In words: "exited with code 1", "stopped on request", ...
+    pub reason: String,
+    /// Its last lines of output (at most [`TAIL_LINES`]).
+    pub tail: Vec<String>,
+}
+
+/// How many output lines a failure reason carries.
+pub const TAIL_LINES: usize = 10;
+
+/// The result of the latest health probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// `None` until the first probe of the current process has finished.
+    pub ok: Option<bool>,
+    /// Latency of the last successful probe.
+    pub latency_ms: Option<u64>,
+    /// The error of the last failed probe.
+    pub last_error: Option<String>,
+}
+
+/// A snapshot of the supervisor for `status`, the tray and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Current state.
+    pub state: State,
+    /// The current backend process, if one is running.
+    pub pid: Option<Pid>,
+    /// How long the current process has been up.
+    pub uptime: Option<Duration>,
+    /// Automatic restarts since the warden started.
+    pub restarts: u32,
+    /// The last exit.
+    pub last_exit: Option<LastExit>,
+    /// The last probe.
+    pub health: Health,
+    /// Why the engine is `failed`.
+    pub failed_reason: Option<String>,
+    /// Time left in `backoff`.
+    pub backoff_remaining: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Stay,
+    Start,
+    Exit,
+    /// Go to `failed` with the reason already in `failed_reason`.
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Child {
+    pid: Pid,
+    started_at: Instant,
+}
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Policy,
+    state: State,
+    child: Option<Child>,
+    /// A tree (by its leader's PID) that was told to stop or killed and is not gone yet.
+    dying_tree: Option<Pid>,
+    after_stop: AfterStop,
+    shutting_down: bool,
+    stop_deadline: Option<Instant>,
+    kill_sent: bool,
+    backoff_until: Option<Instant>,
+    probe_due: Option<Instant>,
+    probe_in_flight: bool,
+    probe_failures: u32,
+    unhealthy_since: Option<Instant>,
+    /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
+    recovering: bool,
+    crash_times: VecDeque<Instant>,
+    backoff_step: u32,
+    restarts: u32,
+    last_exit: Option<LastExit>,
+    health: Health,
+    failed_reason: Option<String>,
+}
+
+impl Supervisor {
+    /// A supervisor in `stopped`, following `policy`.
+    pub fn new(policy: Policy) -> Supervisor {
+        Supervisor {
+            policy,
+            state: State::Stopped,
+            child: None,
+            dying_tree: None,
+            after_stop: AfterStop::Stay,
+            shutting_down: false,
+            stop_deadline: None,
+            kill_sent: false,
+            backoff_until: None,
+            probe_due: None,
+            probe_in_flight: false,
+            probe_failures: 0,
+            unhealthy_since: None,
+            recovering: false,
+            crash_times: VecDeque::new(),
+            backoff_step: 0,
+            restarts: 0,
+            last_exit: None,
+            health: Health::default(),
+            failed_reason: None,
+        }
+    }
+
+    /// Replace the policy (config reload). Applies from the next decision on.
+    pub fn set_policy(&mut self, policy: Policy) {
+        if policy.health.is_none() {
+            self.probe_due = None;
+        } else if self.policy.health.is_none() && self.child.is_some() {
+            self.probe_due = Some(Instant::now().min(self.probe_due.unwrap_or(Instant::now())));
+        }
+        self.policy = policy;
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The current backend process, if any.
+    pub fn pid(&self) -> Option<Pid> {
+        self.child.map(|c| c.pid)
+    }
+
+    /// A snapshot for status reports, as of `now`.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            state: self.state,
+            pid: self.pid(),
+            uptime: self
+                .child
+                .map(|c| now.saturating_duration_since(c.started_at)),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            health: self.health.clone(),
+            failed_reason: self.failed_reason.clone(),
+            backoff_remaining: match (self.state, self.backoff_until) {
+                (State::Backoff, Some(until)) => Some(until.saturating_duration_since(now)),
+                _ => None,
+            },
+        }
+    }
+
+    /// When the supervisor next wants a [`Input::Tick`], if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut deadlines: Vec<Instant> = Vec::with_capacity(4);
+        match self.state {
+            State::Stopping if !self.kill_sent => deadlines.extend(self.stop_deadline),
+            State::Backoff if self.dying_tree.is_none() => deadlines.extend(self.backoff_until),
+            State::Starting | State::Healthy | State::Unhealthy => {
+                if let Some(child) = self.child {
+                    if !self.probe_in_flight {
+                        deadlines.extend(self.probe_due);
+                    }
+                    match (&self.policy.health, self.state) {
+                        (None, State::Starting) => {
+                            deadlines.push(child.started_at + SETTLE_WITHOUT_HEALTH)
+                        }
+                        (Some(h), State::Starting) => {
+                            deadlines.push(child.started_at + h.start_timeout)
+                        }
+                        (Some(h), State::Unhealthy) => {
+                            if let (Some(after), Some(since)) =
+                                (h.restart_after, self.unhealthy_since)
+                            {
+                                deadlines.push(since + after);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        deadlines.into_iter().min()
+    }
+
+    /// Feed one input that happened at `now`; returns what to do.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
+            Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
+            Input::SpawnFailed { error } => {
+                let reason = format!("could not start the backend: {error}");
+                self.fail(reason, &mut fx);
+            }
+            Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
+            Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
+            Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
+            Input::Tick => self.on_tick(now, &mut fx),
+        }
+        fx
+    }
+
+    fn on_command(&mut self, cmd: Command, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting_down {
+            return;
+        }
+        match cmd {
+            Command::Start => match self.state {
+                State::Stopped | State::Failed | State::Backoff => {
+                    self.reset_crash_history();
+                    self.start(now, fx);
+                }
+                State::Stopping => self.after_stop = AfterStop::Start,
+                State::Starting | State::Healthy | State::Unhealthy => {}
+            },
+            Command::Restart => match self.state {
+                State::Starting | State::Healthy | State::Unhealthy => {
+                    self.reset_crash_history();
+                    self.begin_stop(AfterStop::Start, now, fx);
+                }
+                State::Stopping => self.after_stop = AfterStop::Start,
+                State::Stopped | State::Failed | State::Backoff => {
+                    self.reset_crash_history();
+                    self.start(now, fx);
+                }
+            },
+            Command::Stop => self.begin_stop(AfterStop::Stay, now, fx),
+            Command::Shutdown => {
+                self.shutting_down = true;
+                self.begin_stop(AfterStop::Exit, now, fx);
+            }
+        }
+    }
+
+    /// Spawn now, or as soon as the previous tree is gone: never two trees at once.
+    fn start(&mut self, _now: Instant, fx: &mut Vec<Effect>) {
+        self.backoff_until = None;
+        self.failed_reason = None;
+        self.state = State::Starting;
+        if self.dying_tree.is_none() {
+            fx.push(Effect::Spawn {
+                attempt: self.backoff_step + 1,
+            });
+        }
+    }
+
+    fn begin_stop(&mut self, then: AfterStop, now: Instant, fx: &mut Vec<Effect>) {
+        match self.state {
+            State::Stopping => {
+                // Already on the way down; only what follows changes.
+                if self.after_stop != AfterStop::Exit {
+                    self.after_stop = then;
+                }
+            }
+            State::Starting | State::Healthy | State::Unhealthy => {
+                self.after_stop = then;
+                self.state = State::Stopping;
+                self.backoff_until = None;
+                if let Some(child) = self.child {
+                    self.dying_tree = Some(child.pid);
+                    self.stop_deadline = Some(now + self.policy.grace);
+                    self.kill_sent = false;
+                    fx.push(Effect::Terminate { pid: child.pid });
+                } else if self.dying_tree.is_some() {
+                    // Waiting to spawn until the last run's leftovers are killed.
+                    self.kill_sent = true;
+                } else {
+                    self.finish_stop(None, now, fx);
+                }
+            }
+            State::Backoff | State::Failed | State::Stopped => {
+                self.backoff_until = None;
+                self.after_stop = then;
+                if self.dying_tree.is_some() {
+                    // The leftovers of the last run are still being killed.
+                    self.state = State::Stopping;
+                    self.kill_sent = true;
+                } else if then == AfterStop::Exit || self.state != State::Stopped {
+                    self.finish_stop(None, now, fx);
+                }
+            }
+        }
+    }
+
+    fn finish_stop(&mut self, pid: Option<Pid>, now: Instant, fx: &mut Vec<Effect>) {
+        let was_stopping = self.state == State::Stopping;
+        let forced = self.kill_sent;
+        self.child = None;
+        self.dying_tree = None;
+        self.stop_deadline = None;
+        self.kill_sent = false;
+        self.probe_due = None;
+        self.probe_in_flight = false;
+        self.health = Health::default();
+        let then = std::mem::replace(&mut self.after_stop, AfterStop::Stay);
+        self.state = State::Stopped;
+        if was_stopping && pid.is_some() {
+            fx.push(Effect::Notify(Event::Stopped { pid, forced }));
+        }
+        match then {
+            AfterStop::Stay => {}
+            AfterStop::Start => self.start(now, fx),
+            AfterStop::Exit => fx.push(Effect::Exit),
+            AfterStop::Fail => {
+                let reason = self.failed_reason.take().unwrap_or_default();
+                self.fail(reason, fx);
+            }
+        }
+    }
+
+    fn on_spawned(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
+        if self.state != State::Starting || self.child.is_some() {
+            // Cannot happen with a well-behaved runner; never track two children.
+            fx.push(Effect::Kill { pid });
+            return;
+        }
+        if self.restarts_pending() {
+            self.restarts += 1;
+        }
+        self.child = Some(Child {
+            pid,
+            started_at: now,
+        });
+        self.health = Health::default();
+        self.probe_failures = 0;
+        self.probe_in_flight = false;
+        self.unhealthy_since = None;
+        self.probe_due = self.policy.health.as_ref().map(|_| now);
+        fx.push(Effect::Notify(Event::Started {
+            pid,
+            attempt: self.backoff_step + 1,
+        }));
+    }
+
+    /// Whether this spawn is an automatic restart (a crash happened since the last manual start).
+    fn restarts_pending(&self) -> bool {
+        self.backoff_step > 0 || self.recovering
+    }
+
+    fn on_exited(
+        &mut self,
+        pid: Pid,
+        status: ExitStatus,
+        tail: Vec<String>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(child) = self.child.filter(|c| c.pid == pid) else {
+            return; // about a process that is no longer ours
+        };
+        let tail = last_lines(tail);
+        self.child = None;
+        self.probe_due = None;
+        self.probe_in_flight = false;
+
+        if self.state == State::Stopping {
+            self.last_exit = Some(LastExit {
+                pid,
+                code: status.code,
+                signal: status.signal,
+                reason: "stopped on request".into(),
+                tail,
+            });
+            // Its children got the same request; the tree watch reports when all are gone.
+            return;
+        }
+
+        // An exit nobody asked for. Whatever the leader left behind dies now: an orphaned
+        // reload worker must never keep serving stale code.
+        self.dying_tree = Some(pid);
+        self.kill_sent = true;
+        fx.push(Effect::Kill { pid });
+
+        let restart = match self.policy.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Never => false,
+        };
+        self.last_exit = Some(LastExit {
+            pid,
+            code: status.code,
+            signal: status.signal,
+            reason: status.to_string(),
+            tail: tail.clone(),
+        });
+
+        if !restart {
+            if status.success() {
+                self.state = State::Stopped;
+                fx.push(Effect::Notify(Event::Exited { pid, status }));
+            } else {
+                let policy = match self.policy.restart {
+                    RestartPolicy::Never => "never",
+                    _ => "on-failure",
+                };
+                let reason = with_tail(
+                    format!("the backend {status} (restart policy is \"{policy}\")"),
+                    &tail,
+                );
+                self.fail(reason, fx);
+            }
+            return;
+        }
+
+        if now.saturating_duration_since(child.started_at) >= self.policy.stable_after {
+            self.backoff_step = 0;
+        }
+        if self.record_crash(now) {
+            let reason = with_tail(
+                format!(
+                    "gave up after {} crashes within {}: the backend {status}",
+                    self.crash_times.len(),
+                    humantime::format_duration(self.policy.window)
+                ),
+                &tail,
+            );
+            self.fail(reason, fx);
+            return;
+        }
+        let delay = self.policy.backoff(self.backoff_step);
+        let first_in_episode = self.backoff_step == 0;
+        self.backoff_step += 1;
+        self.recovering = true;
+        self.state = State::Backoff;
+        self.backoff_until = Some(now + delay);
+        fx.push(Effect::Notify(Event::Crashed {
+            pid,
+            status,
+            delay,
+            attempt: self.backoff_step,
+            first_in_episode,
+        }));
+    }
+
+    /// Records a crash; true when that makes too many within the window.
+    fn record_crash(&mut self, now: Instant) -> bool {
+        self.crash_times.push_back(now);
+        while let Some(&first) = self.crash_times.front() {
+            if now.saturating_duration_since(first) > self.policy.window {
+                self.crash_times.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.crash_times.len() > self.policy.max_restarts as usize
+    }
+
+    fn reset_crash_history(&mut self) {
+        self.crash_times.clear();
+        self.backoff_step = 0;
+        self.recovering = false;
+    }
+
+    fn fail(&mut self, reason: String, fx: &mut Vec<Effect>) {
+        self.state = State::Failed;
+        self.backoff_until = None;
+        self.recovering = false;
+        self.failed_reason = Some(reason.clone());
+        fx.push(Effect::Notify(Event::GaveUp { reason }));
+    }
+
+    fn on_tree_gone(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
+        if self.dying_tree != Some(pid) {
+            return;
+        }
+        self.dying_tree = None;
+        if self.state != State::Stopping {
+            self.kill_sent = false;
+        }
+        match self.state {
+            State::Stopping => self.finish_stop(Some(pid), now, fx),
+            State::Starting if self.child.is_none() => {
+                fx.push(Effect::Spawn {
+                    attempt: self.backoff_step + 1,
+                });
+            }
+            State::Backoff if self.backoff_until.is_some_and(|until| now >= until) => {
+                self.start(now, fx);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_probed(&mut self, pid: Pid, probe: Probe, now: Instant, fx: &mut Vec<Effect>) {
+        if self.pid() != Some(pid) {
+            return;
+        }
+        self.probe_in_flight = false;
+        let Some(health) = self.policy.health.clone() else {
+            return;
+        };
+        match probe {
+            Probe::Ok { latency } => {
+                self.health = Health {
+                    ok: Some(true),
+                    latency_ms: Some(latency.as_millis().try_into().unwrap_or(u64::MAX)),
+                    last_error: None,
+                };
+                self.probe_failures = 0;
+                self.unhealthy_since = None;
+                if matches!(self.state, State::Starting | State::Unhealthy) {
+                    self.become_healthy(pid, Some(latency), fx);
+                }
+                self.probe_due = Some(now + health.interval);
+            }
+            Probe::Failed { error } => {
+                self.health.ok = Some(false);
+                self.health.last_error = Some(error.clone());
+                match self.state {
+                    State::Starting => {
+                        self.probe_due = Some(now + STARTING_PROBE_INTERVAL);
+                    }
+                    State::Healthy => {
+                        self.probe_failures += 1;
+                        if self.probe_failures >= health.unhealthy_after {
+                            self.state = State::Unhealthy;
+                            self.unhealthy_since = Some(now);
+                            self.recovering = true;
+                            fx.push(Effect::Notify(Event::Unhealthy { pid, error }));
+                        }
+                        self.probe_due = Some(now + health.interval);
+                    }
+                    _ => self.probe_due = Some(now + health.interval),
+                }
+            }
+        }
+    }
+
+    fn become_healthy(&mut self, pid: Pid, latency: Option<Duration>, fx: &mut Vec<Effect>) {
+        self.state = State::Healthy;
+        let recovered = std::mem::take(&mut self.recovering);
+        fx.push(Effect::Notify(Event::Healthy {
+            pid,
+            latency,
+            recovered,
+        }));
+    }
+
+    fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        match self.state {
+            State::Stopping => {
+                if let (Some(deadline), Some(pid), false) =
+                    (self.stop_deadline, self.dying_tree, self.kill_sent)
+                    && now >= deadline
+                {
+                    self.kill_sent = true;
+                    fx.push(Effect::Notify(Event::Killing {
+                        pid,
+                        grace: self.policy.grace,
+                    }));
+                    fx.push(Effect::Kill { pid });
+                }
+            }
+            State::Backoff => {
+                if self.dying_tree.is_none() && self.backoff_until.is_some_and(|u| now >= u) {
+                    self.start(now, fx);
+                }
+            }
+            State::Starting | State::Healthy | State::Unhealthy => {
+                let Some(child) = self.child else { return };
+                let health = self.policy.health.clone();
+                match (&health, self.state) {
+                    (None, State::Starting) if now >= child.started_at + SETTLE_WITHOUT_HEALTH => {
+                        self.become_healthy(child.pid, None, fx);
+                    }
+                    (Some(h), State::Starting) if now >= child.started_at + h.start_timeout => {
+                        self.state = State::Unhealthy;
+                        self.unhealthy_since = Some(now);
+                        self.recovering = true;
+                        let error = format!(
+                            "not healthy {} after start",
+                            humantime::format_duration(h.start_timeout)
+                        );
+                        fx.push(Effect::Notify(Event::Unhealthy {
+                            pid: child.pid,
+                            error,
+                        }));
+                    }
+                    (Some(h), State::Unhealthy) => {
+                        if let (Some(after), Some(since)) = (h.restart_after, self.unhealthy_since)
+                            && now >= since + after
+                        {
+                            self.restart_unhealthy(child.pid, now - since, now, fx);
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+                if !self.probe_in_flight && self.probe_due.is_some_and(|due| now >= due) {
+                    self.probe_in_flight = true;
+                    self.probe_due = None;
+                    fx.push(Effect::Probe { pid: child.pid });
+                }
+            }
+            State::Stopped | State::Failed => {}
+        }
+    }
+
+    fn restart_unhealthy(
+        &mut self,
+        pid: Pid,
+        unhealthy_for: Duration,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        fx.push(Effect::Notify(Event::RestartingUnhealthy {
+            pid,
+            unhealthy_for,
+        }));
+        if self.record_crash(now) {
+            let reason = format!(
+                "gave up after {} restarts within {}: the backend stayed unhealthy ({})",
+                self.crash_times.len(),
+                humantime::format_duration(self.policy.window),
+                self.health.last_error.as_deref().unwrap_or("no answer"),
+            );
+            self.begin_stop(AfterStop::Fail, now, fx);
+            self.failed_reason = Some(reason);
+            return;
+        }
+        self.backoff_step += 1;
+        self.begin_stop(AfterStop::Start, now, fx);
+    }
+}
+
+fn last_lines(mut tail: Vec<String>) -> Vec<String> {
+    if tail.len() > TAIL_LINES {
+        tail.drain(..tail.len() - TAIL_LINES);
+    }
+    tail
+}
+
+fn with_tail(reason: String, tail: &[String]) -> String {
+    if tail.is_empty() {
+        reason
+    } else {
+        format!("{reason}; last output:\n{}", tail.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> Policy {
+        Policy {
+            health: Some(HealthPolicy {
+                interval: 2 * S,
+                unhealthy_after: 3,
+                restart_after: Some(10 * S),
+                start_timeout: 60 * S,
+            }),
+            restart: RestartPolicy::OnFailure,
+            backoff_initial: 500 * MS,
+            backoff_max: 4 * S,
+            max_restarts: 3,
+            window: 60 * S,
+            stable_after: 10 * S,
+            grace: 5 * S,
+        }
+    }
+
+    /// A supervisor plus a clock: inputs at `t0 + elapsed`.
+    struct Harness {
+        sup: Supervisor,
+        t0: Instant,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new(policy: Policy) -> Harness {
+            let t0 = Instant::now();
+            Harness {
+                sup: Supervisor::new(policy),
+                t0,
+                now: t0,
+            }
+        }
+        fn at(&mut self, elapsed: Duration) -> &mut Self {
+            self.now = self.t0 + elapsed;
+            self
+        }
+        fn feed(&mut self, input: Input) -> Vec<Effect> {
+            self.sup.handle(input, self.now)
+        }
+        fn cmd(&mut self, c: Command) -> Vec<Effect> {
+            self.feed(Input::Command(c))
+        }
+        fn exit(&mut self, pid: Pid, code: i32) -> Vec<Effect> {
+            self.feed(Input::Exited {
+                pid,
+                status: ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                },
+                tail: vec!["Traceback".into(), "boom".into()],
+            })
+        }
+        fn ok(&mut self, pid: Pid) -> Vec<Effect> {
+            self.feed(Input::Probed {
+                pid,
+                probe: Probe::Ok { latency: 3 * MS },
+            })
+        }
+        fn bad(&mut self, pid: Pid) -> Vec<Effect> {
+            self.feed(Input::Probed {
+                pid,
+                probe: Probe::Failed {
+                    error: "refused".into(),
+                },
+            })
+        }
+        /// Start and spawn `pid`, then make it healthy.
+        fn running(&mut self, pid: Pid) {
+            assert_eq!(spawns(&self.cmd(Command::Start)), 1);
+            self.feed(Input::Spawned { pid });
+            self.ok(pid);
+            assert_eq!(self.sup.state(), State::Healthy);
+        }
+    }
+
+    fn spawns(fx: &[Effect]) -> usize {
+        fx.iter()
+            .filter(|e| matches!(e, Effect::Spawn { .. }))
+            .count()
+    }
+
+    fn has(fx: &[Effect], wanted: &Effect) -> bool {
+        fx.contains(wanted)
+    }
+
+    fn events(fx: &[Effect]) -> Vec<&Event> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Notify(ev) => Some(ev),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn start_spawns_then_probes_fast_until_healthy() {
+        let mut h = Harness::new(policy());
+        let fx = h.cmd(Command::Start);
+        assert_eq!(fx, vec![Effect::Spawn { attempt: 1 }]);
+        assert_eq!(h.sup.state(), State::Starting);
+        h.feed(Input::Spawned { pid: 10 });
+        assert_eq!(h.sup.next_deadline(), Some(h.now), "first probe at once");
+        let fx = h.feed(Input::Tick);
+        assert_eq!(fx, vec![Effect::Probe { pid: 10 }]);
+        assert_eq!(
+            h.sup.next_deadline(),
+            Some(h.t0 + 60 * S),
+            "only the start timeout"
+        );
+        h.bad(10);
+        assert_eq!(
+            h.sup.state(),
+            State::Starting,
+            "failures while starting do not count"
+        );
+        assert_eq!(h.sup.next_deadline(), Some(h.now + STARTING_PROBE_INTERVAL));
+        h.at(10 * MS);
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 10 }]);
+        let fx = h.ok(10);
+        assert_eq!(h.sup.state(), State::Healthy);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Healthy {
+                pid: 10,
+                recovered: false,
+                ..
+            }]
+        ));
+        assert_eq!(
+            h.sup.next_deadline(),
+            Some(h.now + 2 * S),
+            "then at the interval"
+        );
+    }
+
+    #[test]
+    fn without_health_url_alive_for_a_moment_means_healthy() {
+        let mut p = policy();
+        p.health = None;
+        let mut h = Harness::new(p);
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 10 });
+        assert_eq!(h.sup.next_deadline(), Some(h.t0 + SETTLE_WITHOUT_HEALTH));
+        h.at(SETTLE_WITHOUT_HEALTH);
+        h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Healthy);
+        assert_eq!(h.sup.next_deadline(), None, "nothing to do while healthy");
+    }
+
+    #[test]
+    fn crash_kills_leftovers_backs_off_then_restarts_only_after_the_tree_is_gone() {
+        let mut h = Harness::new(policy());
+        h.running(10);
+        h.at(20 * S);
+        let fx = h.exit(10, 1);
+        assert!(
+            has(&fx, &Effect::Kill { pid: 10 }),
+            "leftovers of the tree die"
+        );
+        assert_eq!(h.sup.state(), State::Backoff);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Crashed {
+                delay,
+                first_in_episode: true,
+                ..
+            }] if *delay == 500 * MS
+        ));
+        // The backoff passes, but the old tree is not gone yet: no spawn.
+        assert_eq!(h.sup.next_deadline(), None);
+        h.at(20 * S + 600 * MS);
+        assert_eq!(spawns(&h.feed(Input::Tick)), 0);
+        // Tree gone -> spawn at once.
+        let fx = h.feed(Input::TreeGone { pid: 10 });
+        assert_eq!(fx, vec![Effect::Spawn { attempt: 2 }]);
+        h.feed(Input::Spawned { pid: 11 });
+        assert_eq!(h.sup.snapshot(h.now).restarts, 1);
+        let fx = h.ok(11);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Healthy {
+                recovered: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_a_stable_run_resets_it() {
+        let mut p = policy();
+        p.max_restarts = 100;
+        let mut h = Harness::new(p);
+        h.running(1);
+        let mut pid = 1;
+        let mut t = Duration::ZERO;
+        let mut delays = vec![];
+        for _ in 0..5 {
+            t += MS;
+            h.at(t);
+            let fx = h.exit(pid, 1);
+            for e in events(&fx) {
+                if let Event::Crashed { delay, .. } = e {
+                    delays.push(*delay);
+                }
+            }
+            h.feed(Input::TreeGone { pid });
+            t += 5 * S;
+            h.at(t);
+            h.feed(Input::Tick);
+            pid += 1;
+            h.feed(Input::Spawned { pid });
+        }
+        assert_eq!(
+            delays,
+            [500 * MS, 1000 * MS, 2000 * MS, 4000 * MS, 4000 * MS]
+        );
+        // A run longer than stable_after resets the backoff.
+        t += 11 * S;
+        h.at(t);
+        let fx = h.exit(pid, 1);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Crashed { delay, first_in_episode: true, .. }] if *delay == 500 * MS
+        ));
+    }
+
+    #[test]
+    fn crash_loop_gives_up_with_exit_status_and_last_output() {
+        let mut h = Harness::new(policy());
+        h.running(1);
+        let mut pid = 1;
+        for i in 0..3 {
+            h.at(Duration::from_millis(100 * i));
+            let fx = h.exit(pid, 3);
+            assert_eq!(h.sup.state(), State::Backoff);
+            assert_eq!(
+                events(&fx).len(),
+                1,
+                "one crash event per crash (the tray dedups by episode)"
+            );
+            h.feed(Input::TreeGone { pid });
+            h.at(Duration::from_secs(10 * (i + 1)));
+            h.feed(Input::Tick);
+            pid += 1;
+            h.feed(Input::Spawned { pid });
+        }
+        let fx = h.exit(pid, 3);
+        assert_eq!(h.sup.state(), State::Failed);
+        let reason = h.sup.snapshot(h.now).failed_reason.unwrap();
+        assert!(reason.contains("gave up after 4 crashes"), "{reason}");
+        assert!(reason.contains("exited with code 3"), "{reason}");
+        assert!(reason.contains("boom"), "{reason}");
+        assert!(matches!(events(&fx)[..], [Event::GaveUp { .. }]));
+        assert!(has(&fx, &Effect::Kill { pid }), "leftovers still die");
+        assert_eq!(spawns(&h.feed(Input::TreeGone { pid })), 0);
+        // A start after failing begins afresh.
+        assert_eq!(spawns(&h.cmd(Command::Start)), 1);
+    }
+
+    #[test]
+    fn crashes_outside_the_window_do_not_count() {
+        let mut h = Harness::new(policy());
+        h.running(1);
+        for (pid, i) in (1..).zip(0..10u64) {
+            // one crash every 30 s: at most 2 within any 60 s window
+            h.at(Duration::from_secs(30 * i));
+            h.exit(pid, 1);
+            assert_eq!(h.sup.state(), State::Backoff, "crash {i}");
+            h.feed(Input::TreeGone { pid });
+            h.at(Duration::from_secs(30 * i + 5));
+            h.feed(Input::Tick);
+            h.feed(Input::Spawned { pid: pid + 1 });
+        }
+    }
+
+    #[test]
+    fn restart_policies() {
+        // (policy, exit code, expected state)
+        let table = [
+            (RestartPolicy::OnFailure, 0, State::Stopped),
+            (RestartPolicy::OnFailure, 1, State::Backoff),
+            (RestartPolicy::Always, 0, State::Backoff),
+            (RestartPolicy::Always, 1, State::Backoff),
+            (RestartPolicy::Never, 0, State::Stopped),
+            (RestartPolicy::Never, 1, State::Failed),
+        ];
+        for (restart, code, want) in table {
+            let mut p = policy();
+            p.restart = restart;
+            let mut h = Harness::new(p);
+            h.running(5);
+            let fx = h.exit(5, code);
+            assert_eq!(h.sup.state(), want, "{restart:?} exit {code}");
+            assert!(
+                has(&fx, &Effect::Kill { pid: 5 }),
+                "{restart:?} exit {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn graceful_stop_then_forced_kill_after_grace() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        let fx = h.cmd(Command::Stop);
+        assert_eq!(fx, vec![Effect::Terminate { pid: 7 }]);
+        assert_eq!(h.sup.state(), State::Stopping);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * S));
+        // The leader exits, a child lingers: keep waiting for the tree.
+        h.at(S);
+        h.exit(7, 0);
+        assert_eq!(h.sup.state(), State::Stopping);
+        h.at(5 * S);
+        let fx = h.feed(Input::Tick);
+        assert!(has(&fx, &Effect::Kill { pid: 7 }));
+        assert_eq!(h.sup.next_deadline(), None, "kill sent once");
+        let fx = h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(h.sup.state(), State::Stopped);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Stopped {
+                pid: Some(7),
+                forced: true
+            }]
+        ));
+        assert_eq!(
+            h.sup.snapshot(h.now).last_exit.unwrap().reason,
+            "stopped on request"
+        );
+    }
+
+    #[test]
+    fn restart_never_overlaps_two_trees() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        let fx = h.cmd(Command::Restart);
+        assert_eq!(fx, vec![Effect::Terminate { pid: 7 }]);
+        // Clicks pile up while stopping: still no spawn.
+        assert_eq!(spawns(&h.cmd(Command::Start)), 0);
+        assert_eq!(spawns(&h.cmd(Command::Restart)), 0);
+        assert_eq!(spawns(&h.exit(7, 0)), 0);
+        let fx = h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(spawns(&fx), 1);
+        assert_eq!(h.sup.state(), State::Starting);
+    }
+
+    #[test]
+    fn stop_while_stopping_for_a_restart_cancels_the_restart() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.cmd(Command::Restart);
+        h.cmd(Command::Stop);
+        let fx = h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(spawns(&fx), 0);
+        assert_eq!(h.sup.state(), State::Stopped);
+    }
+
+    #[test]
+    fn stop_during_backoff() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.exit(7, 1);
+        // leftovers still dying: stopping until they are gone
+        h.cmd(Command::Stop);
+        assert_eq!(h.sup.state(), State::Stopping);
+        h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(h.sup.state(), State::Stopped);
+        h.at(10 * S);
+        assert_eq!(spawns(&h.feed(Input::Tick)), 0, "backoff cancelled");
+
+        // tree already gone: straight to stopped
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.exit(7, 1);
+        h.feed(Input::TreeGone { pid: 7 });
+        h.cmd(Command::Stop);
+        assert_eq!(h.sup.state(), State::Stopped);
+        assert_eq!(h.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn start_during_backoff_skips_the_wait() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.exit(7, 1);
+        h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(spawns(&h.cmd(Command::Start)), 1);
+    }
+
+    #[test]
+    fn inputs_about_old_processes_are_ignored() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.cmd(Command::Restart);
+        h.exit(7, 0);
+        h.feed(Input::TreeGone { pid: 7 });
+        h.feed(Input::Spawned { pid: 8 });
+        // Late news about 7 must not touch 8.
+        assert!(h.exit(7, 1).is_empty());
+        assert!(h.bad(7).is_empty());
+        assert!(h.feed(Input::TreeGone { pid: 7 }).is_empty());
+        assert_eq!(h.sup.state(), State::Starting);
+        assert_eq!(h.sup.pid(), Some(8));
+        // A stray "spawned" for a second process while one is current gets it killed.
+        assert_eq!(
+            h.feed(Input::Spawned { pid: 9 }),
+            vec![Effect::Kill { pid: 9 }]
+        );
+        assert_eq!(h.sup.pid(), Some(8));
+    }
+
+    #[test]
+    fn unhealthy_after_consecutive_failures_and_recovery() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.bad(7);
+        h.bad(7);
+        assert_eq!(h.sup.state(), State::Healthy);
+        h.ok(7);
+        h.bad(7);
+        h.bad(7);
+        assert_eq!(
+            h.sup.state(),
+            State::Healthy,
+            "the count restarts after a success"
+        );
+        let fx = h.bad(7);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+        assert!(matches!(events(&fx)[..], [Event::Unhealthy { pid: 7, .. }]));
+        let fx = h.ok(7);
+        assert_eq!(h.sup.state(), State::Healthy);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Healthy {
+                recovered: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn unhealthy_for_restart_after_restarts_the_tree() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        for _ in 0..3 {
+            h.bad(7);
+        }
+        assert_eq!(h.sup.state(), State::Unhealthy);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 2 * S), "next probe");
+        h.at(2 * S);
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 7 }]);
+        assert_eq!(h.sup.next_deadline(), Some(h.t0 + 10 * S), "restart_after");
+        h.at(10 * S);
+        let fx = h.feed(Input::Tick);
+        assert!(has(&fx, &Effect::Terminate { pid: 7 }));
+        assert_eq!(h.sup.state(), State::Stopping);
+        h.exit(7, 0);
+        let fx = h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(spawns(&fx), 1);
+    }
+
+    #[test]
+    fn start_timeout_turns_starting_into_unhealthy() {
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 7 });
+        h.feed(Input::Tick);
+        h.bad(7);
+        h.at(60 * S);
+        let fx = h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+        assert!(matches!(events(&fx)[..], [Event::Unhealthy { .. }]));
+    }
+
+    #[test]
+    fn spawn_failure_fails_at_once_without_retrying() {
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        let fx = h.feed(Input::SpawnFailed {
+            error: "command \"pyhton\" not found".into(),
+        });
+        assert_eq!(h.sup.state(), State::Failed);
+        assert!(matches!(events(&fx)[..], [Event::GaveUp { reason }] if reason.contains("pyhton")));
+        h.at(3600 * S);
+        assert_eq!(h.sup.next_deadline(), None, "no retry loop");
+    }
+
+    #[test]
+    fn shutdown_stops_the_tree_then_exits_and_ignores_later_commands() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        let fx = h.cmd(Command::Shutdown);
+        assert_eq!(fx, vec![Effect::Terminate { pid: 7 }]);
+        assert!(h.cmd(Command::Start).is_empty());
+        h.exit(7, 0);
+        let fx = h.feed(Input::TreeGone { pid: 7 });
+        assert!(has(&fx, &Effect::Exit));
+        assert_eq!(spawns(&fx), 0);
+
+        let mut h = Harness::new(policy());
+        assert_eq!(
+            h.cmd(Command::Shutdown),
+            vec![Effect::Exit],
+            "nothing running"
+        );
+    }
+
+    #[test]
+    fn exit_status_reads_well() {
+        let s = |code, signal| ExitStatus { code, signal }.to_string();
+        assert_eq!(s(Some(1), None), "exited with code 1");
+        assert_eq!(s(None, Some(9)), "killed by signal 9 (SIGKILL)");
+        assert_eq!(s(None, Some(64)), "killed by signal 64");
+    }
+}
