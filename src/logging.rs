@@ -1,7 +1,7 @@
 //! The warden's own log: `tracing` events to `logs/warden.log` (rotated by size) and, in the
 //! foreground, to stderr. Configured once at start-up.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -71,6 +71,7 @@ pub fn init(log_dir: &Path, to_stderr: bool) {
     let stderr_layer = to_stderr.then(|| {
         tracing_subscriber::fmt::layer()
             .with_target(false)
+            .with_ansi(io::stderr().is_terminal())
             .with_writer(io::stderr)
             .with_filter(filter())
     });

@@ -395,7 +395,10 @@ fn log_event(event: &Event) {
             pid,
             latency,
             recovered,
-        } => info!(pid, ?latency, recovered, "backend healthy"),
+        } => {
+            let latency_ms = latency.map(|l| l.as_secs_f64() * 1000.0);
+            info!(pid, latency_ms, recovered, "backend healthy")
+        }
         Event::Unhealthy { pid, error } => warn!(pid, %error, "backend unhealthy"),
         Event::Crashed {
             pid,

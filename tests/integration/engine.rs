@@ -1,0 +1,335 @@
+//! The engine against the demo backend: crashes, crash loops, stops, whole trees, bad input.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[test]
+fn crash_is_restarted_after_the_backoff() {
+    let tag = tag("crash");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &["--exit-after", "400", "--exit-code", "3"],
+        "[restart]\nbackoff_initial = \"200ms\"\nmax_restarts = 10\n",
+    );
+    let mut w = Warden::start(&config);
+    let first = w.started_pid();
+    w.healthy();
+    let crash = w.expect_or_dump(&["backend crashed", "exited with code 3"], SECS(10));
+    let crashed_at = Instant::now();
+    assert_eq!(field::<u32>(&crash, "pid"), Some(first));
+    let second = w.started_pid();
+    let gap = crashed_at.elapsed();
+    assert_ne!(first, second);
+    assert!(
+        gap >= Duration::from_millis(150),
+        "restarted after {gap:?}, before the 200ms backoff"
+    );
+    w.healthy();
+    assert!(!alive(first));
+    assert!(w.terminate().success());
+    wait_none_with_tag(&tag, SECS(2));
+}
+
+#[test]
+fn crash_loop_gives_up_with_the_exit_code_and_last_output() {
+    let tag = tag("loop");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &[
+            "--exit-after",
+            "0",
+            "--exit-code",
+            "4",
+            "--say-err",
+            "fatal: DATABASE_URL is not set",
+        ],
+        "[restart]\nbackoff_initial = \"10ms\"\nmax_restarts = 2\n",
+    );
+    let mut w = Warden::start(&config);
+    let failed = w.expect_or_dump(&["backend failed"], SECS(20));
+    assert!(failed.contains("gave up after 3 crashes"), "{failed}");
+    assert!(failed.contains("exited with code 4"), "{failed}");
+    assert_eq!(w.count(&["backend started"]), 3, "{}", w.output());
+    // The reason carries the backend's last words (multi-line; the log has them too).
+    let out = w.output();
+    assert!(out.contains("fatal: DATABASE_URL is not set"), "{out}");
+    let log = std::fs::read_to_string(w.log_path("backend.log")).unwrap();
+    assert!(log.contains("err| fatal: DATABASE_URL is not set"), "{log}");
+    // It stays failed: no more starts.
+    std::thread::sleep(Duration::from_millis(300)); // a window in which a retry would show
+    assert_eq!(w.count(&["backend started"]), 3);
+    assert!(w.terminate().success());
+}
+
+#[test]
+fn graceful_stop_on_sigterm_leaves_nothing_and_exits_0() {
+    let tag = tag("graceful");
+    let port = free_port();
+    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let pid = w.started_pid();
+    w.healthy();
+    assert_eq!(http_get(port, "/health").map(|r| r.0), Some(200));
+    let status = w.terminate();
+    assert!(status.success(), "{status:?}\n{}", w.output());
+    let line = w.expect(&["backend stopped"], SECS(1));
+    assert!(line.contains("forced=false"), "{line}");
+    assert!(!alive(pid));
+    wait_none_with_tag(&tag, SECS(1));
+    let log = std::fs::read_to_string(w.log_path("backend.log")).unwrap();
+    assert!(log.contains("demo backend: stopping"), "{log}");
+}
+
+#[test]
+fn backend_ignoring_the_graceful_stop_is_killed_after_grace() {
+    let tag = tag("stubborn");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &["--ignore-term", "--children", "2"],
+        "[stop]\ngrace = \"500ms\"\n",
+    );
+    let mut w = Warden::start(&config);
+    w.started_pid();
+    w.healthy();
+    wait_until(SECS(5), "3 tagged processes", || {
+        (live_with_tag(&tag).len() == 3).then_some(())
+    });
+    let asked = Instant::now();
+    assert!(w.terminate().success());
+    let took = asked.elapsed();
+    w.expect(&["did not stop within the grace period"], SECS(1));
+    let line = w.expect(&["backend stopped"], SECS(1));
+    assert!(line.contains("forced=true"), "{line}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "killed before the grace: {took:?}"
+    );
+    wait_none_with_tag(&tag, SECS(1));
+}
+
+#[test]
+fn whole_tree_dies_on_crash_and_is_replaced() {
+    let tag = tag("tree");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &["--children", "2", "--grandchildren", "1", "--ignore-term"],
+        "[restart]\nbackoff_initial = \"0ms\"\n",
+    );
+    let mut w = Warden::start(&config);
+    let leader = w.started_pid();
+    w.healthy();
+    let old = wait_until(SECS(5), "1 + 2 + 2 processes", || {
+        let live = live_with_tag(&tag);
+        (live.len() == 5).then_some(live)
+    });
+    assert_eq!(live_in_group(leader).len(), 5, "all in the backend's group");
+    // Kill only the leader: its children and grandchildren must not outlive it.
+    sigkill(leader);
+    w.expect_or_dump(&["backend crashed", "SIGKILL"], SECS(5));
+    let new_leader = w.started_pid();
+    w.healthy();
+    for pid in &old {
+        assert!(!alive(*pid), "old tree member {pid} survived the crash");
+    }
+    let new = wait_until(SECS(5), "a new tree of 5", || {
+        let live = live_with_tag(&tag);
+        (live.len() == 5).then_some(live)
+    });
+    assert!(new.contains(&new_leader));
+    assert!(w.terminate().success());
+    wait_none_with_tag(&tag, SECS(2));
+}
+
+#[test]
+fn whole_tree_dies_when_the_warden_is_killed() {
+    let tag = tag("sigkill");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &["--children", "2", "--grandchildren", "1", "--ignore-term"],
+        "",
+    );
+    let mut w = Warden::start(&config);
+    w.started_pid();
+    w.healthy();
+    wait_until(SECS(5), "5 processes", || {
+        (live_with_tag(&tag).len() == 5).then_some(())
+    });
+    sigkill(w.pid());
+    w.wait_exit(SECS(5));
+    wait_none_with_tag(&tag, SECS(1));
+}
+
+#[test]
+fn missing_command_fails_at_once_without_a_restart_loop() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[backend]\ncommand = \"pyhton-does-not-exist\"\nargs = [\"main.py\"]\n",
+    )
+    .unwrap();
+    let mut w = Warden::start_in(home);
+    let line = w.expect_or_dump(&["backend failed"], SECS(10));
+    assert!(line.contains("pyhton-does-not-exist"), "{line}");
+    assert!(line.contains("not found"), "{line}");
+    std::thread::sleep(Duration::from_millis(300)); // a window in which a retry would show
+    assert_eq!(w.count(&["backend failed"]), 1, "{}", w.output());
+    assert_eq!(w.count(&["backend started"]), 0);
+    assert!(w.terminate().success());
+}
+
+#[test]
+fn missing_cwd_fails_with_the_path() {
+    let home = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[backend]\ncommand = {}\nargs = [\"demo-backend\"]\ncwd = \"no/such/folder\"\n",
+        toml_str(exe())
+    );
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let mut w = Warden::start_in(home);
+    let line = w.expect_or_dump(&["backend failed"], SECS(10));
+    assert!(line.contains("no/such/folder"), "{line}");
+    assert!(line.contains("does not exist"), "{line}");
+    assert!(w.terminate().success());
+}
+
+#[test]
+fn port_taken_by_another_program_is_reported_and_nothing_is_spawned() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tag = tag("port");
+    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let line = w.expect_or_dump(&["backend failed"], SECS(10));
+    assert!(
+        line.contains(&format!("port {port} is already in use")),
+        "{line}"
+    );
+    assert_eq!(w.count(&["backend started"]), 0);
+    assert!(live_with_tag(&tag).is_empty());
+    assert!(w.terminate().success());
+}
+
+#[test]
+fn bad_config_names_file_line_and_key_and_exits_2() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("config.toml");
+    std::fs::write(&path, "[backend]\ncomand = \"python\"\n").unwrap();
+    let out = Command::new(exe())
+        .args(["run", "--headless"])
+        .env("BACKEND_WARDEN_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
+    assert!(err.contains("did you mean \"command\""), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(exe())
+        .args(["config", "check"])
+        .env("BACKEND_WARDEN_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_init_writes_a_template_that_runs_the_demo() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(exe())
+            .args(args)
+            .env("BACKEND_WARDEN_HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["config", "path"]);
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(path, home.path().join("config.toml").to_string_lossy());
+    assert!(run(&["config", "init"]).status.success());
+    let template = std::fs::read_to_string(&path).unwrap();
+    assert!(template.contains("# command = \"python\""), "{template}");
+    assert!(template.contains("54112"), "{template}");
+    let again = run(&["config", "init"]);
+    assert!(!again.status.success(), "does not overwrite");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), template);
+    let check = run(&["config", "check"]);
+    assert!(check.status.success());
+    let effective = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        effective.contains("backoff_initial = \"500ms\""),
+        "{effective}"
+    );
+}
+
+#[test]
+fn log_rotation_keeps_exactly_keep_files() {
+    let tag = tag("rotate");
+    let port = free_port();
+    let config = demo_config(
+        &tag,
+        port,
+        &["--flood", "400000"],
+        "[logs]\nmax_size = \"50KB\"\nkeep = 2\n",
+    );
+    let mut w = Warden::start(&config);
+    w.started_pid();
+    w.healthy();
+    let dir = w.home().join("logs");
+    let names = wait_until(SECS(10), "the flood to be written", || {
+        let log = std::fs::read_to_string(dir.join("backend.log")).unwrap_or_default();
+        let rotated = std::fs::read_to_string(dir.join("backend.log.1")).unwrap_or_default();
+        // the last flood line is in one of the two newest files
+        (log.contains("flood line 004000") || rotated.contains("flood line 004000")).then_some(())
+    });
+    let _ = names;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("backend.log"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["backend.log", "backend.log.1", "backend.log.2"]);
+    for name in &names {
+        let len = std::fs::metadata(dir.join(name)).unwrap().len();
+        assert!(len <= 50_000, "{name} is {len} bytes");
+    }
+    assert!(w.terminate().success());
+}
+
+#[test]
+fn partial_and_binary_output_is_kept() {
+    let tag = tag("binary");
+    let port = free_port();
+    // Binary bytes, no final newline, then the process ends: the fragment is still logged.
+    let config = demo_config(
+        &tag,
+        port,
+        &["--raw-hex", "6869ff00fe", "--exit-after", "0"],
+        "[restart]\npolicy = \"never\"\n",
+    );
+    let mut w = Warden::start(&config);
+    w.expect_or_dump(&["backend failed"], SECS(10));
+    let needle = b"out\\ hi\xff\x00\xfe\n";
+    let log = wait_until(SECS(5), "the fragment in backend.log", || {
+        let log = std::fs::read(w.log_path("backend.log")).unwrap_or_default();
+        log.windows(needle.len())
+            .any(|win| win == needle)
+            .then_some(log)
+    });
+    assert!(String::from_utf8_lossy(&log).contains("exited with code 1"));
+    assert!(w.terminate().success());
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real binary, real process trees, real HTTP. Linux/Unix only (the
+//! Windows build is checked separately).
+#![cfg(unix)]
+
+mod engine;
+mod support;
+mod uvicorn;

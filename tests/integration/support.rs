@@ -1,0 +1,306 @@
+//! Test support: a warden run as a real process in a temp home, and process-table helpers.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The binary under test.
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_backend-warden")
+}
+
+/// Polls `f` every few ms until it returns `Some`, or panics after `limit` with `what`.
+pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A unique tag for one test's processes.
+pub fn tag(name: &str) -> String {
+    format!("bwtest-{name}-{}-{}", std::process::id(), free_port())
+}
+
+/// A TOML literal string (tests never put a single quote in one).
+pub fn toml_str(s: &str) -> String {
+    assert!(!s.contains('\''), "{s}");
+    format!("'{s}'")
+}
+
+/// A config that runs the demo backend with `args` (plus `--port` and `--tag`).
+pub fn demo_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
+    let mut all: Vec<String> = vec!["demo-backend".into(), "--port".into(), port.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--tag".to_string(), tag.to_string()]);
+    let args = all
+        .iter()
+        .map(|a| toml_str(a))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[backend]\ncommand = {}\nargs = [{args}]\nport = {port}\n\n\
+         [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\n{extra}\n",
+        toml_str(exe())
+    )
+}
+
+/// A warden running headless in its own temp home.
+pub struct Warden {
+    pub child: Child,
+    pub home: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+    seen: usize,
+}
+
+impl Warden {
+    /// Writes `config` to a new home and starts `backend-warden run --headless` there.
+    pub fn start(config: &str) -> Warden {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config.toml"), config).unwrap();
+        Warden::start_in(home)
+    }
+
+    /// Starts a warden in an existing home.
+    pub fn start_in(home: tempfile::TempDir) -> Warden {
+        let mut child = Command::new(exe())
+            .args(["run", "--headless"])
+            .env("BACKEND_WARDEN_HOME", home.path())
+            .env("BACKEND_WARDEN_LOG", "backend_warden=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Warden {
+            child,
+            home,
+            lines,
+            seen: 0,
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.home().join("logs").join(name)
+    }
+
+    /// Everything the warden printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the next stderr line (after the last one matched) that contains every
+    /// one of `parts`; returns it.
+    pub fn expect(&mut self, parts: &[&str], limit: Duration) -> String {
+        let what = format!("a warden line with {parts:?}");
+        let (index, line) = wait_until(limit, &what, || {
+            let lines = self.lines.lock().unwrap();
+            lines
+                .iter()
+                .enumerate()
+                .skip(self.seen)
+                .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
+                .map(|(i, l)| (i, l.clone()))
+        });
+        self.seen = index + 1;
+        line
+    }
+
+    /// Like `expect`, but the line must come within `limit` and the output is shown on failure.
+    pub fn expect_or_dump(&mut self, parts: &[&str], limit: Duration) -> String {
+        let out = self.lines.clone();
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.expect(parts, limit)));
+        match result {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("--- warden output\n{}", out.lock().unwrap().join("\n"));
+                std::panic::resume_unwind(e)
+            }
+        }
+    }
+
+    /// Number of lines containing all `parts` so far.
+    pub fn count(&self, parts: &[&str]) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
+    /// Waits for "backend started" and returns its PID.
+    pub fn started_pid(&mut self) -> u32 {
+        let line = self.expect_or_dump(&["backend started"], Duration::from_secs(20));
+        field(&line, "pid").unwrap()
+    }
+
+    /// Waits for the backend to be healthy.
+    pub fn healthy(&mut self) -> String {
+        self.expect_or_dump(&["backend healthy"], Duration::from_secs(30))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for the warden to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).unwrap();
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait_until(limit, "the warden to exit", || {
+            self.child.try_wait().unwrap()
+        })
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `key=value` from a tracing line.
+pub fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    line[start..]
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A process as seen in /proc.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: u32,
+    pub pgrp: u32,
+    pub state: char,
+    pub cmdline: String,
+}
+
+/// Every process in /proc (zombies included, marked by state 'Z').
+pub fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let pgrp = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push(Proc {
+            pid,
+            pgrp,
+            state,
+            cmdline,
+        });
+    }
+    out
+}
+
+/// Live (non-zombie) processes whose command line contains `tag`.
+pub fn live_with_tag(tag: &str) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z' && p.cmdline.contains(tag))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Live (non-zombie) members of process group `pgrp`.
+pub fn live_in_group(pgrp: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z' && p.pgrp == pgrp)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether `pid` is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    processes().iter().any(|p| p.pid == pid && p.state != 'Z')
+}
+
+/// Waits until no live process carries `tag`.
+pub fn wait_none_with_tag(tag: &str, limit: Duration) {
+    let mut left = Vec::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        left = live_with_tag(tag);
+        if left.is_empty() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    panic!("processes with tag {tag} still alive after {limit:?}: {left:?}");
+}
+
+/// SIGKILL to one process.
+pub fn sigkill(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// A plain HTTP GET to 127.0.0.1; the status code and body, or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
+}
