@@ -289,13 +289,12 @@ fn log_rotation_keeps_exactly_keep_files() {
     w.started_pid();
     w.healthy();
     let dir = w.home().join("logs");
-    let names = wait_until(SECS(10), "the flood to be written", || {
+    wait_until(SECS(10), "the flood to be written", || {
         let log = std::fs::read_to_string(dir.join("backend.log")).unwrap_or_default();
         let rotated = std::fs::read_to_string(dir.join("backend.log.1")).unwrap_or_default();
         // the last flood line is in one of the two newest files
         (log.contains("flood line 004000") || rotated.contains("flood line 004000")).then_some(())
     });
-    let _ = names;
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
