@@ -1,21 +1,25 @@
-//! App wiring: turns paths and a config into a running engine. `run_headless` is what the
-//! binary's `run --headless` calls and what integration tests start; it takes its paths as
-//! arguments so several instances can run side by side.
+//! App wiring: single instance, config, engine, control endpoint. `claim` and `run_headless`
+//! are what the binary's `run --headless` calls; they take their paths as arguments so several
+//! instances can run side by side (one per `BACKEND_WARDEN_HOME`).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tracing::{error, info};
 
 use crate::config::{Config, ConfigError};
+use crate::control::{Control, WaitLimits};
+use crate::ipc::{self, InstanceLock, IpcError, Request, Response};
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
 use crate::runner::{Backend, Runner, StatusBoard};
+use crate::status::Fixed;
 use crate::supervisor::{Command, Policy, Supervisor};
 
 /// Where the config came from.
@@ -133,9 +137,69 @@ pub fn describe(plan: &Plan, paths: &Paths) -> String {
     }
 }
 
-/// Runs the engine in the foreground until Ctrl+C / SIGTERM (or a shutdown command), then stops
-/// the backend tree and returns.
-pub fn run_headless(paths: &Paths, plan: Plan) -> Result<()> {
+/// How long a handover to a running warden may take.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long to wait for a warden that holds the lock but has not opened its endpoint yet.
+const STARTING_PEER_WAIT: Duration = Duration::from_secs(5);
+
+/// The outcome of trying to become the warden for a set of paths.
+pub enum Claim {
+    /// This process is the warden: it holds the single-instance lock and the endpoint.
+    Primary(Primary),
+    /// Another warden runs and answered the handover request.
+    Handed(Response),
+}
+
+/// The single-instance lock and the bound endpoint of the warden in this process.
+pub struct Primary {
+    _lock: InstanceLock,
+    server: ipc::Server,
+}
+
+/// Connects to the running warden and hands it `request`; if none runs, takes the
+/// single-instance lock and binds the endpoint. Of launches at the same instant exactly one
+/// wins the lock; the others wait for its endpoint and hand over.
+pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
+    let deadline = Instant::now() + STARTING_PEER_WAIT;
+    loop {
+        match ipc::request(&paths.runtime_dir, request, HANDOVER_TIMEOUT) {
+            Ok(response) => return Ok(Claim::Handed(response)),
+            Err(IpcError::NotRunning) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let lock = InstanceLock::try_acquire(&paths.runtime_dir).with_context(|| {
+            format!(
+                "cannot take the single-instance lock in {}",
+                paths.runtime_dir.display()
+            )
+        })?;
+        if let Some(lock) = lock {
+            let server = ipc::Server::bind(&paths.runtime_dir).with_context(|| {
+                format!(
+                    "cannot open the control endpoint in {}",
+                    paths.runtime_dir.display()
+                )
+            })?;
+            return Ok(Claim::Primary(Primary {
+                _lock: lock,
+                server,
+            }));
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "another Backend Warden holds the lock for {} but does not answer",
+                paths.runtime_dir.display()
+            );
+        }
+        // Another launch won the lock a moment ago and is opening its endpoint.
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the engine in the foreground until Ctrl+C / SIGTERM or `quit`, then stops the backend
+/// tree and returns. Serves the CLI through `primary`'s endpoint meanwhile.
+pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     std::fs::create_dir_all(&plan.log_dir)
         .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
     crate::logging::init(&plan.log_dir, true);
@@ -154,36 +218,66 @@ pub fn run_headless(paths: &Paths, plan: Plan) -> Result<()> {
     )
     .context("cannot start the backend log writer")?;
     let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
+    let fixed = Fixed {
+        port: plan.backend.port,
+        demo: plan.demo,
+        log_path: log.path().to_path_buf(),
+        config_path: paths.config_file.clone(),
+    };
+    let limits = wait_limits(&plan.config);
     let board = Arc::new(StatusBoard::default());
-    let (runner, handle) = Runner::new(
+    let (runner, engine) = Runner::new(
         Supervisor::new(policy),
         plan.backend,
         log,
         guard,
-        board,
+        Arc::clone(&board),
         Box::new(|_| {}),
     )
     .context("cannot start the engine")?;
 
-    let on_signal = handle.clone();
+    let control = Control::new(
+        engine.clone(),
+        board,
+        fixed,
+        limits,
+        Box::new(|status| info!(status = %status.summary(), "another launch asked for the status")),
+    );
+    let server = primary
+        .server
+        .spawn(move |request| control.handle(request))
+        .context("cannot serve the control endpoint")?;
+
+    let on_signal = engine.clone();
     ctrlc::set_handler(move || {
         on_signal.command(Command::Shutdown);
     })
     .context("cannot install the Ctrl+C handler")?;
 
     let (done_tx, done) = mpsc::channel();
-    let engine = thread::Builder::new()
+    let engine_thread = thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
             runner.run();
             let _ = done_tx.send(());
         })
         .context("cannot start the engine thread")?;
-    handle.command(Command::Start);
+    engine.command(Command::Start);
     let _ = done.recv();
-    let _ = engine.join();
+    let _ = engine_thread.join();
+    // Let the answer to a `quit` reach its client before the process ends.
+    server.wait_idle(Duration::from_secs(1));
     info!("warden stopped");
     Ok(())
+}
+
+/// How long CLI clients may wait for the engine to settle.
+pub fn wait_limits(config: &Config) -> WaitLimits {
+    let slack = Duration::from_secs(5);
+    WaitLimits {
+        start: config.health.start_timeout + config.stop.grace + config.restart.backoff_max + slack,
+        stop: config.stop.grace + slack,
+    }
 }
 
 /// Writes the commented config template to `path`; refuses to overwrite unless `force`.

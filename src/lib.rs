@@ -8,11 +8,14 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
+pub mod ipc;
 pub mod logging;
 pub mod output;
 pub mod paths;
 pub mod process;
 pub mod runner;
+pub mod status;
 pub mod supervisor;

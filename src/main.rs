@@ -1,16 +1,23 @@
-//! The `backend-warden` command line: parses arguments and hands over to the library.
+//! The `backend-warden` command line: parses arguments, talks to the running warden or
+//! becomes it, and maps outcomes to exit codes (0 ok, 1 action failed, 2 usage or config
+//! error, 3 no running warden).
 
-use std::path::PathBuf;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 
-use backend_warden::app::{self, ConfigSource};
+use backend_warden::app::{self, Claim, ConfigSource};
 use backend_warden::config::ConfigError;
 use backend_warden::demo::{self, DemoArgs};
+use backend_warden::ipc::{self, IpcError, Request, Response};
 use backend_warden::paths::{HOME_ENV, Paths};
 use backend_warden::process;
+use backend_warden::status::StatusReport;
+use backend_warden::supervisor::Command;
 
 /// Keeps exactly one copy of your local backend alive and honest.
 #[derive(Debug, Parser)]
@@ -18,8 +25,10 @@ use backend_warden::process;
     name = "backend-warden",
     version,
     after_help = format!(
-        "Files: the config, logs and runtime state live in the platform's usual folders, \
-         or all under ${HOME_ENV} when it is set."
+        "With no command, starts the warden (or, if one runs, asks it for its status).\n\
+         Files: the config, logs and runtime state live in the platform's usual folders, \
+         or all under ${HOME_ENV} when it is set.\n\
+         Exit codes: 0 ok, 1 the action failed, 2 usage or config error, 3 no running warden."
     )
 )]
 struct Cli {
@@ -33,11 +42,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run the warden in the foreground.
+    /// Run the warden in the foreground (or hand over to the running one).
     Run {
         /// Without a tray icon: state changes go to stderr; Ctrl+C stops the backend and exits.
         #[arg(long)]
         headless: bool,
+    },
+    /// Show the backend's state, PID, port, uptime, restarts, last exit and health.
+    Status {
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the backend and wait until it is healthy (or failed).
+    Start(ControlArgs),
+    /// Stop the backend's whole process tree and wait until it is gone.
+    Stop(ControlArgs),
+    /// Stop, then start the backend; wait until it is healthy again.
+    Restart(ControlArgs),
+    /// Print or follow the backend's log.
+    Logs {
+        /// Keep printing new lines as they are written (Ctrl+C to stop).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only print the log file's path.
+        #[arg(long, conflicts_with = "follow")]
+        path: bool,
+    },
+    /// Stop the warden (and the backend tree).
+    Quit {
+        /// Leave the backend running, unsupervised.
+        #[arg(long)]
+        keep_backend: bool,
     },
     /// Create, check or locate the config file.
     Config {
@@ -50,6 +86,16 @@ enum Cmd {
     /// Internal: kills the backend tree if the warden dies.
     #[command(name = process::GUARDIAN_SUBCOMMAND, hide = true)]
     Guardian,
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// Return as soon as the warden has the request, without waiting for the outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print the resulting status as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,8 +112,12 @@ enum ConfigCmd {
     Path,
 }
 
-/// Exit code for usage and config errors.
+const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_RUNNING: u8 = 3;
+
+/// The longest a CLI client waits for an answer; the warden bounds its own waits well below.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,35 +125,240 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("backend-warden: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let command = cli.command.unwrap_or(Cmd::Run { headless: true });
+    let command = cli.command.unwrap_or(Cmd::Run { headless: false });
     // The helpers run before anything else is set up: they are not the warden.
     match command {
         Cmd::DemoBackend(args) => {
             let code = demo::run(args)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
-        Cmd::Guardian => return Ok(exit_code(process::guardian_main())),
+        Cmd::Guardian => {
+            return Ok(ExitCode::from(
+                u8::try_from(process::guardian_main()).unwrap_or(1),
+            ));
+        }
         _ => {}
     }
     let paths = Paths::resolve(cli.config.as_deref())?;
     match command {
-        Cmd::Run { headless: _ } => {
-            let (config, source) = match app::load_config(&paths) {
-                Ok(loaded) => loaded,
-                Err(e) => return Ok(config_error(&e)),
-            };
-            let plan = app::plan(&paths, config, source)?;
-            app::run_headless(&paths, plan)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Run { headless: _ } => run_warden(&paths),
+        Cmd::Status { json } => status(&paths, json),
+        Cmd::Start(args) => control(&paths, Command::Start, args),
+        Cmd::Stop(args) => control(&paths, Command::Stop, args),
+        Cmd::Restart(args) => control(&paths, Command::Restart, args),
+        Cmd::Logs { follow, path } => logs(&paths, follow, path),
+        Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
         Cmd::DemoBackend(_) | Cmd::Guardian => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Becomes the warden, or hands over to the running one.
+fn run_warden(paths: &Paths) -> Result<ExitCode> {
+    let primary = match app::claim(paths, &Request::Show)? {
+        Claim::Primary(primary) => primary,
+        Claim::Handed(response) => {
+            let (pid, status) = match response {
+                Response::Status { status } | Response::Done { status, .. } => {
+                    (format!(" (PID {})", status.warden_pid), status.summary())
+                }
+                Response::Error { message } => (String::new(), message),
+            };
+            println!(
+                "Backend Warden is already running{pid}: {status}.\n\
+                 Use `backend-warden status` to see it, or `backend-warden quit` to stop it."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let (config, source) = match app::load_config(paths) {
+        Ok(loaded) => loaded,
+        Err(e) => return Ok(config_error(&e)),
+    };
+    let plan = app::plan(paths, config, source)?;
+    app::run_headless(paths, plan, primary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a request to the running warden; `Err(code)` is the exit code to end with.
+fn ask(paths: &Paths, request: &Request) -> Result<Response, ExitCode> {
+    match ipc::request(&paths.runtime_dir, request, CLIENT_TIMEOUT) {
+        Ok(response) => Ok(response),
+        Err(IpcError::NotRunning) => {
+            let home = match &paths.home {
+                Some(home) => format!(" for {HOME_ENV}={}", home.display()),
+                None => String::new(),
+            };
+            eprintln!(
+                "backend-warden: no Backend Warden is running{home}.\n\
+                 Start one with `backend-warden` (tray) or `backend-warden run --headless`."
+            );
+            Err(ExitCode::from(EXIT_NOT_RUNNING))
+        }
+        Err(e) => {
+            eprintln!("backend-warden: {e}");
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn print_status(status: &StatusReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+    } else {
+        println!("{}", status.details());
+    }
+    Ok(())
+}
+
+fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
+    match ask(paths, &Request::Status) {
+        Ok(Response::Status { status }) => {
+            print_status(&status, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(other) => unexpected(other),
+        Err(code) => Ok(code),
+    }
+}
+
+fn control(paths: &Paths, command: Command, args: ControlArgs) -> Result<ExitCode> {
+    let request = Request::Control {
+        command,
+        wait: !args.no_wait,
+    };
+    match ask(paths, &request) {
+        Ok(Response::Done {
+            ok,
+            message,
+            status,
+        }) => {
+            if args.json {
+                print_status(&status, true)?;
+            } else if ok {
+                println!("{message} ({})", status.summary());
+            } else {
+                eprintln!("backend-warden: {message}");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
+        }
+        Ok(other) => unexpected(other),
+        Err(code) => Ok(code),
+    }
+}
+
+fn quit(paths: &Paths, keep_backend: bool) -> Result<ExitCode> {
+    match ask(paths, &Request::Quit { keep_backend }) {
+        Ok(Response::Done { ok, message, .. }) => {
+            if ok {
+                println!("{message}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("backend-warden: {message}");
+                Ok(ExitCode::from(EXIT_FAILED))
+            }
+        }
+        Ok(other) => unexpected(other),
+        Err(code) => Ok(code),
+    }
+}
+
+fn unexpected(response: Response) -> Result<ExitCode> {
+    match response {
+        Response::Error { message } => eprintln!("backend-warden: {message}"),
+        other => eprintln!("backend-warden: unexpected answer from the warden: {other:?}"),
+    }
+    Ok(ExitCode::from(EXIT_FAILED))
+}
+
+/// The backend log's path: from the running warden if there is one, else from the config.
+fn log_path(paths: &Paths) -> Result<PathBuf, ExitCode> {
+    if let Ok(Response::Status { status }) =
+        ipc::request(&paths.runtime_dir, &Request::Status, Duration::from_secs(2))
+    {
+        return Ok(status.log_path);
+    }
+    let (config, _) = app::load_config(paths).map_err(|e| config_error(&e))?;
+    let dir = match &config.logs.dir {
+        Some(dir) => paths.resolve_config_relative(dir),
+        None => paths.default_log_dir.clone(),
+    };
+    Ok(dir.join("backend.log"))
+}
+
+fn logs(paths: &Paths, follow: bool, only_path: bool) -> Result<ExitCode> {
+    let path = match log_path(paths) {
+        Ok(path) => path,
+        Err(code) => return Ok(code),
+    };
+    if only_path {
+        println!("{}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !follow {
+        return match std::fs::File::open(&path) {
+            Ok(mut file) => {
+                io::copy(&mut file, &mut io::stdout().lock())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                eprintln!(
+                    "backend-warden: no log yet at {} (the backend has not run)",
+                    path.display()
+                );
+                Ok(ExitCode::from(EXIT_FAILED))
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+    }
+    follow_log(&path)
+}
+
+/// Prints the log and then what is appended to it, across rotations, until interrupted.
+fn follow_log(path: &Path) -> Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    let mut file: Option<std::fs::File> = None;
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if file.is_none() {
+            file = std::fs::File::open(path).ok();
+            pos = 0;
+        }
+        if let Some(f) = &mut file {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let on_disk = std::fs::metadata(path).map(|m| m.len()).ok();
+            if len < pos {
+                // Truncated: start over.
+                pos = 0;
+            }
+            f.seek(SeekFrom::Start(pos))?;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                pos += n as u64;
+            }
+            out.flush()?;
+            // Rotated: the name now points at a new, different file.
+            if on_disk.is_none_or(|disk| disk < pos) {
+                file = None;
+            }
+        }
+        // `tail -f` polls too: a few reads a second cost nothing and need no watcher.
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -127,16 +382,15 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
                 Err(e) => return Ok(config_error(&e)),
             };
             match source {
-                ConfigSource::File => {
-                    eprintln!("{}: OK", paths.config_file.display());
-                }
+                ConfigSource::File if config.backend.is_none() => eprintln!(
+                    "{}: OK (no [backend] section: the built-in demo backend runs)",
+                    paths.config_file.display()
+                ),
+                ConfigSource::File => eprintln!("{}: OK", paths.config_file.display()),
                 ConfigSource::Missing => eprintln!(
                     "no config file at {}: the built-in demo backend runs with these defaults",
                     paths.config_file.display()
                 ),
-            }
-            if config.backend.is_none() && source == ConfigSource::File {
-                eprintln!("no [backend] section: the built-in demo backend runs");
             }
             print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
@@ -147,8 +401,4 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("backend-warden: config error: {e}");
     ExitCode::from(EXIT_USAGE)
-}
-
-fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -91,16 +91,46 @@ fn fresh(snap: &Snapshot, at: Instant) -> Snapshot {
     snap
 }
 
+/// What the runner's channel carries.
+#[derive(Debug)]
+enum Message {
+    /// An input for the supervisor.
+    Input(Input),
+    /// Answered once every message sent before it has been handled and published.
+    Barrier(Sender<()>),
+}
+
 /// Sends inputs to a running engine. Cheap to clone, usable from any thread.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
-    inputs: Sender<Input>,
+    inputs: Sender<Message>,
 }
 
 impl EngineHandle {
     /// Sends a user command. False if the engine has ended.
     pub fn command(&self, command: Command) -> bool {
-        self.inputs.send(Input::Command(command)).is_ok()
+        self.inputs
+            .send(Message::Input(Input::Command(command)))
+            .is_ok()
+    }
+
+    /// Sends a user command and returns once the engine has handled it, so that the status
+    /// board shows its first consequences (or the engine has ended because of it). False if
+    /// the engine had ended before.
+    pub fn command_and_wait(&self, command: Command) -> bool {
+        if !self.command(command) {
+            return false;
+        }
+        let (done, handled) = mpsc::channel();
+        if self.inputs.send(Message::Barrier(done)).is_ok() {
+            // An error here means the engine ended after handling the command (quit).
+            let _ = handled.recv();
+        }
+        true
+    }
+
+    fn send(&self, input: Input) {
+        let _ = self.inputs.send(Message::Input(input));
     }
 }
 
@@ -114,8 +144,8 @@ struct Dying {
 pub struct Runner {
     supervisor: Supervisor,
     backend: Backend,
-    inputs: Receiver<Input>,
-    sender: Sender<Input>,
+    inputs: Receiver<Message>,
+    handle: EngineHandle,
     log: BackendLog,
     guard: TreeGuard,
     probe: Option<HealthProbe>,
@@ -137,27 +167,23 @@ impl Runner {
         observer: Box<dyn FnMut(&Event) + Send>,
     ) -> std::io::Result<(Runner, EngineHandle)> {
         let (sender, inputs) = mpsc::channel();
+        let handle = EngineHandle { inputs: sender };
         let probe = match &backend.health_url {
             Some(url) => {
-                let results = sender.clone();
+                let results = handle.clone();
                 Some(HealthProbe::start(
                     url.clone(),
                     backend.health_timeout,
-                    move |pid, probe| {
-                        let _ = results.send(Input::Probed { pid, probe });
-                    },
+                    move |pid, probe| results.send(Input::Probed { pid, probe }),
                 )?)
             }
             None => None,
-        };
-        let handle = EngineHandle {
-            inputs: sender.clone(),
         };
         let runner = Runner {
             supervisor,
             backend,
             inputs,
-            sender,
+            handle: handle.clone(),
             log,
             guard,
             probe,
@@ -176,7 +202,11 @@ impl Runner {
             let now = Instant::now();
             let timeout = self.wait_time(now);
             let input = match self.inputs.recv_timeout(timeout) {
-                Ok(input) => Some(input),
+                Ok(Message::Input(input)) => Some(input),
+                Ok(Message::Barrier(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
@@ -268,6 +298,15 @@ impl Runner {
                     probe.request(pid);
                 }
             }
+            Effect::Release { pid } => {
+                if let Some(tree) = self.trees.remove(&pid) {
+                    let _ = self.guard.forget(&tree);
+                    if let Err(e) = tree.release() {
+                        error!(pid, error = %e, "could not let the backend tree go");
+                    }
+                    info!(pid, "backend left running, unsupervised");
+                }
+            }
             Effect::Notify(event) => self.notify(&event),
             Effect::Exit => {}
         }
@@ -305,7 +344,7 @@ impl Runner {
                 None
             }
         };
-        let exits = self.sender.clone();
+        let exits = self.handle.clone();
         let waiter = launched.waiter;
         let spawned = thread::Builder::new()
             .name(format!("wait-{pid}"))
@@ -321,7 +360,7 @@ impl Runner {
                     code: None,
                     signal: None,
                 });
-                let _ = exits.send(Input::Exited { pid, status, tail });
+                exits.send(Input::Exited { pid, status, tail });
             });
         if let Err(e) = spawned {
             // Without a waiter the exit would go unnoticed: do not run the backend blind.

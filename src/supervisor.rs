@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RestartPolicy};
 
@@ -24,7 +24,7 @@ pub const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(10);
 pub const SETTLE_WITHOUT_HEALTH: Duration = Duration::from_millis(1000);
 
 /// The engine's states. The names are an interface: `status --json` carries them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// No backend, and none wanted.
@@ -113,7 +113,7 @@ fn signal_name(sig: i32) -> Option<&'static str> {
 }
 
 /// What a user (tray, CLI, a signal) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Command {
     /// Start the backend if it is not running.
@@ -124,6 +124,8 @@ pub enum Command {
     Restart,
     /// Stop the backend tree, then end the engine.
     Shutdown,
+    /// End the engine and leave the backend running, unsupervised.
+    Detach,
 }
 
 /// The outcome of one health probe.
@@ -170,6 +172,8 @@ pub enum Effect {
     Kill { pid: Pid },
     /// Probe the backend's health; answer with [`Input::Probed`].
     Probe { pid: Pid },
+    /// Let the tree go: it must survive the warden (`quit --keep-backend`).
+    Release { pid: Pid },
     /// Tell the world (log line, notification, tray).
     Notify(Event),
     /// Shutdown is complete: the engine may end.
@@ -274,7 +278,7 @@ impl Policy {
 }
 
 /// What happened to the last backend process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastExit {
     /// The process that exited.
     pub pid: Pid,
@@ -292,7 +296,7 @@ pub struct LastExit {
 pub const TAIL_LINES: usize = 10;
 
 /// The result of the latest health probe.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// `None` until the first probe of the current process has finished.
     pub ok: Option<bool>,
@@ -512,6 +516,22 @@ impl Supervisor {
                 self.shutting_down = true;
                 self.begin_stop(AfterStop::Exit, now, fx);
             }
+            Command::Detach => {
+                self.shutting_down = true;
+                if let Some(child) = self.child.take() {
+                    fx.push(Effect::Release { pid: child.pid });
+                    self.state = State::Stopped;
+                }
+                if self.dying_tree.is_some() {
+                    // Leftovers of a crash are still being killed: finish that first.
+                    self.state = State::Stopping;
+                    self.after_stop = AfterStop::Exit;
+                    self.kill_sent = true;
+                } else {
+                    self.state = State::Stopped;
+                    fx.push(Effect::Exit);
+                }
+            }
         }
     }
 
@@ -645,6 +665,9 @@ impl Supervisor {
                 tail,
             });
             // Its children got the same request; the tree watch reports when all are gone.
+            if self.dying_tree.is_none() {
+                self.finish_stop(Some(pid), now, fx);
+            }
             return;
         }
 
@@ -751,7 +774,8 @@ impl Supervisor {
             self.kill_sent = false;
         }
         match self.state {
-            State::Stopping => self.finish_stop(Some(pid), now, fx),
+            // Done once the main process is reaped too, so its exit status is known.
+            State::Stopping if self.child.is_none() => self.finish_stop(Some(pid), now, fx),
             State::Starting if self.child.is_none() => {
                 fx.push(Effect::Spawn {
                     attempt: self.backoff_step + 1,
@@ -1282,9 +1306,17 @@ mod tests {
         h.running(7);
         h.cmd(Command::Restart);
         h.cmd(Command::Stop);
-        let fx = h.feed(Input::TreeGone { pid: 7 });
+        // The tree watch may see the group empty before the waiter reaps the leader: the
+        // stop completes once both have reported, whatever the order.
+        assert!(h.feed(Input::TreeGone { pid: 7 }).is_empty());
+        assert_eq!(h.sup.state(), State::Stopping);
+        let fx = h.exit(7, 0);
         assert_eq!(spawns(&fx), 0);
         assert_eq!(h.sup.state(), State::Stopped);
+        assert_eq!(
+            h.sup.snapshot(h.now).last_exit.unwrap().reason,
+            "stopped on request"
+        );
     }
 
     #[test]
@@ -1435,6 +1467,15 @@ mod tests {
             vec![Effect::Exit],
             "nothing running"
         );
+    }
+
+    #[test]
+    fn detach_releases_the_tree_and_exits_without_stopping_it() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        let fx = h.cmd(Command::Detach);
+        assert_eq!(fx, vec![Effect::Release { pid: 7 }, Effect::Exit]);
+        assert_eq!(h.sup.pid(), None);
     }
 
     #[test]

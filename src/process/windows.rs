@@ -166,6 +166,24 @@ impl Tree {
         Ok(())
     }
 
+    /// Lets the tree outlive the warden: the job stops killing its processes on close.
+    pub fn release(self) -> io::Result<()> {
+        // SAFETY: the job handle is valid; the struct is plain data of the size given.
+        unsafe {
+            let limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
+            if SetInformationJobObject(
+                handle(&self.job),
+                JobObjectExtendedLimitInformation,
+                (&raw const limits).cast(),
+                size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            ) == 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     /// True once the job has no process left.
     pub fn is_gone(&self) -> bool {
         // SAFETY: the job handle is valid; the out struct is plain data of the size given.

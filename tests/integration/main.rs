@@ -2,6 +2,7 @@
 //! Windows build is checked separately).
 #![cfg(unix)]
 
+mod cli;
 mod engine;
 mod support;
 mod uvicorn;

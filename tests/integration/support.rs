@@ -180,6 +180,27 @@ impl Warden {
         self.child.id()
     }
 
+    /// Runs `backend-warden ARGS` against this warden's home.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli_in(self.home(), args)
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until `status --json` says `state`; returns the status.
+    pub fn wait_state(&self, state: &str, limit: Duration) -> serde_json::Value {
+        wait_until(limit, &format!("state {state}"), || {
+            let out = self.cli(&["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (status["state"] == state).then_some(status)
+        })
+    }
+
     /// SIGTERM, then waits for the warden to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).unwrap();
@@ -200,6 +221,16 @@ impl Drop for Warden {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Runs `backend-warden ARGS` with `BACKEND_WARDEN_HOME=home`.
+pub fn cli_in(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .args(args)
+        .env("BACKEND_WARDEN_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// `key=value` from a tracing line.

@@ -1,0 +1,172 @@
+//! Answers IPC requests: reads the status board, turns requests into engine commands, and for
+//! waiting clients watches the board until the engine has settled. Runs on the IPC
+//! connection threads; never touches processes itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ipc::{Request, Response};
+use crate::runner::{EngineHandle, StatusBoard};
+use crate::status::{Fixed, StatusReport};
+use crate::supervisor::{Command, Snapshot, State};
+
+/// How long a waiting client may be kept waiting for each kind of command.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitLimits {
+    /// For start and restart: the start timeout plus a stop's grace, with some slack.
+    pub start: Duration,
+    /// For stop and quit: the grace period, with some slack.
+    pub stop: Duration,
+}
+
+/// The request handler of one warden.
+pub struct Control {
+    engine: EngineHandle,
+    board: Arc<StatusBoard>,
+    fixed: Fixed,
+    limits: WaitLimits,
+    on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+}
+
+impl Control {
+    /// A handler for `engine`, reporting from `board`. `on_show` is called when a second
+    /// launch asks the warden to show itself.
+    pub fn new(
+        engine: EngineHandle,
+        board: Arc<StatusBoard>,
+        fixed: Fixed,
+        limits: WaitLimits,
+        on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+    ) -> Control {
+        Control {
+            engine,
+            board,
+            fixed,
+            limits,
+            on_show,
+        }
+    }
+
+    /// The current status report.
+    pub fn report(&self) -> Option<StatusReport> {
+        self.board
+            .current()
+            .map(|snap| StatusReport::new(snap, &self.fixed, Vec::new()))
+    }
+
+    fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
+        Box::new(StatusReport::new(snap, &self.fixed, Vec::new()))
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Status => self.status(),
+            Request::Show => {
+                let response = self.status();
+                if let Response::Status { status } = &response {
+                    (self.on_show)(status);
+                }
+                response
+            }
+            Request::Control { command, wait } => self.control(command, wait),
+            Request::Quit { keep_backend } => {
+                let command = if keep_backend {
+                    Command::Detach
+                } else {
+                    Command::Shutdown
+                };
+                self.control(command, true)
+            }
+        }
+    }
+
+    fn status(&self) -> Response {
+        match self.report() {
+            Some(status) => Response::Status {
+                status: Box::new(status),
+            },
+            None => Response::Error {
+                message: "the engine is not running yet".into(),
+            },
+        }
+    }
+
+    fn control(&self, command: Command, wait: bool) -> Response {
+        let before = self.board.current();
+        if !self.engine.command_and_wait(command) {
+            return Response::Error {
+                message: "the engine has stopped".into(),
+            };
+        }
+        let Some(after) = self.board.current() else {
+            return Response::Error {
+                message: "the engine is not running yet".into(),
+            };
+        };
+        if !wait {
+            return Response::Done {
+                ok: true,
+                message: format!("{} requested", verb(command)),
+                status: self.to_report(after),
+            };
+        }
+        let (limit, settled): (Duration, fn(&Snapshot) -> bool) = match command {
+            Command::Start | Command::Restart => (self.limits.start, |s| {
+                matches!(
+                    s.state,
+                    State::Healthy | State::Unhealthy | State::Failed | State::Stopped
+                )
+            }),
+            Command::Stop | Command::Shutdown | Command::Detach => (self.limits.stop, |s| {
+                matches!(s.state, State::Stopped | State::Failed)
+            }),
+        };
+        let old_pid = before.and_then(|s| s.pid);
+        let last = self
+            .board
+            .wait_for(limit, |s| {
+                settled(s) && !(command == Command::Restart && s.pid.is_some() && s.pid == old_pid)
+            })
+            .unwrap_or(after);
+        let ok = match command {
+            Command::Start | Command::Restart => last.state == State::Healthy,
+            Command::Stop | Command::Shutdown | Command::Detach => {
+                matches!(last.state, State::Stopped | State::Failed)
+            }
+        };
+        let message = if ok {
+            match command {
+                Command::Shutdown => "backend stopped; the warden is exiting".to_string(),
+                Command::Detach => "the warden is exiting; the backend keeps running".to_string(),
+                _ => format!("backend {}", last.state),
+            }
+        } else if settled(&last) {
+            match &last.failed_reason {
+                Some(reason) => format!("backend failed: {reason}"),
+                None => format!("backend {}", last.state),
+            }
+        } else {
+            format!(
+                "backend still {} after {}; see `backend-warden status`",
+                last.state,
+                crate::status::human_duration(limit)
+            )
+        };
+        Response::Done {
+            ok,
+            message,
+            status: self.to_report(last),
+        }
+    }
+}
+
+fn verb(command: Command) -> &'static str {
+    match command {
+        Command::Start => "start",
+        Command::Stop => "stop",
+        Command::Restart => "restart",
+        Command::Shutdown => "quit",
+        Command::Detach => "quit (keeping the backend)",
+    }
+}

@@ -1,0 +1,49 @@
+//! Windows endpoint: a named pipe that rejects remote clients (interprocess sets
+//! PIPE_REJECT_REMOTE_CLIENTS) and whose security descriptor admits only its owner.
+
+use std::io;
+use std::path::Path;
+
+use interprocess::local_socket::{GenericNamespaced, ListenerOptions, Name, ToNsName};
+use interprocess::os::windows::local_socket::ListenerOptionsExt;
+use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+
+fn pipe_name(runtime_dir: &Path) -> String {
+    let user = std::env::var("USERNAME").unwrap_or_default();
+    format!(
+        "backend-warden-{}-{:016x}",
+        user.to_lowercase(),
+        stable_hash(runtime_dir)
+    )
+}
+
+/// The endpoint's name for connecting.
+pub fn endpoint(runtime_dir: &Path) -> io::Result<Name<'static>> {
+    pipe_name(runtime_dir).to_ns_name::<GenericNamespaced>()
+}
+
+/// Nothing to prepare: pipes live in their own namespace.
+pub fn prepare_runtime_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Listener options: full access for the pipe's owner (the current user), nobody else.
+pub fn listener_options(runtime_dir: &Path) -> io::Result<ListenerOptions<'static>> {
+    // D:P = protected DACL (no inherited entries); OW = owner rights.
+    let sddl: Vec<u16> = "D:P(A;;GA;;;OW)".encode_utf16().chain([0]).collect();
+    let sddl = widestring::U16CStr::from_slice(&sddl)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let sd = SecurityDescriptor::deserialize(sddl)?;
+    Ok(ListenerOptions::new()
+        .name(endpoint(runtime_dir)?)
+        .security_descriptor(sd))
+}
+
+/// A stable 64-bit FNV-1a hash, so every build agrees on the pipe's name.
+fn stable_hash(path: &Path) -> u64 {
+    path.to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}

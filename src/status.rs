@@ -1,0 +1,257 @@
+//! The status report: what `status --json` prints (its field names are an interface), and
+//! its short human forms for the terminal and the tray. Pure data and formatting.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervisor::{Health, LastExit, Snapshot, State};
+
+/// A process that looks like our backend but is not the one the warden manages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stray {
+    /// Its PID.
+    pub pid: u32,
+    /// Its executable name.
+    pub name: String,
+    /// Its command line.
+    pub cmdline: String,
+    /// Its working directory, if readable.
+    pub cwd: Option<PathBuf>,
+    /// When it started (seconds since the Unix epoch).
+    pub started_at: u64,
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+    /// Whether it listens on the backend's port.
+    pub holds_port: bool,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The engine's state.
+    pub state: State,
+    /// The backend's main process, if running.
+    pub pid: Option<u32>,
+    /// The port the backend serves, if known.
+    pub port: Option<u16>,
+    /// How long the current backend process has been up.
+    pub uptime_ms: Option<u64>,
+    /// Automatic restarts since the warden started.
+    pub restarts: u32,
+    /// How the last backend process ended.
+    pub last_exit: Option<LastExit>,
+    /// The latest health probe.
+    pub health: Health,
+    /// Copies of the backend the warden does not own.
+    pub strays: Vec<Stray>,
+    /// Why the engine is `failed`.
+    pub failed_reason: Option<String>,
+    /// Time left before the next start, in `backoff`.
+    pub backoff_remaining_ms: Option<u64>,
+    /// True when the built-in demo backend runs (no backend configured).
+    pub demo: bool,
+    /// The backend's log file.
+    pub log_path: PathBuf,
+    /// The config file in use (it may not exist).
+    pub config_path: PathBuf,
+    /// The warden's version.
+    pub version: String,
+    /// The warden's own PID.
+    pub warden_pid: u32,
+}
+
+/// The parts of a report that do not change while the warden runs.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    /// See [`StatusReport::port`].
+    pub port: Option<u16>,
+    /// See [`StatusReport::demo`].
+    pub demo: bool,
+    /// See [`StatusReport::log_path`].
+    pub log_path: PathBuf,
+    /// See [`StatusReport::config_path`].
+    pub config_path: PathBuf,
+}
+
+impl StatusReport {
+    /// A report from an engine snapshot.
+    pub fn new(snap: Snapshot, fixed: &Fixed, strays: Vec<Stray>) -> StatusReport {
+        StatusReport {
+            state: snap.state,
+            pid: snap.pid,
+            port: fixed.port,
+            uptime_ms: snap.uptime.map(millis),
+            restarts: snap.restarts,
+            last_exit: snap.last_exit,
+            health: snap.health,
+            strays,
+            failed_reason: snap.failed_reason,
+            backoff_remaining_ms: snap.backoff_remaining.map(millis),
+            demo: fixed.demo,
+            log_path: fixed.log_path.clone(),
+            config_path: fixed.config_path.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            warden_pid: std::process::id(),
+        }
+    }
+
+    /// One line: "healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart".
+    pub fn summary(&self) -> String {
+        let mut parts = vec![self.state.to_string()];
+        if let Some(pid) = self.pid {
+            parts.push(format!("PID {pid}"));
+        }
+        if let Some(port) = self.port {
+            parts.push(format!(":{port}"));
+        }
+        if let Some(up) = self.uptime_ms {
+            parts.push(format!("up {}", human_duration(Duration::from_millis(up))));
+        }
+        if let Some(left) = self.backoff_remaining_ms {
+            parts.push(format!(
+                "restarting in {}",
+                human_duration(Duration::from_millis(left))
+            ));
+        }
+        if self.restarts > 0 {
+            let s = if self.restarts == 1 { "" } else { "s" };
+            parts.push(format!("{} restart{s}", self.restarts));
+        }
+        parts.join(" · ")
+    }
+
+    /// Several lines for `backend-warden status`.
+    pub fn details(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "backend    {}", self.summary());
+        if self.demo {
+            let _ = writeln!(
+                out,
+                "           (the built-in demo backend: no [backend] in the config)"
+            );
+        }
+        if let Some(reason) = &self.failed_reason {
+            let _ = writeln!(out, "reason     {}", indent(reason));
+        }
+        match (self.health.ok, &self.health.last_error) {
+            (Some(true), _) => {
+                let latency = self
+                    .health
+                    .latency_ms
+                    .map(|ms| format!(" ({ms} ms)"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "health     ok{latency}");
+            }
+            (Some(false), Some(error)) => {
+                let _ = writeln!(out, "health     failing: {error}");
+            }
+            _ => {}
+        }
+        if let Some(exit) = &self.last_exit {
+            let _ = writeln!(out, "last exit  {} (PID {})", exit.reason, exit.pid);
+        }
+        if !self.strays.is_empty() {
+            let pids: Vec<String> = self.strays.iter().map(|s| s.pid.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "strays     {} (PIDs {})",
+                self.strays.len(),
+                pids.join(", ")
+            );
+        }
+        let _ = writeln!(out, "logs       {}", self.log_path.display());
+        let _ = writeln!(out, "config     {}", self.config_path.display());
+        let _ = write!(
+            out,
+            "warden     PID {}, version {}",
+            self.warden_pid, self.version
+        );
+        out
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.replace('\n', "\n           ")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// "45 s", "3 min", "2 h 3 min", "1 d 2 h".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 if d < Duration::from_secs(1) => format!("{} ms", d.as_millis()),
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        let table = [
+            (Duration::from_millis(250), "250 ms"),
+            (Duration::from_secs(45), "45 s"),
+            (Duration::from_secs(180), "3 min"),
+            (Duration::from_secs(2 * 3600 + 3 * 60 + 9), "2 h 3 min"),
+            (Duration::from_secs(26 * 3600), "1 d 2 h"),
+        ];
+        for (d, want) in table {
+            assert_eq!(human_duration(d), want);
+        }
+    }
+
+    #[test]
+    fn summary_is_the_tooltip_line() {
+        let report = StatusReport {
+            state: State::Healthy,
+            pid: Some(4242),
+            port: Some(54112),
+            uptime_ms: Some((2 * 3600 + 3 * 60) * 1000),
+            restarts: 1,
+            last_exit: None,
+            health: Health::default(),
+            strays: vec![],
+            failed_reason: None,
+            backoff_remaining_ms: None,
+            demo: false,
+            log_path: PathBuf::from("/l/backend.log"),
+            config_path: PathBuf::from("/c/config.toml"),
+            version: "0.1.0".into(),
+            warden_pid: 1,
+        };
+        assert_eq!(
+            report.summary(),
+            "healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        for key in [
+            "state",
+            "pid",
+            "port",
+            "uptime_ms",
+            "restarts",
+            "last_exit",
+            "health",
+            "strays",
+            "log_path",
+            "config_path",
+            "version",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert_eq!(json["state"], "healthy");
+        assert_eq!(json["last_exit"], serde_json::Value::Null);
+        assert!(json["health"].get("ok").is_some());
+    }
+}
