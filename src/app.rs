@@ -10,17 +10,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StrayAction};
 use crate::control::{Control, WaitLimits};
-use crate::ipc::{self, InstanceLock, IpcError, Request, Response};
+use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
-use crate::runner::{Backend, Runner, StatusBoard};
-use crate::status::Fixed;
-use crate::supervisor::{Command, Policy, Supervisor};
+use crate::runner::{Backend, EngineHandle, Runner, StatusBoard};
+use crate::status::{Fixed, StatusReport};
+use crate::strays::{Identity, Scan, StrayScanner, StrayWatch, WatchHooks};
+use crate::supervisor::{Command, Event, Policy, Supervisor};
 
 /// Where the config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +198,189 @@ pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
     }
 }
 
+/// How the engine reaches the user besides the status board: logs in headless mode,
+/// notifications and the icon in the tray.
+pub struct Hooks {
+    /// Every engine event (crash, recovery, give-up, ...).
+    pub on_event: Box<dyn FnMut(&Event) + Send>,
+    /// A new set of strays was found (one call per set).
+    pub on_strays: Box<dyn Fn(&Scan) + Send>,
+    /// A second launch asked the warden to show itself.
+    pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+}
+
+impl Hooks {
+    /// Hooks that only log (headless mode).
+    pub fn logging() -> Hooks {
+        Hooks {
+            on_event: Box::new(|_| {}),
+            on_strays: Box::new(|scan| warn!("{}", strays_summary(scan))),
+            on_show: Box::new(
+                |status| info!(status = %status.summary(), "another launch asked for the status"),
+            ),
+        }
+    }
+}
+
+/// "2 strays: PIDs 111, 222 (run `backend-warden kill-strays`)".
+pub fn strays_summary(scan: &Scan) -> String {
+    let pids: Vec<String> = scan.strays.iter().map(|s| s.pid.to_string()).collect();
+    let n = scan.strays.len();
+    format!(
+        "{n} stray{} of the backend running outside the warden: PID{} {} (run `backend-warden kill-strays`)",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "" } else { "s" },
+        pids.join(", ")
+    )
+}
+
+/// A started engine.
+pub struct Running {
+    /// Sends commands to it.
+    pub engine: EngineHandle,
+    /// Its latest status.
+    pub board: Arc<StatusBoard>,
+    done: mpsc::Receiver<()>,
+    thread: thread::JoinHandle<()>,
+    server: ServerHandle,
+}
+
+impl Running {
+    /// Waits until the engine has ended (after a shutdown), and lets the answer to a `quit`
+    /// reach its client.
+    pub fn wait(self) {
+        let _ = self.done.recv();
+        let _ = self.thread.join();
+        self.server.wait_idle(Duration::from_secs(1));
+    }
+}
+
+/// Starts the engine, the stray watch and the control endpoint, then the backend (or adopts a
+/// running copy, with `[strays] adopt = true`).
+pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -> Result<Running> {
+    let guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    let log = BackendLog::start(
+        &plan.log_dir,
+        plan.config.logs.max_size,
+        plan.config.logs.keep,
+        |e| error!(error = %e, "cannot write backend.log; output is being dropped"),
+    )
+    .context("cannot start the backend log writer")?;
+    let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
+    let mut scanner =
+        StrayScanner::new(identity, plan.backend.port).context("cannot read the process table")?;
+    let strays_disabled = scanner.disabled_reason();
+    if let Some(why) = &strays_disabled {
+        warn!("{why}");
+    }
+    let adopt = if plan.config.strays.adopt {
+        adoption_candidate(&mut scanner, &plan)
+    } else {
+        None
+    };
+    let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
+    let fixed = Fixed {
+        port: plan.backend.port,
+        demo: plan.demo,
+        log_path: log.path().to_path_buf(),
+        config_path: paths.config_file.clone(),
+        strays_disabled,
+    };
+    let limits = wait_limits(&plan.config);
+    let board = Arc::new(StatusBoard::default());
+    let publish_board = Arc::clone(&board);
+    let watch = StrayWatch::start(
+        scanner,
+        plan.config.strays.scan_interval,
+        plan.config.strays.action == StrayAction::Kill,
+        plan.config.stop.grace,
+        WatchHooks {
+            publish: Box::new(move |scan| publish_board.set_scan(scan)),
+            alert: hooks.on_strays,
+            killed: Box::new(|report| {
+                for (pid, what) in &report.killed {
+                    warn!(pid, %what, "killed a stray copy of the backend ([strays] action = \"kill\")");
+                }
+            }),
+        },
+    )
+    .context("cannot start the stray watch")?;
+    let (runner, engine) = Runner::new(
+        Supervisor::new(policy),
+        plan.backend,
+        log,
+        guard,
+        Arc::clone(&board),
+        hooks.on_event,
+    )
+    .context("cannot start the engine")?;
+    let runner = runner.with_stray_watch(watch.clone());
+
+    let control = Control::new(
+        engine.clone(),
+        Arc::clone(&board),
+        fixed,
+        limits,
+        hooks.on_show,
+    )
+    .with_stray_watch(watch);
+    let server = primary
+        .server
+        .spawn(move |request| control.handle(request))
+        .context("cannot serve the control endpoint")?;
+
+    let (done_tx, done) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            runner.run();
+            let _ = done_tx.send(());
+        })
+        .context("cannot start the engine thread")?;
+    match adopt {
+        Some(pid) => engine.adopt(pid),
+        None => engine.command(Command::Start),
+    };
+    Ok(Running {
+        engine,
+        board,
+        done,
+        thread,
+        server,
+    })
+}
+
+/// The one healthy copy of the backend already running, if there is exactly one.
+fn adoption_candidate(scanner: &mut StrayScanner, plan: &Plan) -> Option<u32> {
+    let scan = scanner.scan();
+    let [stray] = scan.strays.as_slice() else {
+        if scan.strays.len() > 1 {
+            warn!(
+                count = scan.strays.len(),
+                "several copies of the backend are running: adopting none"
+            );
+        }
+        return None;
+    };
+    if let Some(url) = &plan.backend.health_url
+        && !matches!(
+            crate::health::check_once(url, plan.backend.health_timeout),
+            crate::supervisor::Probe::Ok { .. }
+        )
+    {
+        warn!(
+            pid = stray.pid,
+            "a copy of the backend runs but is not healthy: not adopting it"
+        );
+        return None;
+    }
+    info!(
+        pid = stray.pid,
+        "adopting the copy of the backend that is already running"
+    );
+    Some(stray.pid)
+}
+
 /// Runs the engine in the foreground until Ctrl+C / SIGTERM or `quit`, then stops the backend
 /// tree and returns. Serves the CLI through `primary`'s endpoint meanwhile.
 pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
@@ -208,65 +392,13 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
         log = %plan.log_dir.join("backend.log").display(),
         "backend output goes to the log"
     );
-
-    let guard = TreeGuard::start().context("cannot start the tree guardian")?;
-    let log = BackendLog::start(
-        &plan.log_dir,
-        plan.config.logs.max_size,
-        plan.config.logs.keep,
-        |e| error!(error = %e, "cannot write backend.log; output is being dropped"),
-    )
-    .context("cannot start the backend log writer")?;
-    let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
-    let fixed = Fixed {
-        port: plan.backend.port,
-        demo: plan.demo,
-        log_path: log.path().to_path_buf(),
-        config_path: paths.config_file.clone(),
-    };
-    let limits = wait_limits(&plan.config);
-    let board = Arc::new(StatusBoard::default());
-    let (runner, engine) = Runner::new(
-        Supervisor::new(policy),
-        plan.backend,
-        log,
-        guard,
-        Arc::clone(&board),
-        Box::new(|_| {}),
-    )
-    .context("cannot start the engine")?;
-
-    let control = Control::new(
-        engine.clone(),
-        board,
-        fixed,
-        limits,
-        Box::new(|status| info!(status = %status.summary(), "another launch asked for the status")),
-    );
-    let server = primary
-        .server
-        .spawn(move |request| control.handle(request))
-        .context("cannot serve the control endpoint")?;
-
-    let on_signal = engine.clone();
+    let running = start_engine(paths, plan, primary, Hooks::logging())?;
+    let on_signal = running.engine.clone();
     ctrlc::set_handler(move || {
         on_signal.command(Command::Shutdown);
     })
     .context("cannot install the Ctrl+C handler")?;
-
-    let (done_tx, done) = mpsc::channel();
-    let engine_thread = thread::Builder::new()
-        .name("engine".into())
-        .spawn(move || {
-            runner.run();
-            let _ = done_tx.send(());
-        })
-        .context("cannot start the engine thread")?;
-    engine.command(Command::Start);
-    let _ = done.recv();
-    let _ = engine_thread.join();
-    // Let the answer to a `quit` reach its client before the process ends.
-    server.wait_idle(Duration::from_secs(1));
+    running.wait();
     info!("warden stopped");
     Ok(())
 }

@@ -27,7 +27,91 @@ pub struct Config {
     pub stop: StopConfig,
     /// Where the backend's output goes and how it is rotated (`[logs]`).
     pub logs: LogsConfig,
+    /// How copies of the backend that the warden does not own are found (`[strays]`).
+    pub strays: StraysConfig,
 }
+
+/// What to do when a stray copy of the backend is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrayAction {
+    /// Report it (status, tray alert); kill only on request.
+    Notify,
+    /// Kill its whole tree as soon as it is found.
+    Kill,
+}
+
+/// Stray detection (`[strays]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StraysConfig {
+    /// Time between two scans of the process table.
+    #[serde(serialize_with = "ser_duration")]
+    pub scan_interval: Duration,
+    /// What to do with a stray.
+    pub action: StrayAction,
+    /// Adopt a single healthy copy found running when the warden starts.
+    pub adopt: bool,
+    /// Explicit identity: every string must appear in the command line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmdline_contains: Vec<String>,
+    /// Explicit identity: the working directory.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_path"
+    )]
+    pub cwd: Option<PathBuf>,
+    /// Explicit identity: the executable's name (without `.exe` and version suffix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_name: Option<String>,
+}
+
+impl StraysConfig {
+    /// True when explicit identity rules replace the identity derived from `[backend]`.
+    pub fn has_rules(&self) -> bool {
+        !self.cmdline_contains.is_empty() || self.cwd.is_some() || self.exe_name.is_some()
+    }
+}
+
+impl Default for StraysConfig {
+    fn default() -> Self {
+        Self {
+            scan_interval: Duration::from_secs(5),
+            action: StrayAction::Notify,
+            adopt: false,
+            cmdline_contains: Vec::new(),
+            cwd: None,
+            exe_name: None,
+        }
+    }
+}
+
+/// Program names that say nothing about which app runs: a rule made only of these would match
+/// every Python (or Node, ...) on the machine.
+pub const GENERIC_PROGRAMS: &[&str] = &[
+    "python",
+    "python3",
+    "py",
+    "pythonw",
+    "node",
+    "uvicorn",
+    "gunicorn",
+    "hypercorn",
+    "flask",
+    "fastapi",
+    "java",
+    "ruby",
+    "php",
+    "deno",
+    "bun",
+    "dotnet",
+    "cmd",
+    "sh",
+    "bash",
+    "powershell",
+    "pwsh",
+    "-m",
+    "-c",
+];
 
 /// The program to supervise (`[backend]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -347,6 +431,17 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # max_size = "10MB"
 # Rotated files kept besides the live one (default 5).
 # keep = 5
+
+# [strays]
+# Copies of the backend the warden did not start ("strays") are found by
+# the program, its app arguments and its cwd from [backend]. Scan interval:
+# scan_interval = "5s"
+# "notify" (default) reports them; "kill" kills their trees at once.
+# action = "notify"
+# Adopt a single healthy copy found running at start (default false).
+# adopt = false
+# Explicit identity instead (all given rules must match):
+# cmdline_contains = ["main.py"]
 "#;
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +453,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("restart", RESTART_KEYS),
     ("stop", STOP_KEYS),
     ("logs", LOGS_KEYS),
+    ("strays", STRAYS_KEYS),
+];
+const STRAYS_KEYS: &[&str] = &[
+    "scan_interval",
+    "action",
+    "adopt",
+    "cmdline_contains",
+    "cwd",
+    "exe_name",
 ];
 const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "port"];
 const HEALTH_KEYS: &[&str] = &[
@@ -452,12 +556,14 @@ impl Checker {
         let restart = self.restart(get("restart"));
         let stop = self.stop(get("stop"));
         let logs = self.logs(get("logs"));
+        let strays = self.strays(get("strays"), sections.get("strays").map(|(_, at)| *at));
         Config {
             backend,
             health,
             restart,
             stop,
             logs,
+            strays,
         }
     }
 
@@ -614,7 +720,78 @@ impl Checker {
         }
     }
 
+    fn strays(&mut self, table: &DeTable<'_>, at: Option<usize>) -> StraysConfig {
+        const S: &str = "strays";
+        self.check_keys(S, table, STRAYS_KEYS);
+        let d = StraysConfig::default();
+        let action = self
+            .string(S, table, "action")
+            .and_then(|(text, at)| match text.as_str() {
+                "notify" => Some(StrayAction::Notify),
+                "kill" => Some(StrayAction::Kill),
+                _ => {
+                    self.report(
+                        at,
+                        "strays.action".to_owned(),
+                        format!("invalid value {text:?}: expected one of \"notify\", \"kill\""),
+                    );
+                    None
+                }
+            });
+        let config = StraysConfig {
+            scan_interval: self.duration_or(S, table, "scan_interval", false, d.scan_interval),
+            action: action.unwrap_or(d.action),
+            adopt: self.boolean(S, table, "adopt").unwrap_or(d.adopt),
+            cmdline_contains: self
+                .string_array(S, table, "cmdline_contains")
+                .unwrap_or_default(),
+            cwd: self
+                .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
+                .map(PathBuf::from),
+            exe_name: self.non_empty_string(S, table, "exe_name", "exe_name = \"python\""),
+        };
+        if config.has_rules() && config.cwd.is_none() {
+            let specific = config.cmdline_contains.iter().any(|part| {
+                let part = part.trim().to_lowercase();
+                part.len() >= 3 && !GENERIC_PROGRAMS.contains(&part.as_str())
+            });
+            if !specific {
+                let key = if config.cmdline_contains.is_empty() {
+                    "strays.exe_name"
+                } else {
+                    "strays.cmdline_contains"
+                };
+                let at = table
+                    .get(key.trim_start_matches("strays."))
+                    .map(|v| v.span().start)
+                    .or(at)
+                    .unwrap_or(0);
+                self.report(
+                    at,
+                    key.to_owned(),
+                    "this rule is too broad: it would match every such program on the machine, \
+                     not just copies of your backend; add what identifies the app, e.g. \
+                     cmdline_contains = [\"main.py\"] or [\"app:app\"], or cwd = the \
+                     backend's folder"
+                        .to_owned(),
+                );
+            }
+        }
+        config
+    }
+
     // -- typed readers: each returns `None` when the key is absent or invalid (then reported) --
+
+    fn boolean(&mut self, section: &str, table: &DeTable<'_>, key: &str) -> Option<bool> {
+        let value = table.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(section, key, value, "true or false");
+                None
+            }
+        }
+    }
 
     fn wrong_type(&mut self, section: &str, key: &str, value: &Value<'_>, expected: &str) {
         self.report(
@@ -1258,6 +1435,12 @@ grace = "1500ms"
 dir = "logs"
 max_size = "512KiB"
 keep = 2
+
+[strays]
+scan_interval = "2s"
+action = "kill"
+adopt = true
+cmdline_contains = ["main.py"]
 "#;
 
     fn full_config() -> Config {
@@ -1296,7 +1479,41 @@ keep = 2
                 max_size: 512 * 1024,
                 keep: 2,
             },
+            strays: StraysConfig {
+                scan_interval: Duration::from_secs(2),
+                action: StrayAction::Kill,
+                adopt: true,
+                cmdline_contains: vec!["main.py".into()],
+                cwd: None,
+                exe_name: None,
+            },
         }
+    }
+
+    #[test]
+    fn stray_rules_that_match_too_broadly_are_rejected() {
+        for (text, key) in [
+            ("[strays]\nexe_name = \"python\"\n", "strays.exe_name"),
+            (
+                "[strays]\ncmdline_contains = [\"python\", \"-m\"]\n",
+                "strays.cmdline_contains",
+            ),
+        ] {
+            let (line, _, got_key, message) = invalid(text);
+            assert_eq!(line, 2, "{text}");
+            assert_eq!(got_key, key, "{text}");
+            assert!(message.contains("too broad"), "{message}");
+        }
+        for ok in [
+            "[strays]\nexe_name = \"python\"\ncmdline_contains = [\"main.py\"]\n",
+            "[strays]\nexe_name = \"python\"\ncwd = \"/srv/api\"\n",
+            "[strays]\naction = \"kill\"\n",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        let (_, _, key, message) = invalid("[strays]\naction = \"nuke\"\n");
+        assert_eq!(key, "strays.action");
+        assert!(message.contains("\"notify\", \"kill\""), "{message}");
     }
 
     #[test]
@@ -1403,6 +1620,10 @@ keep = 2
             logs: LogsConfig {
                 dir: Some(PathBuf::from("logs")),
                 ..LogsConfig::default()
+            },
+            strays: StraysConfig {
+                cmdline_contains: vec!["main.py".into()],
+                ..StraysConfig::default()
             },
             ..Config::default()
         };
@@ -1565,12 +1786,12 @@ keep = 2
         assert_eq!(
             message,
             "unknown section [helth]; did you mean [health]? \
-             (valid sections: backend, health, restart, stop, logs)"
+             (valid sections: backend, health, restart, stop, logs, strays)"
         );
         let (_, _, _, message) = invalid("[plugins]\n");
         assert_eq!(
             message,
-            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs)"
+            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs, strays)"
         );
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::ipc::{Request, Response};
 use crate::runner::{EngineHandle, StatusBoard};
 use crate::status::{Fixed, StatusReport};
+use crate::strays::StrayWatch;
 use crate::supervisor::{Command, Snapshot, State};
 
 /// How long a waiting client may be kept waiting for each kind of command.
@@ -26,6 +27,7 @@ pub struct Control {
     fixed: Fixed,
     limits: WaitLimits,
     on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+    strays: Option<StrayWatch>,
 }
 
 impl Control {
@@ -44,18 +46,25 @@ impl Control {
             fixed,
             limits,
             on_show,
+            strays: None,
         }
+    }
+
+    /// Lets `kill-strays` reach the stray watch.
+    pub fn with_stray_watch(mut self, watch: StrayWatch) -> Control {
+        self.strays = Some(watch);
+        self
     }
 
     /// The current status report.
     pub fn report(&self) -> Option<StatusReport> {
         self.board
             .current()
-            .map(|snap| StatusReport::new(snap, &self.fixed, Vec::new()))
+            .map(|snap| StatusReport::new(snap, &self.fixed, self.board.scan()))
     }
 
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        Box::new(StatusReport::new(snap, &self.fixed, Vec::new()))
+        Box::new(StatusReport::new(snap, &self.fixed, self.board.scan()))
     }
 
     /// Answers one request.
@@ -70,6 +79,21 @@ impl Control {
                 response
             }
             Request::Control { command, wait } => self.control(command, wait),
+            Request::KillStrays { dry_run } => match &self.strays {
+                Some(watch) => match watch.kill(dry_run) {
+                    Some(report) => Response::Killed { report, dry_run },
+                    None => Response::Error {
+                        message: "the stray watch has stopped".into(),
+                    },
+                },
+                None => Response::Error {
+                    message: self
+                        .fixed
+                        .strays_disabled
+                        .clone()
+                        .unwrap_or_else(|| "stray detection is off".into()),
+                },
+            },
             Request::Quit { keep_backend } => {
                 let command = if keep_backend {
                     Command::Detach

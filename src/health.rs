@@ -22,15 +22,7 @@ impl HealthProbe {
         on_result: impl Fn(Pid, Probe) + Send + 'static,
     ) -> std::io::Result<HealthProbe> {
         let (requests, pending) = mpsc::channel::<Pid>();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            // Probes go to the loopback address; a proxy from the environment must not see them.
-            .proxy(None)
-            // A fresh connection each time: after a restart a pooled one would be stale.
-            .max_idle_connections(0)
-            .build()
-            .into();
+        let agent = agent(timeout);
         thread::Builder::new()
             .name("health-probe".into())
             .spawn(move || {
@@ -45,6 +37,23 @@ impl HealthProbe {
     pub fn request(&self, pid: Pid) {
         let _ = self.requests.send(pid);
     }
+}
+
+/// One probe of `url`, now, on the calling thread.
+pub fn check_once(url: &str, timeout: Duration) -> Probe {
+    probe_once(&agent(timeout), url)
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        // Probes go to the loopback address; a proxy from the environment must not see them.
+        .proxy(None)
+        // A fresh connection each time: after a restart a pooled one would be stale.
+        .max_idle_connections(0)
+        .build()
+        .into()
 }
 
 fn probe_once(agent: &ureq::Agent, url: &str) -> Probe {

@@ -18,4 +18,5 @@ pub mod paths;
 pub mod process;
 pub mod runner;
 pub mod status;
+pub mod strays;
 pub mod supervisor;

@@ -60,6 +60,13 @@ enum Cmd {
     Stop(ControlArgs),
     /// Stop, then start the backend; wait until it is healthy again.
     Restart(ControlArgs),
+    /// Kill every stray copy of the backend (its whole tree), precisely: never the managed
+    /// backend, never another program or another user's process.
+    KillStrays {
+        /// Only print what would be killed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print or follow the backend's log.
     Logs {
         /// Keep printing new lines as they are written (Ctrl+C to stop).
@@ -152,6 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
         Cmd::Restart(args) => control(&paths, Command::Restart, args),
+        Cmd::KillStrays { dry_run } => kill_strays(&paths, dry_run),
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
@@ -169,6 +177,7 @@ fn run_warden(paths: &Paths) -> Result<ExitCode> {
                     (format!(" (PID {})", status.warden_pid), status.summary())
                 }
                 Response::Error { message } => (String::new(), message),
+                Response::Killed { .. } => (String::new(), String::new()),
             };
             println!(
                 "Backend Warden is already running{pid}: {status}.\n\
@@ -267,6 +276,26 @@ fn quit(paths: &Paths, keep_backend: bool) -> Result<ExitCode> {
                 eprintln!("backend-warden: {message}");
                 Ok(ExitCode::from(EXIT_FAILED))
             }
+        }
+        Ok(other) => unexpected(other),
+        Err(code) => Ok(code),
+    }
+}
+
+fn kill_strays(paths: &Paths, dry_run: bool) -> Result<ExitCode> {
+    match ask(paths, &Request::KillStrays { dry_run }) {
+        Ok(Response::Killed { report, dry_run }) => {
+            let verb = if dry_run { "would kill" } else { "killed" };
+            if report.killed.is_empty() && report.left.is_empty() {
+                println!("no strays: nothing to kill");
+            }
+            for (pid, what) in &report.killed {
+                println!("{verb} PID {pid} and its children: {what}");
+            }
+            for (pid, why) in &report.left {
+                println!("left PID {pid}: {why}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Ok(other) => unexpected(other),
         Err(code) => Ok(code),

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::health::HealthProbe;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
+use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{Command, Effect, Event, Input, Pid, Snapshot, Supervisor};
 
 /// How long an exit report waits for the backend's last output lines to be read.
@@ -39,9 +40,23 @@ pub struct Backend {
 pub struct StatusBoard {
     inner: Mutex<Option<(Snapshot, Instant)>>,
     changed: Condvar,
+    scan: Mutex<Scan>,
 }
 
 impl StatusBoard {
+    /// The latest stray scan.
+    pub fn scan(&self) -> Scan {
+        self.scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a stray scan.
+    pub fn set_scan(&self, scan: &Scan) {
+        *self.scan.lock().unwrap_or_else(PoisonError::into_inner) = scan.clone();
+    }
+
     /// The latest snapshot, with its uptime brought up to now.
     pub fn current(&self) -> Option<Snapshot> {
         let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,6 +113,8 @@ enum Message {
     Input(Input),
     /// Answered once every message sent before it has been handled and published.
     Barrier(Sender<()>),
+    /// Take charge of this running copy of the backend (or start one if that fails).
+    Adopt(Pid),
 }
 
 /// Sends inputs to a running engine. Cheap to clone, usable from any thread.
@@ -129,6 +146,11 @@ impl EngineHandle {
         true
     }
 
+    /// Asks the engine to adopt a running copy of the backend instead of starting one.
+    pub fn adopt(&self, pid: Pid) -> bool {
+        self.inputs.send(Message::Adopt(pid)).is_ok()
+    }
+
     fn send(&self, input: Input) {
         let _ = self.inputs.send(Message::Input(input));
     }
@@ -153,6 +175,7 @@ pub struct Runner {
     dying: HashMap<Pid, Dying>,
     board: Arc<StatusBoard>,
     observer: Box<dyn FnMut(&Event) + Send>,
+    strays: Option<StrayWatch>,
 }
 
 impl Runner {
@@ -191,8 +214,15 @@ impl Runner {
             dying: HashMap::new(),
             board,
             observer,
+            strays: None,
         };
         Ok((runner, handle))
+    }
+
+    /// Scans for strays before every start (and names them when they hold the port).
+    pub fn with_stray_watch(mut self, watch: StrayWatch) -> Runner {
+        self.strays = Some(watch);
+        self
     }
 
     /// Runs until a shutdown has stopped the backend tree.
@@ -207,6 +237,7 @@ impl Runner {
                     let _ = done.send(());
                     continue;
                 }
+                Ok(Message::Adopt(pid)) => Some(self.adopt(pid)),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
@@ -313,9 +344,18 @@ impl Runner {
     }
 
     fn spawn(&mut self, attempt: u32) -> Input {
+        if let Some(watch) = &self.strays {
+            watch.scan_now();
+        }
         if let Some(port) = self.backend.port
-            && let Some(error) = port_taken(port)
+            && port_taken(port)
         {
+            let scan = match &self.strays {
+                Some(watch) => watch.scan().unwrap_or_default(),
+                None => Scan::default(),
+            };
+            let error = port_conflict(port, &scan);
+            self.log.note(&format!("not started: {error}"));
             return Input::SpawnFailed { error };
         }
         let launched = match process::launch(&self.backend.spec) {
@@ -344,9 +384,47 @@ impl Runner {
                 None
             }
         };
+        if !self.wait_for_exit(pid, launched.waiter, capture) {
+            // Without a waiter the exit would go unnoticed: do not run the backend blind.
+            error!(pid, "could not start a thread to wait for the backend");
+            let _ = launched.tree.kill();
+            return Input::SpawnFailed {
+                error: "could not start a thread to wait for the backend".into(),
+            };
+        }
+        self.trees.insert(pid, launched.tree);
+        Input::Spawned { pid }
+    }
+
+    fn adopt(&mut self, pid: Pid) -> Input {
+        match process::adopt(pid) {
+            Ok((tree, waiter)) => {
+                if let Err(e) = self.guard.watch(&tree) {
+                    error!(pid, error = %e, "could not register the adopted tree with the guardian");
+                }
+                self.log.note(&format!(
+                    "adopted the backend started outside the warden: pid {pid} (its output is not captured)"
+                ));
+                self.wait_for_exit(pid, waiter, None);
+                self.trees.insert(pid, tree);
+                Input::Adopted { pid }
+            }
+            Err(e) => {
+                warn!(pid, error = %e, "cannot adopt the running backend; starting one instead");
+                Input::Command(Command::Start)
+            }
+        }
+    }
+
+    /// Reports the exit of `pid` as an input, from a thread of its own.
+    fn wait_for_exit(
+        &self,
+        pid: Pid,
+        waiter: process::ExitWaiter,
+        capture: Option<crate::output::Capture>,
+    ) -> bool {
         let exits = self.handle.clone();
-        let waiter = launched.waiter;
-        let spawned = thread::Builder::new()
+        thread::Builder::new()
             .name(format!("wait-{pid}"))
             .spawn(move || {
                 let status = waiter.wait();
@@ -361,17 +439,8 @@ impl Runner {
                     signal: None,
                 });
                 exits.send(Input::Exited { pid, status, tail });
-            });
-        if let Err(e) = spawned {
-            // Without a waiter the exit would go unnoticed: do not run the backend blind.
-            error!(pid, error = %e, "could not start a thread to wait for the backend");
-            let _ = launched.tree.kill();
-            return Input::SpawnFailed {
-                error: format!("could not start a thread: {e}"),
-            };
-        }
-        self.trees.insert(pid, launched.tree);
-        Input::Spawned { pid }
+            })
+            .is_ok()
     }
 
     fn watch_dying_trees(&mut self, queue: &mut VecDeque<Input>) {
@@ -412,24 +481,45 @@ impl Drop for Runner {
     }
 }
 
-/// If something else listens on `port`, says so.
-fn port_taken(port: u16) -> Option<String> {
-    for ip in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
-        if let Err(e) = TcpListener::bind(SocketAddr::from((ip, port)))
-            && e.kind() == std::io::ErrorKind::AddrInUse
-        {
-            return Some(format!(
-                "port {port} is already in use by another program; stop it, or change backend.port"
-            ));
-        }
+/// Whether something else listens on `port` (a start would fail or double-bind).
+fn port_taken(port: u16) -> bool {
+    [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED]
+        .into_iter()
+        .any(|ip| {
+            TcpListener::bind(SocketAddr::from((ip, port)))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        })
+}
+
+/// "port 54112 is held by python3 PID 1234 (python main.py), started 10:02: ..." with what to
+/// do about it: kill-strays when the holder is a stray copy, else stop it or change the port.
+fn port_conflict(port: u16, scan: &Scan) -> String {
+    let holders = strays::port_holders(port);
+    if holders.is_empty() {
+        return format!(
+            "port {port} is already in use by another program; stop it, or change backend.port"
+        );
     }
-    None
+    let named: Vec<String> = holders.iter().map(|h| h.describe()).collect();
+    let stray = holders
+        .iter()
+        .any(|h| scan.strays.iter().any(|s| s.pid == h.pid || s.holds_port));
+    let advice = if stray {
+        "it is a stray copy of the backend: run `backend-warden kill-strays` (or use Kill strays in the tray menu), then start"
+    } else {
+        "it is not a copy of this backend: stop that program, or change backend.port"
+    };
+    format!("port {port} is held by {}; {advice}", named.join(", "))
 }
 
 /// One log line per transition, with fields.
 fn log_event(event: &Event) {
     match event {
         Event::Started { pid, attempt } => info!(pid, attempt, "backend started"),
+        Event::Adopted { pid } => info!(
+            pid,
+            "backend adopted: started outside the warden, its output is not captured"
+        ),
         Event::Healthy {
             pid,
             latency,

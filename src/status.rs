@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::strays::{PortHolder, Scan};
 use crate::supervisor::{Health, LastExit, Snapshot, State};
 
 /// A process that looks like our backend but is not the one the warden manages.
@@ -47,12 +48,19 @@ pub struct StatusReport {
     pub health: Health,
     /// Copies of the backend the warden does not own.
     pub strays: Vec<Stray>,
+    /// Everything listening on the backend's port (ours included; `alive: false` for a PID
+    /// that has exited while its socket lives on).
+    pub port_holders: Vec<PortHolder>,
+    /// Why stray detection is off, if it is.
+    pub strays_disabled: Option<String>,
     /// Why the engine is `failed`.
     pub failed_reason: Option<String>,
     /// Time left before the next start, in `backoff`.
     pub backoff_remaining_ms: Option<u64>,
     /// True when the built-in demo backend runs (no backend configured).
     pub demo: bool,
+    /// True when the current backend was started outside the warden and adopted.
+    pub adopted: bool,
     /// The backend's log file.
     pub log_path: PathBuf,
     /// The config file in use (it may not exist).
@@ -74,11 +82,13 @@ pub struct Fixed {
     pub log_path: PathBuf,
     /// See [`StatusReport::config_path`].
     pub config_path: PathBuf,
+    /// See [`StatusReport::strays_disabled`].
+    pub strays_disabled: Option<String>,
 }
 
 impl StatusReport {
     /// A report from an engine snapshot.
-    pub fn new(snap: Snapshot, fixed: &Fixed, strays: Vec<Stray>) -> StatusReport {
+    pub fn new(snap: Snapshot, fixed: &Fixed, scan: Scan) -> StatusReport {
         StatusReport {
             state: snap.state,
             pid: snap.pid,
@@ -87,10 +97,13 @@ impl StatusReport {
             restarts: snap.restarts,
             last_exit: snap.last_exit,
             health: snap.health,
-            strays,
+            strays: scan.strays,
+            port_holders: scan.port_holders,
+            strays_disabled: fixed.strays_disabled.clone(),
             failed_reason: snap.failed_reason,
             backoff_remaining_ms: snap.backoff_remaining.map(millis),
             demo: fixed.demo,
+            adopted: snap.adopted,
             log_path: fixed.log_path.clone(),
             config_path: fixed.config_path.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -133,6 +146,12 @@ impl StatusReport {
                 "           (the built-in demo backend: no [backend] in the config)"
             );
         }
+        if self.adopted {
+            let _ = writeln!(
+                out,
+                "           (adopted: started outside the warden, its output is not captured)"
+            );
+        }
         if let Some(reason) = &self.failed_reason {
             let _ = writeln!(out, "reason     {}", indent(reason));
         }
@@ -153,14 +172,30 @@ impl StatusReport {
         if let Some(exit) = &self.last_exit {
             let _ = writeln!(out, "last exit  {} (PID {})", exit.reason, exit.pid);
         }
-        if !self.strays.is_empty() {
-            let pids: Vec<String> = self.strays.iter().map(|s| s.pid.to_string()).collect();
+        for stray in &self.strays {
+            let port = if stray.holds_port {
+                ", holds the port"
+            } else {
+                ""
+            };
+            let cwd = stray
+                .cwd
+                .as_ref()
+                .map(|c| format!(" in {}", c.display()))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "strays     {} (PIDs {})",
-                self.strays.len(),
-                pids.join(", ")
+                "stray      PID {}: {}{cwd} ({} MB{port})",
+                stray.pid,
+                stray.cmdline,
+                stray.memory_bytes / 1_000_000
             );
+        }
+        for holder in self.port_holders.iter().filter(|h| !h.ours) {
+            let _ = writeln!(out, "port       held by {}", holder.describe());
+        }
+        if let Some(why) = &self.strays_disabled {
+            let _ = writeln!(out, "strays     {why}");
         }
         let _ = writeln!(out, "logs       {}", self.log_path.display());
         let _ = writeln!(out, "config     {}", self.config_path.display());
@@ -222,9 +257,12 @@ mod tests {
             last_exit: None,
             health: Health::default(),
             strays: vec![],
+            port_holders: vec![],
+            strays_disabled: None,
             failed_reason: None,
             backoff_remaining_ms: None,
             demo: false,
+            adopted: false,
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
             version: "0.1.0".into(),

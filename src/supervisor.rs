@@ -145,6 +145,8 @@ pub enum Input {
     Command(Command),
     /// The runner spawned the backend.
     Spawned { pid: Pid },
+    /// The runner took charge of a copy of the backend that was already running.
+    Adopted { pid: Pid },
     /// The runner could not spawn the backend (command not found, cwd missing, ...).
     SpawnFailed { error: String },
     /// The backend's main process exited; `tail` holds its last output lines.
@@ -185,6 +187,8 @@ pub enum Effect {
 pub enum Event {
     /// The backend was spawned.
     Started { pid: Pid, attempt: u32 },
+    /// A backend started outside the warden is now supervised.
+    Adopted { pid: Pid },
     /// The backend became healthy (`recovered`: it had been unhealthy or had crashed).
     Healthy {
         pid: Pid,
@@ -325,6 +329,8 @@ pub struct Snapshot {
     pub failed_reason: Option<String>,
     /// Time left in `backoff`.
     pub backoff_remaining: Option<Duration>,
+    /// The current process was adopted (started outside the warden; output not captured).
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +346,7 @@ enum AfterStop {
 struct Child {
     pid: Pid,
     started_at: Instant,
+    adopted: bool,
 }
 
 /// The state machine. See the module docs.
@@ -432,6 +439,7 @@ impl Supervisor {
                 (State::Backoff, Some(until)) => Some(until.saturating_duration_since(now)),
                 _ => None,
             },
+            adopted: self.child.is_some_and(|c| c.adopted),
         }
     }
 
@@ -475,6 +483,7 @@ impl Supervisor {
         match input {
             Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
             Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
+            Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
             Input::SpawnFailed { error } => {
                 let reason = format!("could not start the backend: {error}");
                 self.fail(reason, &mut fx);
@@ -623,6 +632,7 @@ impl Supervisor {
         self.child = Some(Child {
             pid,
             started_at: now,
+            adopted: false,
         });
         self.health = Health::default();
         self.probe_failures = 0;
@@ -633,6 +643,24 @@ impl Supervisor {
             pid,
             attempt: self.backoff_step + 1,
         }));
+    }
+
+    fn on_adopted(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
+        if self.state != State::Stopped || self.child.is_some() || self.dying_tree.is_some() {
+            return; // only a warden that has not started anything adopts
+        }
+        self.reset_crash_history();
+        self.state = State::Starting;
+        self.child = Some(Child {
+            pid,
+            started_at: now,
+            adopted: true,
+        });
+        self.health = Health::default();
+        self.probe_failures = 0;
+        self.probe_in_flight = false;
+        self.probe_due = self.policy.health.as_ref().map(|_| now);
+        fx.push(Effect::Notify(Event::Adopted { pid }));
     }
 
     /// Whether this spawn is an automatic restart (a crash happened since the last manual start).
@@ -1476,6 +1504,35 @@ mod tests {
         let fx = h.cmd(Command::Detach);
         assert_eq!(fx, vec![Effect::Release { pid: 7 }, Effect::Exit]);
         assert_eq!(h.sup.pid(), None);
+    }
+
+    #[test]
+    fn an_adopted_backend_is_supervised_and_replaced_by_a_managed_one_after_a_crash() {
+        let mut h = Harness::new(policy());
+        let fx = h.feed(Input::Adopted { pid: 500 });
+        assert_eq!(fx, vec![Effect::Notify(Event::Adopted { pid: 500 })]);
+        assert!(h.sup.snapshot(h.now).adopted);
+        h.feed(Input::Tick);
+        h.ok(500);
+        assert_eq!(h.sup.state(), State::Healthy);
+        // It dies: leftovers killed, then a managed start.
+        let fx = h.feed(Input::Exited {
+            pid: 500,
+            status: ExitStatus {
+                code: None,
+                signal: None,
+            },
+            tail: vec![],
+        });
+        assert!(has(&fx, &Effect::Kill { pid: 500 }));
+        let fx = h.feed(Input::TreeGone { pid: 500 });
+        assert_eq!(spawns(&fx), 0, "after the backoff");
+        h.at(S);
+        assert_eq!(spawns(&h.feed(Input::Tick)), 1);
+        h.feed(Input::Spawned { pid: 501 });
+        assert!(!h.sup.snapshot(h.now).adopted);
+        // Adopting is only for a warden that runs nothing.
+        assert!(h.feed(Input::Adopted { pid: 502 }).is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use interprocess::local_socket::{ConnectOptions, Listener, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::status::StatusReport;
+use crate::strays::KillReport;
 use crate::supervisor::Command;
 
 #[cfg(unix)]
@@ -53,6 +54,8 @@ pub enum Request {
     Control { command: Command, wait: bool },
     /// Stop the warden; with `keep_backend`, leave the backend running, unsupervised.
     Quit { keep_backend: bool },
+    /// Kill every stray's tree (with `dry_run`, only say what would be killed).
+    KillStrays { dry_run: bool },
 }
 
 /// What the warden answers.
@@ -68,6 +71,8 @@ pub enum Response {
         message: String,
         status: Box<StatusReport>,
     },
+    /// What `KillStrays` killed and left alone.
+    Killed { report: KillReport, dry_run: bool },
     /// The request could not be handled.
     Error { message: String },
 }

@@ -18,7 +18,7 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, guardian_main};
+pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, adopt, guardian_main};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

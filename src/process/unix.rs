@@ -23,19 +23,68 @@ pub struct Tree {
 
 /// Waits for the backend's main process; moved to a thread of its own.
 #[derive(Debug)]
-pub struct ExitWaiter {
-    child: Child,
+pub enum ExitWaiter {
+    /// Our child: `wait` reaps it and knows its exit status.
+    Child(Child),
+    /// An adopted process (not our child): its end can only be observed, not reaped.
+    Adopted(Pid),
 }
 
+/// How often an adopted process is checked: there is no portable exit event for a process
+/// that is not our child.
+const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl ExitWaiter {
-    /// Blocks until the main process exits and reaps it.
-    pub fn wait(mut self) -> io::Result<ExitStatus> {
-        let status = self.child.wait()?;
-        Ok(ExitStatus {
-            code: status.code(),
-            signal: status.signal(),
-        })
+    /// Blocks until the main process exits (and reaps it, when it is our child).
+    pub fn wait(self) -> io::Result<ExitStatus> {
+        match self {
+            ExitWaiter::Child(mut child) => {
+                let status = child.wait()?;
+                Ok(ExitStatus {
+                    code: status.code(),
+                    signal: status.signal(),
+                })
+            }
+            ExitWaiter::Adopted(pid) => {
+                while process_alive(pid) {
+                    std::thread::sleep(ADOPTED_POLL);
+                }
+                Ok(ExitStatus {
+                    code: None,
+                    signal: None,
+                })
+            }
+        }
     }
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn process_alive(pid: Pid) -> bool {
+    if signal::kill(nix_pid(pid), None).is_err() {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(state) = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+    {
+        return state != "Z" && state != "X";
+    }
+    true
+}
+
+/// Takes charge of a running process that leads its own process group (a backend started by
+/// hand in a terminal). Its group becomes the tree to stop and kill.
+pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
+    let pgid = nix::unistd::getpgid(Some(nix_pid(pid))).map_err(io::Error::from)?;
+    if pgid != nix_pid(pid) {
+        return Err(io::Error::other(format!(
+            "PID {pid} shares process group {pgid} with other programs; stopping it as a tree \
+             could hit them"
+        )));
+    }
+    Ok((Tree { pgid: pid }, ExitWaiter::Adopted(pid)))
 }
 
 pub(super) fn prepare(command: &mut Command) {
@@ -46,7 +95,7 @@ pub(super) fn prepare(command: &mut Command) {
 
 pub(super) fn launched(child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
-    Ok((pid, Tree { pgid: pid }, ExitWaiter { child }))
+    Ok((pid, Tree { pgid: pid }, ExitWaiter::Child(child)))
 }
 
 impl Tree {

@@ -13,7 +13,7 @@ use std::os::windows::process::CommandExt;
 use std::process::{Child, Command};
 use std::ptr;
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0};
 use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
@@ -25,8 +25,9 @@ use windows_sys::Win32::System::JobObjects::{
     QueryInformationJobObject, SetInformationJobObject, TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::{
-    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, OpenThread, ResumeThread,
-    THREAD_SUSPEND_RESUME,
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, GetExitCodeProcess, INFINITE,
+    OpenProcess, OpenThread, PROCESS_QUERY_INFORMATION, PROCESS_SET_QUOTA, PROCESS_TERMINATE,
+    ResumeThread, SYNCHRONIZE, THREAD_SUSPEND_RESUME, WaitForSingleObject,
 };
 
 use crate::supervisor::{ExitStatus, Pid};
@@ -44,18 +45,63 @@ pub struct Tree {
 
 /// Waits for the backend's main process; moved to a thread of its own.
 #[derive(Debug)]
-pub struct ExitWaiter {
-    child: Child,
+pub enum ExitWaiter {
+    /// Our child.
+    Child(Child),
+    /// An adopted process, by its handle.
+    Adopted(OwnedHandle),
 }
 
 impl ExitWaiter {
     /// Blocks until the main process exits.
-    pub fn wait(mut self) -> io::Result<ExitStatus> {
-        let status = self.child.wait()?;
-        Ok(ExitStatus {
-            code: status.code(),
-            signal: None,
-        })
+    pub fn wait(self) -> io::Result<ExitStatus> {
+        match self {
+            ExitWaiter::Child(mut child) => {
+                let status = child.wait()?;
+                Ok(ExitStatus {
+                    code: status.code(),
+                    signal: None,
+                })
+            }
+            ExitWaiter::Adopted(process) => {
+                let mut code: u32 = 0;
+                // SAFETY: the handle is valid and owned; plain Win32 calls.
+                unsafe {
+                    if WaitForSingleObject(handle(&process), INFINITE) != WAIT_OBJECT_0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if GetExitCodeProcess(handle(&process), &mut code) == 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(ExitStatus {
+                    code: Some(code as i32),
+                    signal: None,
+                })
+            }
+        }
+    }
+}
+
+/// Takes charge of a running process: it goes into a new kill-on-close job (processes it
+/// starts from now on follow it there; children it already had do not).
+pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
+    // SAFETY: plain Win32 calls; handles are owned by OwnedHandle.
+    unsafe {
+        let raw = OpenProcess(
+            PROCESS_SET_QUOTA | PROCESS_TERMINATE | PROCESS_QUERY_INFORMATION | SYNCHRONIZE,
+            0,
+            pid,
+        );
+        if raw.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let process = OwnedHandle::from_raw_handle(raw as RawHandle);
+        let job = new_job()?;
+        if AssignProcessToJobObject(handle(&job), handle(&process)) == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((Tree { job, pid }, ExitWaiter::Adopted(process)))
     }
 }
 
@@ -66,7 +112,7 @@ pub(super) fn prepare(command: &mut Command) {
 pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
     match into_job(&child) {
-        Ok(job) => Ok((pid, Tree { job, pid }, ExitWaiter { child })),
+        Ok(job) => Ok((pid, Tree { job, pid }, ExitWaiter::Child(child))),
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -75,9 +121,9 @@ pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> 
     }
 }
 
-fn into_job(child: &Child) -> io::Result<OwnedHandle> {
-    // SAFETY: plain Win32 calls on handles we own; every handle is closed by OwnedHandle or
-    // CloseHandle below.
+/// A new Job Object that kills its processes when its last handle closes.
+fn new_job() -> io::Result<OwnedHandle> {
+    // SAFETY: plain Win32 calls; the handle is owned by OwnedHandle.
     unsafe {
         let raw = CreateJobObjectW(ptr::null(), ptr::null());
         if raw.is_null() {
@@ -95,6 +141,14 @@ fn into_job(child: &Child) -> io::Result<OwnedHandle> {
         {
             return Err(io::Error::last_os_error());
         }
+        Ok(job)
+    }
+}
+
+fn into_job(child: &Child) -> io::Result<OwnedHandle> {
+    // SAFETY: plain Win32 calls on handles we own.
+    unsafe {
+        let job = new_job()?;
         if AssignProcessToJobObject(handle(&job), child.as_raw_handle() as HANDLE) == 0 {
             return Err(io::Error::last_os_error());
         }

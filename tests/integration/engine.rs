@@ -213,10 +213,13 @@ fn port_taken_by_another_program_is_reported_and_nothing_is_spawned() {
     let tag = tag("port");
     let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
     let line = w.expect_or_dump(&["backend failed"], SECS(10));
+    // The holder (this test process) is named, and it is not called a stray.
+    assert!(line.contains(&format!("port {port} is held by")), "{line}");
     assert!(
-        line.contains(&format!("port {port} is already in use")),
+        line.contains(&format!("PID {}", std::process::id())),
         "{line}"
     );
+    assert!(line.contains("not a copy of this backend"), "{line}");
     assert_eq!(w.count(&["backend started"]), 0);
     assert!(live_with_tag(&tag).is_empty());
     assert!(w.terminate().success());

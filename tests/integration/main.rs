@@ -4,5 +4,6 @@
 
 mod cli;
 mod engine;
+mod strays;
 mod support;
 mod uvicorn;

@@ -31,6 +31,18 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The venv Python with uvicorn and fastapi, made by `tests/setup.sh`.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("BACKEND_WARDEN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .expect(
+            "BACKEND_WARDEN_TEST_PYTHON is not set: run the tests with tests/run.sh, which \
+             creates a venv with uvicorn and fastapi",
+        );
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

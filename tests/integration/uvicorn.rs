@@ -1,22 +1,9 @@
 //! Against real uvicorn with `--reload`: the reloader/worker pair that left orphan workers
 //! serving stale code in the incident this tool exists for.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::*;
-
-/// The venv Python with uvicorn and fastapi, made by `tests/setup.sh`.
-fn python() -> PathBuf {
-    let path = std::env::var_os("BACKEND_WARDEN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "BACKEND_WARDEN_TEST_PYTHON is not set: run the tests with tests/run.sh, which creates \
-         a venv with uvicorn and fastapi",
-        );
-    assert!(path.exists(), "{} does not exist", path.display());
-    path
-}
 
 /// A warden supervising `uvicorn app:app --reload` on a copy of the test app.
 fn uvicorn_warden() -> (Warden, u16, tempfile::TempDir) {
