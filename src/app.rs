@@ -240,6 +240,8 @@ pub struct Running {
     pub engine: EngineHandle,
     /// Its latest status.
     pub board: Arc<StatusBoard>,
+    /// Answers requests (the IPC server and the tray share it).
+    pub control: Arc<Control>,
     done: mpsc::Receiver<()>,
     thread: thread::JoinHandle<()>,
     server: ServerHandle,
@@ -279,6 +281,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         None
     };
     let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
+    let demo_backend = plan.demo.then(|| plan.backend.clone());
     let fixed = Fixed {
         port: plan.backend.port,
         demo: plan.demo,
@@ -316,17 +319,21 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     .context("cannot start the engine")?;
     let runner = runner.with_stray_watch(watch.clone());
 
-    let control = Control::new(
-        engine.clone(),
-        Arc::clone(&board),
-        fixed,
-        limits,
-        hooks.on_show,
-    )
-    .with_stray_watch(watch);
+    let control = Arc::new(
+        Control::new(
+            engine.clone(),
+            Arc::clone(&board),
+            fixed,
+            limits,
+            hooks.on_show,
+        )
+        .with_stray_watch(watch)
+        .with_reloader(reloader(paths, demo_backend)),
+    );
+    let serving = Arc::clone(&control);
     let server = primary
         .server
-        .spawn(move |request| control.handle(request))
+        .spawn(move |request| serving.handle(request))
         .context("cannot serve the control endpoint")?;
 
     let (done_tx, done) = mpsc::channel();
@@ -344,9 +351,35 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     Ok(Running {
         engine,
         board,
+        control,
         done,
         thread,
         server,
+    })
+}
+
+/// Reads the config again for a reload. The demo backend keeps its port across reloads.
+fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Reloader {
+    let paths = paths.clone();
+    Box::new(move || {
+        let (config, source) = load_config(&paths).map_err(|e| e.to_string())?;
+        let backend = match (&config.backend, &demo_backend) {
+            (None, Some(demo)) => Backend {
+                health_timeout: config.health.timeout,
+                ..demo.clone()
+            },
+            _ => {
+                plan(&paths, config.clone(), source)
+                    .map_err(|e| format!("{e:#}"))?
+                    .backend
+            }
+        };
+        let policy = Policy::from_config(&config, backend.health_url.is_some());
+        Ok(crate::control::Reloaded {
+            backend,
+            policy,
+            config,
+        })
     })
 }
 

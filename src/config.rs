@@ -29,6 +29,38 @@ pub struct Config {
     pub logs: LogsConfig,
     /// How copies of the backend that the warden does not own are found (`[strays]`).
     pub strays: StraysConfig,
+    /// Which desktop notifications are shown (`[notify]`).
+    pub notify: NotifyConfig,
+}
+
+/// Desktop notification categories (`[notify]`); each can be muted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifyConfig {
+    /// The backend crashed (once per crash loop).
+    pub crashed: bool,
+    /// The backend is healthy again after a crash or a bad spell.
+    pub recovered: bool,
+    /// The warden gave up restarting it.
+    pub gave_up: bool,
+    /// Stray copies of the backend were found.
+    pub strays: bool,
+    /// Another program holds the backend's port.
+    pub port_conflict: bool,
+    /// A reloaded config has an error (the old one stays in force).
+    pub config_error: bool,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            crashed: true,
+            recovered: true,
+            gave_up: true,
+            strays: true,
+            port_conflict: true,
+            config_error: true,
+        }
+    }
 }
 
 /// What to do when a stray copy of the backend is found.
@@ -442,6 +474,15 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # adopt = false
 # Explicit identity instead (all given rules must match):
 # cmdline_contains = ["main.py"]
+
+# [notify]
+# Desktop notifications, each category on by default:
+# crashed = true
+# recovered = true
+# gave_up = true
+# strays = true
+# port_conflict = true
+# config_error = true
 "#;
 
 // ---------------------------------------------------------------------------------------------
@@ -454,6 +495,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("stop", STOP_KEYS),
     ("logs", LOGS_KEYS),
     ("strays", STRAYS_KEYS),
+    ("notify", NOTIFY_KEYS),
+];
+const NOTIFY_KEYS: &[&str] = &[
+    "crashed",
+    "recovered",
+    "gave_up",
+    "strays",
+    "port_conflict",
+    "config_error",
 ];
 const STRAYS_KEYS: &[&str] = &[
     "scan_interval",
@@ -557,6 +607,7 @@ impl Checker {
         let stop = self.stop(get("stop"));
         let logs = self.logs(get("logs"));
         let strays = self.strays(get("strays"), sections.get("strays").map(|(_, at)| *at));
+        let notify = self.notify(get("notify"));
         Config {
             backend,
             health,
@@ -564,6 +615,7 @@ impl Checker {
             stop,
             logs,
             strays,
+            notify,
         }
     }
 
@@ -778,6 +830,24 @@ impl Checker {
             }
         }
         config
+    }
+
+    fn notify(&mut self, table: &DeTable<'_>) -> NotifyConfig {
+        const S: &str = "notify";
+        self.check_keys(S, table, NOTIFY_KEYS);
+        let d = NotifyConfig::default();
+        NotifyConfig {
+            crashed: self.boolean(S, table, "crashed").unwrap_or(d.crashed),
+            recovered: self.boolean(S, table, "recovered").unwrap_or(d.recovered),
+            gave_up: self.boolean(S, table, "gave_up").unwrap_or(d.gave_up),
+            strays: self.boolean(S, table, "strays").unwrap_or(d.strays),
+            port_conflict: self
+                .boolean(S, table, "port_conflict")
+                .unwrap_or(d.port_conflict),
+            config_error: self
+                .boolean(S, table, "config_error")
+                .unwrap_or(d.config_error),
+        }
     }
 
     // -- typed readers: each returns `None` when the key is absent or invalid (then reported) --
@@ -1441,6 +1511,9 @@ scan_interval = "2s"
 action = "kill"
 adopt = true
 cmdline_contains = ["main.py"]
+
+[notify]
+strays = false
 "#;
 
     fn full_config() -> Config {
@@ -1486,6 +1559,10 @@ cmdline_contains = ["main.py"]
                 cmdline_contains: vec!["main.py".into()],
                 cwd: None,
                 exe_name: None,
+            },
+            notify: NotifyConfig {
+                strays: false,
+                ..NotifyConfig::default()
             },
         }
     }
@@ -1786,12 +1863,12 @@ cmdline_contains = ["main.py"]
         assert_eq!(
             message,
             "unknown section [helth]; did you mean [health]? \
-             (valid sections: backend, health, restart, stop, logs, strays)"
+             (valid sections: backend, health, restart, stop, logs, strays, notify)"
         );
         let (_, _, _, message) = invalid("[plugins]\n");
         assert_eq!(
             message,
-            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs, strays)"
+            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs, strays, notify)"
         );
     }
 

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::ipc::{Request, Response};
+use crate::runner::Backend;
 use crate::runner::{EngineHandle, StatusBoard};
 use crate::status::{Fixed, StatusReport};
-use crate::strays::StrayWatch;
-use crate::supervisor::{Command, Snapshot, State};
+use crate::strays::{KillReport, StrayWatch};
+use crate::supervisor::{Command, Policy, Snapshot, State, Supervisor};
 
 /// How long a waiting client may be kept waiting for each kind of command.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +30,20 @@ pub struct Control {
     limits: WaitLimits,
     on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     strays: Option<StrayWatch>,
+    reloader: Option<Reloader>,
+}
+
+/// Reads the config again and says what the engine should now run, or why it cannot.
+pub type Reloader = Box<dyn Fn() -> Result<Reloaded, String> + Send + Sync>;
+
+/// A config that was read again.
+pub struct Reloaded {
+    /// What to run.
+    pub backend: Backend,
+    /// How to supervise it.
+    pub policy: Policy,
+    /// The whole config (for the parts outside the engine, such as `[notify]`).
+    pub config: Config,
 }
 
 impl Control {
@@ -47,6 +63,44 @@ impl Control {
             limits,
             on_show,
             strays: None,
+            reloader: None,
+        }
+    }
+
+    /// Lets `config reload` (and the tray's Reload config) read the config again.
+    pub fn with_reloader(mut self, reloader: Reloader) -> Control {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Reads the config again and applies it without restarting the warden. A bad config
+    /// changes nothing and says why.
+    pub fn reload(&self) -> Result<(String, Config), String> {
+        let reloader = self
+            .reloader
+            .as_ref()
+            .ok_or_else(|| "this warden cannot reload its config".to_string())?;
+        let reloaded = reloader()?;
+        if !self.engine.reload(reloaded.backend, reloaded.policy) {
+            return Err("the engine has stopped".into());
+        }
+        Ok((
+            "config reloaded; [logs] and [strays] changes apply at the next warden start".into(),
+            reloaded.config,
+        ))
+    }
+
+    /// Kills the strays (or says what it would kill).
+    pub fn kill_strays(&self, dry_run: bool) -> Result<KillReport, String> {
+        match &self.strays {
+            Some(watch) => watch
+                .kill(dry_run)
+                .ok_or_else(|| "the stray watch has stopped".to_string()),
+            None => Err(self
+                .fixed
+                .strays_disabled
+                .clone()
+                .unwrap_or_else(|| "stray detection is off".into())),
         }
     }
 
@@ -79,20 +133,17 @@ impl Control {
                 response
             }
             Request::Control { command, wait } => self.control(command, wait),
-            Request::KillStrays { dry_run } => match &self.strays {
-                Some(watch) => match watch.kill(dry_run) {
-                    Some(report) => Response::Killed { report, dry_run },
-                    None => Response::Error {
-                        message: "the stray watch has stopped".into(),
-                    },
+            Request::KillStrays { dry_run } => match self.kill_strays(dry_run) {
+                Ok(report) => Response::Killed { report, dry_run },
+                Err(message) => Response::Error { message },
+            },
+            Request::Reload => match self.reload() {
+                Ok((message, _)) => Response::Done {
+                    ok: true,
+                    message,
+                    status: Box::new(self.report_or_default()),
                 },
-                None => Response::Error {
-                    message: self
-                        .fixed
-                        .strays_disabled
-                        .clone()
-                        .unwrap_or_else(|| "stray detection is off".into()),
-                },
+                Err(message) => Response::Error { message },
             },
             Request::Quit { keep_backend } => {
                 let command = if keep_backend {
@@ -103,6 +154,16 @@ impl Control {
                 self.control(command, true)
             }
         }
+    }
+
+    fn report_or_default(&self) -> StatusReport {
+        StatusReport::new(
+            self.board
+                .current()
+                .unwrap_or_else(Supervisor::new_snapshot),
+            &self.fixed,
+            self.board.scan(),
+        )
     }
 
     fn status(&self) -> Response {

@@ -6,13 +6,17 @@
 //! [`supervisor`], whose effects the [`runner`] carries out on the real world. [`app`] wires
 //! the pieces together for the binary and for tests.
 
+pub mod alerts;
 pub mod app;
+pub mod autostart;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod icon;
 pub mod ipc;
 pub mod logging;
+pub mod notifier;
 pub mod output;
 pub mod paths;
 pub mod process;

@@ -82,10 +82,15 @@ enum Cmd {
         #[arg(long)]
         keep_backend: bool,
     },
-    /// Create, check or locate the config file.
+    /// Create, check, locate or reload the config file.
     Config {
         #[command(subcommand)]
         action: ConfigCmd,
+    },
+    /// Start the warden at login, or not.
+    Autostart {
+        #[command(subcommand)]
+        action: AutostartCmd,
     },
     /// The built-in demo backend (what runs when no backend is configured).
     #[command(name = "demo-backend", hide = true)]
@@ -117,6 +122,18 @@ enum ConfigCmd {
     Check,
     /// Print where the config file is.
     Path,
+    /// Make the running warden read the config again (a bad config keeps the old one).
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum AutostartCmd {
+    /// Start the warden (tray) at login.
+    Enable,
+    /// Do not start it at login.
+    Disable,
+    /// Say whether it starts at login.
+    Status,
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -163,6 +180,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
+        Cmd::Autostart { action } => autostart_command(action),
         Cmd::DemoBackend(_) | Cmd::Guardian => Ok(ExitCode::SUCCESS),
     }
 }
@@ -405,6 +423,18 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        ConfigCmd::Reload => match ask(paths, &Request::Reload) {
+            Ok(Response::Done { message, .. }) => {
+                println!("{message}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(Response::Error { message }) => {
+                eprintln!("backend-warden: config not reloaded: {message}");
+                Ok(ExitCode::from(EXIT_USAGE))
+            }
+            Ok(other) => unexpected(other),
+            Err(code) => Ok(code),
+        },
         ConfigCmd::Check => {
             let (config, source) = match app::load_config(paths) {
                 Ok(loaded) => loaded,
@@ -425,6 +455,28 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn autostart_command(action: AutostartCmd) -> Result<ExitCode> {
+    use backend_warden::autostart;
+    match action {
+        AutostartCmd::Enable => {
+            autostart::enable().context("cannot enable start at login")?;
+            println!("Backend Warden starts at login ({})", autostart::location());
+        }
+        AutostartCmd::Disable => {
+            autostart::disable().context("cannot disable start at login")?;
+            println!("Backend Warden no longer starts at login");
+        }
+        AutostartCmd::Status => {
+            if autostart::is_enabled() {
+                println!("enabled ({})", autostart::location());
+            } else {
+                println!("disabled");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {

@@ -17,7 +17,7 @@ use crate::health::HealthProbe;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
-use crate::supervisor::{Command, Effect, Event, Input, Pid, Snapshot, Supervisor};
+use crate::supervisor::{Command, Effect, Event, Input, Pid, Policy, Snapshot, Supervisor};
 
 /// How long an exit report waits for the backend's last output lines to be read.
 const TAIL_WAIT: Duration = Duration::from_millis(50);
@@ -115,6 +115,8 @@ enum Message {
     Barrier(Sender<()>),
     /// Take charge of this running copy of the backend (or start one if that fails).
     Adopt(Pid),
+    /// New settings from a reloaded config.
+    Reload(Box<(Backend, Policy)>),
 }
 
 /// Sends inputs to a running engine. Cheap to clone, usable from any thread.
@@ -144,6 +146,14 @@ impl EngineHandle {
             let _ = handled.recv();
         }
         true
+    }
+
+    /// Applies a reloaded config: new policy at once; a changed launch spec restarts a running
+    /// backend. False if the engine has ended.
+    pub fn reload(&self, backend: Backend, policy: Policy) -> bool {
+        self.inputs
+            .send(Message::Reload(Box::new((backend, policy))))
+            .is_ok()
     }
 
     /// Asks the engine to adopt a running copy of the backend instead of starting one.
@@ -238,6 +248,7 @@ impl Runner {
                     continue;
                 }
                 Ok(Message::Adopt(pid)) => Some(self.adopt(pid)),
+                Ok(Message::Reload(settings)) => self.reload(settings.0, settings.1),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
@@ -394,6 +405,30 @@ impl Runner {
         }
         self.trees.insert(pid, launched.tree);
         Input::Spawned { pid }
+    }
+
+    fn reload(&mut self, backend: Backend, policy: Policy) -> Option<Input> {
+        let relaunch = backend.spec != self.backend.spec || backend.port != self.backend.port;
+        if backend.health_url != self.backend.health_url
+            || backend.health_timeout != self.backend.health_timeout
+        {
+            self.probe = match &backend.health_url {
+                Some(url) => {
+                    let results = self.handle.clone();
+                    HealthProbe::start(url.clone(), backend.health_timeout, move |pid, probe| {
+                        results.send(Input::Probed { pid, probe })
+                    })
+                    .map_err(|e| error!(error = %e, "cannot start the health probe"))
+                    .ok()
+                }
+                None => None,
+            };
+        }
+        self.backend = backend;
+        self.supervisor.set_policy(policy, Instant::now());
+        info!(relaunch, "config reloaded");
+        (relaunch && self.supervisor.state().is_running())
+            .then_some(Input::Command(Command::Restart))
     }
 
     fn adopt(&mut self, pid: Pid) -> Input {

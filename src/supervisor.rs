@@ -403,14 +403,30 @@ impl Supervisor {
         }
     }
 
-    /// Replace the policy (config reload). Applies from the next decision on.
-    pub fn set_policy(&mut self, policy: Policy) {
+    /// Replaces the policy (config reload). Applies from the next decision on; a newly
+    /// configured health check probes at once.
+    pub fn set_policy(&mut self, policy: Policy, now: Instant) {
         if policy.health.is_none() {
             self.probe_due = None;
         } else if self.policy.health.is_none() && self.child.is_some() {
-            self.probe_due = Some(Instant::now().min(self.probe_due.unwrap_or(Instant::now())));
+            self.probe_due = Some(now);
         }
         self.policy = policy;
+    }
+
+    /// The snapshot of an engine that has not started: stopped, nothing known.
+    pub fn new_snapshot() -> Snapshot {
+        Snapshot {
+            state: State::Stopped,
+            pid: None,
+            uptime: None,
+            restarts: 0,
+            last_exit: None,
+            health: Health::default(),
+            failed_reason: None,
+            backoff_remaining: None,
+            adopted: false,
+        }
     }
 
     /// The current state.

@@ -56,6 +56,8 @@ pub enum Request {
     Quit { keep_backend: bool },
     /// Kill every stray's tree (with `dry_run`, only say what would be killed).
     KillStrays { dry_run: bool },
+    /// Read the config again and apply it.
+    Reload,
 }
 
 /// What the warden answers.

@@ -1,0 +1,42 @@
+//! Windows: the per-user Run key, with the program's path quoted. An unquoted path with
+//! spaces (under `Program Files`) makes Windows try to run `C:\Program` (the common crate's
+//! bug, zzzgydi/auto-launch#32).
+
+use std::io;
+use std::path::Path;
+
+use winreg::RegKey;
+use winreg::enums::{HKEY_CURRENT_USER, KEY_READ, KEY_SET_VALUE};
+
+const RUN_KEY: &str = r"Software\Microsoft\Windows\CurrentVersion\Run";
+/// The value's name; the MSI's "start at login" feature writes the same one.
+pub const VALUE_NAME: &str = "Backend Warden";
+
+/// `"C:\Program Files\Backend Warden\backend-warden.exe"`.
+pub fn quoted(program: &Path) -> String {
+    format!("\"{}\"", program.display())
+}
+
+pub fn enable(program: &Path) -> io::Result<()> {
+    let (key, _) = RegKey::predef(HKEY_CURRENT_USER).create_subkey(RUN_KEY)?;
+    key.set_value(VALUE_NAME, &quoted(program))
+}
+
+pub fn disable() -> io::Result<()> {
+    let key = RegKey::predef(HKEY_CURRENT_USER).open_subkey_with_flags(RUN_KEY, KEY_SET_VALUE)?;
+    match key.delete_value(VALUE_NAME) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub fn is_enabled() -> bool {
+    RegKey::predef(HKEY_CURRENT_USER)
+        .open_subkey_with_flags(RUN_KEY, KEY_READ)
+        .and_then(|key| key.get_value::<String, _>(VALUE_NAME))
+        .is_ok()
+}
+
+pub fn location() -> String {
+    format!(r"HKEY_CURRENT_USER\{RUN_KEY}\{VALUE_NAME}")
+}
