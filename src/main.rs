@@ -171,7 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let paths = Paths::resolve(cli.config.as_deref())?;
     match command {
-        Cmd::Run { headless: _ } => run_warden(&paths),
+        Cmd::Run { headless } => run_warden(&paths, headless),
         Cmd::Status { json } => status(&paths, json),
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
@@ -186,7 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Becomes the warden, or hands over to the running one.
-fn run_warden(paths: &Paths) -> Result<ExitCode> {
+fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     let primary = match app::claim(paths, &Request::Show)? {
         Claim::Primary(primary) => primary,
         Claim::Handed(response) => {
@@ -209,7 +209,11 @@ fn run_warden(paths: &Paths) -> Result<ExitCode> {
         Err(e) => return Ok(config_error(&e)),
     };
     let plan = app::plan(paths, config, source)?;
-    app::run_headless(paths, plan, primary)?;
+    if headless {
+        app::run_headless(paths, plan, primary)?;
+    } else {
+        app::run_tray(paths, plan, primary)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,9 +41,28 @@ pub struct StatusBoard {
     inner: Mutex<Option<(Snapshot, Instant)>>,
     changed: Condvar,
     scan: Mutex<Scan>,
+    /// Bumped by every publication (snapshot or scan), for [`StatusBoard::wait_change`].
+    version: Mutex<u64>,
+    version_changed: Condvar,
 }
 
 impl StatusBoard {
+    /// Waits until something was published after `seen` (or `limit` passes); returns the
+    /// version to pass next time.
+    pub fn wait_change(&self, seen: u64, limit: Duration) -> u64 {
+        let guard = self.version.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = self
+            .version_changed
+            .wait_timeout_while(guard, limit, |v| *v == seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+
+    fn bump(&self) {
+        *self.version.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.version_changed.notify_all();
+    }
+
     /// The latest stray scan.
     pub fn scan(&self) -> Scan {
         self.scan
@@ -55,6 +74,7 @@ impl StatusBoard {
     /// Publishes a stray scan.
     pub fn set_scan(&self, scan: &Scan) {
         *self.scan.lock().unwrap_or_else(PoisonError::into_inner) = scan.clone();
+        self.bump();
     }
 
     /// The latest snapshot, with its uptime brought up to now.
@@ -93,9 +113,31 @@ impl StatusBoard {
 
     fn publish(&self, snapshot: Snapshot, at: Instant) {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = guard
+            .as_ref()
+            .is_none_or(|(old, _)| !same_but_uptime(old, &snapshot));
         *guard = Some((snapshot, at));
         self.changed.notify_all();
+        drop(guard);
+        if changed {
+            self.bump();
+        }
     }
+}
+
+/// Equal but for the clock-driven fields (a probe result that changes nothing visible).
+fn same_but_uptime(a: &Snapshot, b: &Snapshot) -> bool {
+    Snapshot {
+        uptime: None,
+        backoff_remaining: None,
+        health: Default::default(),
+        ..a.clone()
+    } == Snapshot {
+        uptime: None,
+        backoff_remaining: None,
+        health: Default::default(),
+        ..b.clone()
+    } && a.health.ok == b.health.ok
 }
 
 fn fresh(snap: &Snapshot, at: Instant) -> Snapshot {

@@ -113,6 +113,11 @@ impl StatusReport {
 
     /// One line: "healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart".
     pub fn summary(&self) -> String {
+        self.summary_with(human_duration)
+    }
+
+    /// [`StatusReport::summary`] with durations written by `duration`.
+    pub fn summary_with(&self, duration: fn(Duration) -> String) -> String {
         let mut parts = vec![self.state.to_string()];
         if let Some(pid) = self.pid {
             parts.push(format!("PID {pid}"));
@@ -121,12 +126,12 @@ impl StatusReport {
             parts.push(format!(":{port}"));
         }
         if let Some(up) = self.uptime_ms {
-            parts.push(format!("up {}", human_duration(Duration::from_millis(up))));
+            parts.push(format!("up {}", duration(Duration::from_millis(up))));
         }
         if let Some(left) = self.backoff_remaining_ms {
             parts.push(format!(
                 "restarting in {}",
-                human_duration(Duration::from_millis(left))
+                duration(Duration::from_millis(left))
             ));
         }
         if self.restarts > 0 {

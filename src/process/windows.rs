@@ -26,8 +26,8 @@ use windows_sys::Win32::System::JobObjects::{
 };
 use windows_sys::Win32::System::Threading::{
     CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, GetExitCodeProcess, INFINITE,
-    OpenProcess, OpenThread, PROCESS_QUERY_INFORMATION, PROCESS_SET_QUOTA, PROCESS_TERMINATE,
-    ResumeThread, SYNCHRONIZE, THREAD_SUSPEND_RESUME, WaitForSingleObject,
+    OpenProcess, OpenThread, PROCESS_QUERY_INFORMATION, PROCESS_SET_QUOTA, PROCESS_SYNCHRONIZE,
+    PROCESS_TERMINATE, ResumeThread, THREAD_SUSPEND_RESUME, WaitForSingleObject,
 };
 
 use crate::supervisor::{ExitStatus, Pid};
@@ -89,7 +89,7 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
     // SAFETY: plain Win32 calls; handles are owned by OwnedHandle.
     unsafe {
         let raw = OpenProcess(
-            PROCESS_SET_QUOTA | PROCESS_TERMINATE | PROCESS_QUERY_INFORMATION | SYNCHRONIZE,
+            PROCESS_SET_QUOTA | PROCESS_TERMINATE | PROCESS_QUERY_INFORMATION | PROCESS_SYNCHRONIZE,
             0,
             pid,
         );

@@ -25,18 +25,21 @@ fn ten_launches_at_once_leave_exactly_one_warden() {
         demo_config(&tag, port, &[], ""),
     )
     .unwrap();
-    let mut children: Vec<_> = (0..10)
-        .map(|_| {
-            Command::new(exe())
-                .args(["run", "--headless"])
-                .env("BACKEND_WARDEN_HOME", home.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut children = Launches(
+        (0..10)
+            .map(|_| {
+                Command::new(exe())
+                    .args(["run", "--headless"])
+                    .env("BACKEND_WARDEN_HOME", home.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let children = &mut children.0;
     // Nine hand over and exit 0; one keeps running.
     let exited = wait_until(SECS(20), "nine launches to hand over", || {
         let done: Vec<usize> = children
@@ -75,10 +78,22 @@ fn ten_launches_at_once_leave_exactly_one_warden() {
     assert_eq!(status["warden_pid"].as_u64(), survivor.map(u64::from));
     assert_eq!(live_with_tag(&tag).len(), 1, "one backend");
     assert!(cli_in(home.path(), &["quit"]).status.success());
-    for mut child in children {
+    for child in children.iter_mut() {
         let _ = child.wait();
     }
     wait_none_with_tag(&tag, SECS(2));
+}
+
+/// Launched wardens, killed if the test fails half-way.
+struct Launches(Vec<std::process::Child>);
+
+impl Drop for Launches {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[test]
@@ -330,4 +345,22 @@ fn two_homes_are_two_independent_wardens() {
     assert_eq!(b.status()["state"], "healthy");
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+#[test]
+fn without_a_display_the_tray_says_to_run_headless() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(exe())
+        .env("BACKEND_WARDEN_HOME", home.path())
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("no display"), "{err}");
+    assert!(err.contains("run --headless"), "{err}");
+    // Nothing is left holding the instance lock.
+    assert_eq!(cli_in(home.path(), &["status"]).status.code(), Some(3));
 }

@@ -1,0 +1,276 @@
+//! The tray icon and its menu. It only translates: menu clicks become [`UiAction`]s for the
+//! app to carry out, status reports become icon, tooltip and menu updates. No process, file or
+//! socket I/O happens here, and nothing blocks the UI thread.
+//!
+//! tao owns the main thread; the `TrayIcon` is `!Send`, so it is built once the loop has
+//! started (`StartCause::Init`) and never moved. Menu events are forwarded into the loop
+//! through the `EventLoopProxy`; there is no polling timer.
+
+use std::sync::mpsc::Sender;
+
+use tao::event::{Event, StartCause};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+use crate::icon::{self, Look};
+use crate::status::StatusReport;
+use crate::view::TrayView;
+
+/// What a click asks for; the app carries it out off the UI thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UiAction {
+    /// Start the backend.
+    Start,
+    /// Stop the backend tree.
+    Stop,
+    /// Restart the backend.
+    Restart,
+    /// Open backend.log in the default app.
+    OpenLogs,
+    /// Open the log folder.
+    OpenLogFolder,
+    /// Kill the strays.
+    KillStrays,
+    /// Open the config file (writing the template first if there is none).
+    EditConfig,
+    /// Read the config again.
+    ReloadConfig,
+    /// Start at login: on or off.
+    SetAutostart(bool),
+    /// Show the version.
+    About,
+    /// Stop the backend tree and the warden.
+    Quit,
+}
+
+/// What the app tells the UI thread.
+#[derive(Debug, Clone)]
+pub enum UiEvent {
+    /// A new status to show.
+    Status(Box<StatusReport>),
+    /// Whether start at login is on.
+    Autostart(bool),
+    /// A menu item was clicked (forwarded from muda's handler).
+    Menu(MenuId),
+    /// The warden has stopped: close the tray.
+    Exit,
+}
+
+/// The tray's size in pixels: what trays draw at 100 % (larger sources scale down well).
+const ICON_SIZE: u32 = 32;
+
+struct Items {
+    status: MenuItem,
+    alert: MenuItem,
+    alert_shown: bool,
+    start: MenuItem,
+    stop: MenuItem,
+    restart: MenuItem,
+    open_logs: MenuItem,
+    open_folder: MenuItem,
+    kill: MenuItem,
+    edit: MenuItem,
+    reload: MenuItem,
+    autostart: CheckMenuItem,
+    about: MenuItem,
+    quit: MenuItem,
+}
+
+impl Items {
+    fn new(autostart: bool) -> Items {
+        Items {
+            status: MenuItem::new("Backend: starting", false, None),
+            alert: MenuItem::new("", false, None),
+            alert_shown: false,
+            start: MenuItem::new("Start", false, None),
+            stop: MenuItem::new("Stop", false, None),
+            restart: MenuItem::new("Restart", false, None),
+            open_logs: MenuItem::new("Open logs", true, None),
+            open_folder: MenuItem::new("Open log folder", true, None),
+            kill: MenuItem::new("Kill strays", false, None),
+            edit: MenuItem::new("Edit config", true, None),
+            reload: MenuItem::new("Reload config", true, None),
+            autostart: CheckMenuItem::new("Start at login", true, autostart, None),
+            about: MenuItem::new(
+                format!("About Backend Warden {}", env!("CARGO_PKG_VERSION")),
+                true,
+                None,
+            ),
+            quit: MenuItem::new("Quit", true, None),
+        }
+    }
+
+    fn menu(&self) -> Result<Menu, tray_icon::menu::Error> {
+        let menu = Menu::new();
+        menu.append_items(&[
+            &self.status,
+            &PredefinedMenuItem::separator(),
+            &self.start,
+            &self.stop,
+            &self.restart,
+            &PredefinedMenuItem::separator(),
+            &self.open_logs,
+            &self.open_folder,
+            &self.kill,
+            &PredefinedMenuItem::separator(),
+            &self.edit,
+            &self.reload,
+            &self.autostart,
+            &PredefinedMenuItem::separator(),
+            &self.about,
+            &self.quit,
+        ])?;
+        Ok(menu)
+    }
+
+    fn action(&self, id: &MenuId) -> Option<UiAction> {
+        let table = [
+            (&self.start, UiAction::Start),
+            (&self.stop, UiAction::Stop),
+            (&self.restart, UiAction::Restart),
+            (&self.open_logs, UiAction::OpenLogs),
+            (&self.open_folder, UiAction::OpenLogFolder),
+            (&self.kill, UiAction::KillStrays),
+            (&self.edit, UiAction::EditConfig),
+            (&self.reload, UiAction::ReloadConfig),
+            (&self.about, UiAction::About),
+            (&self.quit, UiAction::Quit),
+        ];
+        if id == self.autostart.id() {
+            return Some(UiAction::SetAutostart(self.autostart.is_checked()));
+        }
+        table
+            .into_iter()
+            .find(|(item, _)| item.id() == id)
+            .map(|(_, action)| action)
+    }
+
+    fn apply(&mut self, menu: &Menu, view: &TrayView) {
+        self.status.set_text(&view.status_line);
+        match (&view.alert_line, self.alert_shown) {
+            (Some(line), shown) => {
+                self.alert.set_text(line);
+                if !shown && menu.insert(&self.alert, 1).is_ok() {
+                    self.alert_shown = true;
+                }
+            }
+            (None, true) => {
+                if menu.remove(&self.alert).is_ok() {
+                    self.alert_shown = false;
+                }
+            }
+            (None, false) => {}
+        }
+        self.start.set_enabled(view.can_start);
+        self.stop.set_enabled(view.can_stop);
+        self.restart.set_enabled(view.can_restart);
+        self.kill.set_text(&view.kill_label);
+        self.kill.set_enabled(view.can_kill);
+    }
+}
+
+fn tray_icon_image(look: Look, badge: bool) -> Option<Icon> {
+    let image = icon::render(look, badge, ICON_SIZE);
+    Icon::from_rgba(image.pixels, image.size, image.size).ok()
+}
+
+/// Whether a tray can be shown here. On Linux without an X11 or Wayland display there is none;
+/// elsewhere there always is one.
+pub fn display_available() -> bool {
+    if cfg!(any(windows, target_os = "macos")) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Runs the tray on this (the main) thread until [`UiEvent::Exit`]. `started` receives the
+/// proxy through which the app sends status updates; `actions` receives the clicks.
+pub fn run(
+    autostart: bool,
+    actions: Sender<UiAction>,
+    started: impl FnOnce(EventLoopProxy<UiEvent>),
+) -> ! {
+    let event_loop = EventLoopBuilder::<UiEvent>::with_user_event().build();
+    let proxy = event_loop.create_proxy();
+    let menu_proxy = proxy.clone();
+    MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
+        let _ = menu_proxy.send_event(UiEvent::Menu(event.id));
+    }));
+    started(proxy);
+
+    let mut tray: Option<(TrayIcon, Menu, Items)> = None;
+    let mut shown: Option<(Look, bool)> = None;
+    let mut last_tooltip = String::new();
+    event_loop.run(move |event, _, control_flow| {
+        *control_flow = ControlFlow::Wait;
+        match event {
+            Event::NewEvents(StartCause::Init) => {
+                let items = Items::new(autostart);
+                let built = items.menu().map_err(|e| e.to_string()).and_then(|menu| {
+                    TrayIconBuilder::new()
+                        .with_menu(Box::new(menu.clone()))
+                        .with_menu_on_left_click(true)
+                        .with_tooltip("Backend Warden")
+                        .with_title("Backend Warden")
+                        .with_icon(
+                            tray_icon_image(Look::Starting, false)
+                                .ok_or_else(|| "cannot draw the icon".to_string())?,
+                        )
+                        .build()
+                        .map(|icon| (icon, menu))
+                        .map_err(|e| e.to_string())
+                });
+                match built {
+                    Ok((icon, menu)) => {
+                        tracing::info!("tray icon ready");
+                        tray = Some((icon, menu, items));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot create the tray icon");
+                        eprintln!(
+                            "backend-warden: cannot create the tray icon ({e}); \
+                             use `backend-warden run --headless`"
+                        );
+                        let _ = actions.send(UiAction::Quit);
+                    }
+                }
+            }
+            Event::UserEvent(UiEvent::Menu(id)) => {
+                if let Some((_, _, items)) = &tray
+                    && let Some(action) = items.action(&id)
+                {
+                    let _ = actions.send(action);
+                }
+            }
+            Event::UserEvent(UiEvent::Status(report)) => {
+                if let Some((icon, menu, items)) = &mut tray {
+                    let view = TrayView::of(&report);
+                    if shown != Some((view.look, view.badge)) {
+                        if let Some(image) = tray_icon_image(view.look, view.badge) {
+                            let _ = icon.set_icon(Some(image));
+                        }
+                        shown = Some((view.look, view.badge));
+                    }
+                    if view.tooltip != last_tooltip {
+                        let _ = icon.set_tooltip(Some(&view.tooltip));
+                        last_tooltip.clone_from(&view.tooltip);
+                    }
+                    items.apply(menu, &view);
+                }
+            }
+            Event::UserEvent(UiEvent::Autostart(on)) => {
+                if let Some((_, _, items)) = &tray {
+                    items.autostart.set_checked(on);
+                }
+            }
+            Event::UserEvent(UiEvent::Exit) => {
+                tray = None;
+                *control_flow = ControlFlow::Exit;
+            }
+            _ => {}
+        }
+    })
+}

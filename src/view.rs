@@ -1,0 +1,236 @@
+//! What the tray shows for a status report: icon look and badge, tooltip, menu labels and which
+//! items are enabled. Pure, so every state's presentation is tested without a GUI; the tray
+//! module only applies it.
+
+use crate::icon::Look;
+use crate::status::{StatusReport, human_duration};
+use crate::supervisor::State;
+
+/// Windows truncates tray tooltips at 127 characters (NOTIFYICONDATA's 128 with the NUL).
+pub const TOOLTIP_MAX: usize = 127;
+
+/// The tray's presentation of one status report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayView {
+    /// Icon colour and glyph.
+    pub look: Look,
+    /// The orange badge: strays or a port conflict.
+    pub badge: bool,
+    /// "Backend Warden — healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart".
+    pub tooltip: String,
+    /// The first (disabled) menu line.
+    pub status_line: String,
+    /// The second (disabled) line, when there are strays or a conflict.
+    pub alert_line: Option<String>,
+    /// Whether Start makes sense now.
+    pub can_start: bool,
+    /// Whether Stop makes sense now.
+    pub can_stop: bool,
+    /// Whether Restart makes sense now.
+    pub can_restart: bool,
+    /// "Kill strays (2)".
+    pub kill_label: String,
+    /// Whether there is anything to kill.
+    pub can_kill: bool,
+}
+
+/// The icon for a state.
+pub fn look(state: State) -> Look {
+    match state {
+        State::Healthy => Look::Healthy,
+        State::Starting => Look::Starting,
+        State::Unhealthy => Look::Unhealthy,
+        State::Backoff => Look::Crashed,
+        State::Failed => Look::Failed,
+        State::Stopped | State::Stopping => Look::Stopped,
+    }
+}
+
+impl TrayView {
+    /// The view of `report`.
+    pub fn of(report: &StatusReport) -> TrayView {
+        let state = report.state;
+        let conflict: Vec<String> = report
+            .port_holders
+            .iter()
+            .filter(|h| !h.ours)
+            .map(|h| h.pid.to_string())
+            .collect();
+        let strays: Vec<String> = report.strays.iter().map(|s| s.pid.to_string()).collect();
+        let alert_line = match (strays.len(), conflict.is_empty()) {
+            (0, true) => None,
+            (0, false) => Some(format!(
+                "Port {} held by PID {}",
+                report.port.map(|p| p.to_string()).unwrap_or_default(),
+                conflict.join(", ")
+            )),
+            (1, _) => Some(format!("1 stray: PID {}", strays[0])),
+            (n, _) => Some(format!("{n} strays: PIDs {}", strays.join(", "))),
+        };
+        let mut status_line = format!("Backend: {state}");
+        if let Some(pid) = report.pid {
+            status_line.push_str(&format!(" · PID {pid}"));
+        }
+        if let Some(up) = report.uptime_ms {
+            status_line.push_str(&format!(
+                " · up {}",
+                coarse(std::time::Duration::from_millis(up))
+            ));
+        }
+        if let Some(left) = report.backoff_remaining_ms {
+            status_line.push_str(&format!(
+                " · restarting in {}",
+                human_duration(std::time::Duration::from_millis(left))
+            ));
+        }
+        let running = matches!(state, State::Starting | State::Healthy | State::Unhealthy);
+        TrayView {
+            look: look(state),
+            badge: alert_line.is_some(),
+            tooltip: truncate(
+                &format!("Backend Warden — {}", report.summary_with(coarse)),
+                TOOLTIP_MAX,
+            ),
+            status_line,
+            alert_line,
+            can_start: matches!(state, State::Stopped | State::Failed | State::Backoff),
+            can_stop: running || state == State::Backoff,
+            can_restart: running || matches!(state, State::Failed | State::Backoff),
+            kill_label: if strays.is_empty() {
+                "Kill strays".to_string()
+            } else {
+                format!("Kill strays ({})", strays.len())
+            },
+            can_kill: !strays.is_empty(),
+        }
+    }
+}
+
+/// Uptime at the tray's refresh resolution: minutes ("<1 min", "3 min", "2 h 3 min").
+fn coarse(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(60) {
+        "<1 min".to_string()
+    } else {
+        human_duration(d)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        text.chars().take(max - 1).collect::<String>() + "…"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Stray;
+    use crate::strays::PortHolder;
+    use crate::supervisor::Health;
+    use std::path::PathBuf;
+
+    fn report(state: State) -> StatusReport {
+        StatusReport {
+            state,
+            pid: state.is_running().then_some(4242),
+            port: Some(54112),
+            uptime_ms: state.is_running().then_some((2 * 3600 + 3 * 60) * 1000),
+            restarts: 1,
+            last_exit: None,
+            health: Health::default(),
+            strays: vec![],
+            port_holders: vec![],
+            strays_disabled: None,
+            failed_reason: None,
+            backoff_remaining_ms: None,
+            demo: false,
+            adopted: false,
+            log_path: PathBuf::new(),
+            config_path: PathBuf::new(),
+            version: "0.1.0".into(),
+            warden_pid: 1,
+        }
+    }
+
+    #[test]
+    fn each_state_has_its_look_and_sensible_actions() {
+        // (state, look, start, stop, restart)
+        let table = [
+            (State::Stopped, Look::Stopped, true, false, false),
+            (State::Starting, Look::Starting, false, true, true),
+            (State::Healthy, Look::Healthy, false, true, true),
+            (State::Unhealthy, Look::Unhealthy, false, true, true),
+            (State::Stopping, Look::Stopped, false, false, false),
+            (State::Backoff, Look::Crashed, true, true, true),
+            (State::Failed, Look::Failed, true, false, true),
+        ];
+        for (state, want_look, start, stop, restart) in table {
+            let v = TrayView::of(&report(state));
+            assert_eq!(v.look, want_look, "{state}");
+            assert_eq!(
+                (v.can_start, v.can_stop, v.can_restart),
+                (start, stop, restart),
+                "{state}"
+            );
+            assert!(!v.badge && v.alert_line.is_none() && !v.can_kill, "{state}");
+        }
+    }
+
+    #[test]
+    fn tooltip_and_status_line() {
+        let v = TrayView::of(&report(State::Healthy));
+        assert_eq!(
+            v.tooltip,
+            "Backend Warden — healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart"
+        );
+        assert_eq!(v.status_line, "Backend: healthy · PID 4242 · up 2 h 3 min");
+        let mut long = report(State::Failed);
+        long.port = Some(1);
+        long.restarts = u32::MAX;
+        long.pid = Some(u32::MAX);
+        long.uptime_ms = Some(u64::MAX / 4);
+        long.backoff_remaining_ms = Some(u64::MAX / 4);
+        let v = TrayView::of(&long);
+        assert!(v.tooltip.chars().count() <= TOOLTIP_MAX);
+    }
+
+    #[test]
+    fn strays_and_conflicts_badge_the_icon_and_enable_kill() {
+        let mut r = report(State::Healthy);
+        for pid in [111, 222] {
+            r.strays.push(Stray {
+                pid,
+                name: "python".into(),
+                cmdline: "python main.py".into(),
+                cwd: None,
+                started_at: 0,
+                memory_bytes: 0,
+                holds_port: false,
+            });
+        }
+        let v = TrayView::of(&r);
+        assert!(v.badge && v.can_kill);
+        assert_eq!(v.alert_line.as_deref(), Some("2 strays: PIDs 111, 222"));
+        assert_eq!(v.kill_label, "Kill strays (2)");
+        assert_eq!(
+            v.look,
+            Look::Healthy,
+            "the badge goes on whatever the state is"
+        );
+
+        let mut r = report(State::Failed);
+        r.port_holders.push(PortHolder {
+            pid: 77,
+            name: "nginx".into(),
+            cmdline: "nginx".into(),
+            alive: true,
+            ours: false,
+            started_at: 0,
+        });
+        let v = TrayView::of(&r);
+        assert!(v.badge && !v.can_kill);
+        assert_eq!(v.alert_line.as_deref(), Some("Port 54112 held by PID 77"));
+    }
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The tray, end to end, as a user sees it: icon colours on the icon file and on screen, menu
+# labels and enabled flags, clicks through D-Bus checked against `status --json` and the
+# process table, one notification per episode, Quit leaving nothing behind.
+# Runs inside tray-e2e-env.sh (see run-e2e.sh); needs APP and SHOTS.
+set -euo pipefail
+H=$TRAY_E2E_SCRIPT
+APP=${APP:?} SHOTS=${SHOTS:?}
+HOME_DIR=$(mktemp -d); export BACKEND_WARDEN_HOME=$HOME_DIR
+TAG=e2e-$$-$RANDOM
+GREEN='rgb(46,125,50)' RED='rgb(211,47,47)' GREY='rgb(117,117,117)' ORANGE='rgb(255,109,0)'
+T0=$(date +%s%3N)
+N=0
+ok() { N=$((N + 1)); echo "ok $N - $* [+$(( $(date +%s%3N) - T0 )) ms]"; }
+fail() { echo "not ok - $*"; echo "--- warden log"; tail -n 40 "$LOG" || true;
+         echo "--- notifications"; $H notifications || true; exit 1; }
+LOG=$TRAY_E2E_DIR/logs/app.log
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+status() { "$APP" status --json; }
+field() { status | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print('' if v is None else v)"; }
+# wait_until SECS DESCRIPTION CMD... : poll CMD until it succeeds
+wait_until() {
+  local secs=$1 what=$2; shift 2
+  local end=$(( $(date +%s%3N) + secs * 1000 ))
+  until "$@" >/dev/null 2>&1; do
+    (( $(date +%s%3N) > end )) && fail "timed out (${secs}s) waiting for $what"
+    sleep 0.05
+  done
+}
+state_is() { [ "$(field "['state']")" = "$1" ]; }
+icon_has() { $H sni-icon "$SHOTS/icon.png" >/dev/null && $H find-color "$1" "$SHOTS/icon.png" >/dev/null 2>&1; }
+menu() { $H sni-menu; }
+item_enabled() { menu | grep -E "^[0-9]+ +$1 " | grep -qv 'enabled=False'; }
+item_disabled() { menu | grep -E "^[0-9]+ +$1 " | grep -q 'enabled=False'; }
+count_notes() { $H notifications | grep -c "$1" || true; }
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+tagged() { pgrep -f -- "$TAG" || true; }
+
+PORT=$(free_port)
+cat >"$HOME_DIR/config.toml" <<TOML
+[backend]
+command = '$APP'
+args = ['demo-backend', '--port', '$PORT', '--tag', '$TAG']
+port = $PORT
+[health]
+url = "http://127.0.0.1:$PORT/health"
+interval = "300ms"
+[restart]
+backoff_initial = "1500ms"
+[strays]
+scan_interval = "500ms"
+TOML
+
+"$APP" >"$LOG" 2>&1 &
+WARDEN=$!
+trap 'kill $WARDEN 2>/dev/null || true' EXIT
+$H wait-sni 15 >/dev/null || fail "no tray item on the bus"
+ok "tray item registered"
+wait_until 20 "healthy" state_is healthy
+wait_until 5 "a green icon" icon_has "$GREEN"
+ok "healthy: the icon is green"
+for _ in $(seq 50); do $H find-color "$GREEN" >/dev/null 2>&1 && break; sleep 0.1; done
+$H screenshot "$SHOTS/screen-healthy.png"
+$H find-color "$GREEN" "$SHOTS/screen-healthy.png" >/dev/null || fail "green icon not on screen"
+ok "green icon drawn in the panel"
+
+# The menu as a user sees it, opened with the mouse.
+$H click-tray "$GREEN" 1 >/dev/null || fail "cannot open the menu with a click"
+$H screenshot "$SHOTS/screen-menu.png"
+xdotool key Escape
+ok "menu opened by clicking the icon (screenshot $SHOTS/screen-menu.png)"
+menu | grep -q "Backend: healthy · PID" || fail "status line: $(menu)"
+item_disabled Start && item_enabled Stop && item_enabled Restart && item_disabled "Kill strays" \
+  || fail "enabled flags when healthy: $(menu)"
+ok "healthy menu: status line, Start off, Stop/Restart on, Kill strays off"
+
+# A crash: red while backing off, one notification, green again, one recovery notification.
+PID=$(field "['pid']")
+kill -9 "$PID"
+wait_until 5 "backoff" state_is backoff
+wait_until 5 "a red icon" icon_has "$RED"
+for _ in $(seq 50); do $H find-color "$RED" >/dev/null 2>&1 && break; sleep 0.1; done
+$H screenshot "$SHOTS/screen-crashed.png"
+$H find-color "$RED" "$SHOTS/screen-crashed.png" >/dev/null || fail "red icon not on screen"
+ok "crash: the icon turns red"
+wait_until 20 "healthy again" state_is healthy
+wait_until 5 "a green icon again" icon_has "$GREEN"
+$H wait-notify $'\tBackend recovered\t' 10 >/dev/null || fail "no recovery notification"
+[ "$(count_notes $'\tBackend crashed\t')" = 1 ] || fail "crash notifications: $($H notifications)"
+ok "exactly one crash notification, then one recovery; icon green again"
+
+# Stop / Start / Restart through the menu, checked against status and the process table.
+PID=$(field "['pid']")
+$H sni-click Stop >/dev/null
+wait_until 10 "stopped" state_is stopped
+alive "$PID" && fail "backend $PID still alive after Stop"
+wait_until 5 "a grey icon" icon_has "$GREY"
+wait_until 5 "Start enabled" item_enabled Start
+item_disabled Stop || fail "Stop enabled while stopped: $(menu)"
+ok "Stop: backend gone, icon grey, Start enabled"
+$H sni-click Start >/dev/null
+wait_until 20 "healthy after Start" state_is healthy
+NEW=$(field "['pid']"); alive "$NEW" || fail "no backend after Start"
+ok "Start: healthy again (PID $NEW)"
+$H sni-click Restart >/dev/null
+wait_until 20 "a new healthy backend" bash -c "[ \"\$('$APP' status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"state\"], d[\"pid\"])')\" != 'healthy $NEW' ] && '$APP' status --json | grep -q '\"state\": \"healthy\"'"
+alive "$NEW" && fail "old backend $NEW survived Restart"
+ok "Restart: a new backend, the old one gone"
+
+# A stray started by hand: badge, menu line, Kill strays (1), and it dies when clicked.
+STRAY_PORT=$(free_port)
+(cd "$HOME_DIR" && setsid "$APP" demo-backend --port "$STRAY_PORT" --tag "$TAG-stray" >/dev/null 2>&1 &)
+wait_until 10 "the stray listed" bash -c "'$APP' status --json | grep -q '$TAG-stray'"
+STRAY=$(pgrep -f -- "$TAG-stray" | head -1)
+wait_until 5 "Kill strays (1)" item_enabled 'Kill strays \(1\)'
+menu | grep -q "1 stray: PID $STRAY" || fail "stray line: $(menu)"
+wait_until 5 "an orange badge" icon_has "$ORANGE"
+$H wait-notify $'\tStray backend copies found\t' 10 >/dev/null || fail "no strays notification"
+ok "stray: menu line, Kill strays (1) enabled, orange badge, one notification"
+$H sni-click 'Kill strays (1)' >/dev/null
+wait_until 10 "the stray to die" bash -c "! kill -0 $STRAY 2>/dev/null || grep -q '^State:.*Z' /proc/$STRAY/status"
+state_is healthy || fail "the managed backend suffered"
+wait_until 5 "no badge" bash -c "! { $H sni-icon '$SHOTS/icon.png' >/dev/null && $H find-color '$ORANGE' '$SHOTS/icon.png' >/dev/null 2>&1; }"
+ok "Kill strays: the stray died, the managed backend is healthy, the badge is gone"
+
+# A crash loop after a config reload from the menu: one crash alert, one give-up.
+sed -i "s/'--tag', '$TAG'\]/'--tag', '$TAG', '--exit-after', '0', '--exit-code', '3']/; s/backoff_initial = .*/backoff_initial = \"100ms\"\nmax_restarts = 2/" "$HOME_DIR/config.toml"
+$H sni-click 'Reload config' >/dev/null
+$H wait-notify $'\tConfig reloaded\t' 10 >/dev/null || fail "no reload notification"
+wait_until 20 "failed" state_is failed
+wait_until 5 "a red ✕ icon" icon_has "$RED"
+$H wait-notify $'\tBackend Warden gave up\t' 10 >/dev/null || fail "no give-up notification"
+[ "$(count_notes $'\tBackend crashed\t')" = 2 ] || fail "crash alerts for the loop: $($H notifications)"
+[ "$(count_notes $'\tBackend Warden gave up\t')" = 1 ] || fail "give-up alerts: $($H notifications)"
+ok "crash loop after Reload config: one crash alert, one give-up, icon red"
+
+# A broken config on reload keeps the old one and says why.
+echo 'comand = "x"' >>"$HOME_DIR/config.toml"
+$H sni-click 'Reload config' >/dev/null
+$H wait-notify $'\tConfig not reloaded\t' 10 >/dev/null || fail "no config error notification"
+ok "a broken config is refused with a notification"
+
+# Quit: the warden exits and no backend process is left.
+$H sni-click Quit >/dev/null || true
+for _ in $(seq 100); do kill -0 $WARDEN 2>/dev/null || break; sleep 0.1; done
+kill -0 $WARDEN 2>/dev/null && fail "the warden did not exit on Quit"
+[ -z "$(tagged)" ] || fail "processes left after Quit: $(tagged)"
+ok "Quit: warden gone, no backend left"
+echo "$N passed, 0 failed"
