@@ -390,17 +390,21 @@ impl StrayScanner {
         self.identity.as_ref().err().map(ToString::to_string)
     }
 
-    /// Scans the process table (and the port).
-    pub fn scan(&mut self) -> Scan {
-        let started = Instant::now();
+    /// Refreshes and returns the whole process table (only the fields identity needs).
+    fn process_table(&mut self) -> HashMap<u32, ProcView> {
         self.system
             .refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
-        let procs: HashMap<u32, ProcView> = self
-            .system
+        self.system
             .processes()
             .iter()
             .map(|(pid, p)| (pid.as_u32(), view(*pid, p)))
-            .collect();
+            .collect()
+    }
+
+    /// Scans the process table (and the port).
+    pub fn scan(&mut self) -> Scan {
+        let started = Instant::now();
+        let procs = self.process_table();
         let ours = self.own_tree(&procs);
         let holders = self
             .port
@@ -499,14 +503,7 @@ impl StrayScanner {
     /// a kill. Every PID is re-checked first; with `dry_run` nothing is signalled.
     pub fn kill(&mut self, strays: &[Stray], grace: Duration, dry_run: bool) -> KillReport {
         let mut report = KillReport::default();
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
-        let procs: HashMap<u32, ProcView> = self
-            .system
-            .processes()
-            .iter()
-            .map(|(pid, p)| (pid.as_u32(), view(*pid, p)))
-            .collect();
+        let procs = self.process_table();
         let ours = self.own_tree(&procs);
         let mut victims: Vec<(u32, u64)> = Vec::new();
         for stray in strays {

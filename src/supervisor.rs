@@ -520,7 +520,7 @@ impl Supervisor {
             Command::Start => match self.state {
                 State::Stopped | State::Failed | State::Backoff => {
                     self.reset_crash_history();
-                    self.start(now, fx);
+                    self.start(fx);
                 }
                 State::Stopping => self.after_stop = AfterStop::Start,
                 State::Starting | State::Healthy | State::Unhealthy => {}
@@ -533,7 +533,7 @@ impl Supervisor {
                 State::Stopping => self.after_stop = AfterStop::Start,
                 State::Stopped | State::Failed | State::Backoff => {
                     self.reset_crash_history();
-                    self.start(now, fx);
+                    self.start(fx);
                 }
             },
             Command::Stop => self.begin_stop(AfterStop::Stay, now, fx),
@@ -561,7 +561,7 @@ impl Supervisor {
     }
 
     /// Spawn now, or as soon as the previous tree is gone: never two trees at once.
-    fn start(&mut self, _now: Instant, fx: &mut Vec<Effect>) {
+    fn start(&mut self, fx: &mut Vec<Effect>) {
         self.backoff_until = None;
         self.failed_reason = None;
         self.state = State::Starting;
@@ -593,7 +593,7 @@ impl Supervisor {
                     // Waiting to spawn until the last run's leftovers are killed.
                     self.kill_sent = true;
                 } else {
-                    self.finish_stop(None, now, fx);
+                    self.finish_stop(None, fx);
                 }
             }
             State::Backoff | State::Failed | State::Stopped => {
@@ -604,13 +604,13 @@ impl Supervisor {
                     self.state = State::Stopping;
                     self.kill_sent = true;
                 } else if then == AfterStop::Exit || self.state != State::Stopped {
-                    self.finish_stop(None, now, fx);
+                    self.finish_stop(None, fx);
                 }
             }
         }
     }
 
-    fn finish_stop(&mut self, pid: Option<Pid>, now: Instant, fx: &mut Vec<Effect>) {
+    fn finish_stop(&mut self, pid: Option<Pid>, fx: &mut Vec<Effect>) {
         let was_stopping = self.state == State::Stopping;
         let forced = self.kill_sent;
         self.child = None;
@@ -627,7 +627,7 @@ impl Supervisor {
         }
         match then {
             AfterStop::Stay => {}
-            AfterStop::Start => self.start(now, fx),
+            AfterStop::Start => self.start(fx),
             AfterStop::Exit => fx.push(Effect::Exit),
             AfterStop::Fail => {
                 let reason = self.failed_reason.take().unwrap_or_default();
@@ -710,7 +710,7 @@ impl Supervisor {
             });
             // Its children got the same request; the tree watch reports when all are gone.
             if self.dying_tree.is_none() {
-                self.finish_stop(Some(pid), now, fx);
+                self.finish_stop(Some(pid), fx);
             }
             return;
         }
@@ -819,14 +819,14 @@ impl Supervisor {
         }
         match self.state {
             // Done once the main process is reaped too, so its exit status is known.
-            State::Stopping if self.child.is_none() => self.finish_stop(Some(pid), now, fx),
+            State::Stopping if self.child.is_none() => self.finish_stop(Some(pid), fx),
             State::Starting if self.child.is_none() => {
                 fx.push(Effect::Spawn {
                     attempt: self.backoff_step + 1,
                 });
             }
             State::Backoff if self.backoff_until.is_some_and(|until| now >= until) => {
-                self.start(now, fx);
+                self.start(fx);
             }
             _ => {}
         }
@@ -904,7 +904,7 @@ impl Supervisor {
             }
             State::Backoff => {
                 if self.dying_tree.is_none() && self.backoff_until.is_some_and(|u| now >= u) {
-                    self.start(now, fx);
+                    self.start(fx);
                 }
             }
             State::Starting | State::Healthy | State::Unhealthy => {
