@@ -301,6 +301,11 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         plan.config.strays.action == StrayAction::Kill,
         plan.config.stop.grace,
         WatchHooks {
+            managed: {
+                let board = Arc::clone(&board);
+                // Until the engine has taken the adopted copy, it is not a stray either.
+                Box::new(move || board.current().and_then(|s| s.pid).or(adopt))
+            },
             publish: Box::new(move |scan| publish_board.set_scan(scan)),
             alert: hooks.on_strays,
             killed: Box::new(|report| {
@@ -388,7 +393,7 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
 
 /// The one healthy copy of the backend already running, if there is exactly one.
 fn adoption_candidate(scanner: &mut StrayScanner, plan: &Plan) -> Option<u32> {
-    let scan = scanner.scan();
+    let scan = scanner.scan(None);
     let [stray] = scan.strays.as_slice() else {
         if scan.strays.len() > 1 {
             warn!(

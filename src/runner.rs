@@ -400,16 +400,22 @@ impl Runner {
         if let Some(watch) = &self.strays {
             watch.scan_now();
         }
+        // The cheap check first (a bind); only when it fails, who listens. A bind can also fail
+        // for a moment after the last run's listener died (its connections linger): with
+        // nobody listening, that is no conflict.
         if let Some(port) = self.backend.port
             && port_taken(port)
         {
-            let scan = match &self.strays {
-                Some(watch) => watch.scan().unwrap_or_default(),
-                None => Scan::default(),
-            };
-            let error = port_conflict(port, &scan);
-            self.log.note(&format!("not started: {error}"));
-            return Input::SpawnFailed { error };
+            let holders = strays::port_holders(port);
+            if !holders.is_empty() {
+                let scan = match &self.strays {
+                    Some(watch) => watch.scan().unwrap_or_default(),
+                    None => Scan::default(),
+                };
+                let error = port_conflict(port, &holders, &scan);
+                self.log.note(&format!("not started: {error}"));
+                return Input::SpawnFailed { error };
+            }
         }
         let launched = match process::launch(&self.backend.spec) {
             Ok(launched) => launched,
@@ -570,13 +576,7 @@ fn port_taken(port: u16) -> bool {
 
 /// "port 54112 is held by python3 PID 1234 (python main.py), started 10:02: ..." with what to
 /// do about it: kill-strays when the holder is a stray copy, else stop it or change the port.
-fn port_conflict(port: u16, scan: &Scan) -> String {
-    let holders = strays::port_holders(port);
-    if holders.is_empty() {
-        return format!(
-            "port {port} is already in use by another program; stop it, or change backend.port"
-        );
-    }
+fn port_conflict(port: u16, holders: &[strays::PortHolder], scan: &Scan) -> String {
     let named: Vec<String> = holders.iter().map(|h| h.describe()).collect();
     let stray = holders
         .iter()

@@ -401,11 +401,12 @@ impl StrayScanner {
             .collect()
     }
 
-    /// Scans the process table (and the port).
-    pub fn scan(&mut self) -> Scan {
+    /// Scans the process table (and the port). `managed` is the backend the warden supervises
+    /// (an adopted one is not the warden's descendant): its tree is never a stray.
+    pub fn scan(&mut self, managed: Option<u32>) -> Scan {
         let started = Instant::now();
         let procs = self.process_table();
-        let ours = self.own_tree(&procs);
+        let ours = self.own_tree(&procs, managed);
         let holders = self
             .port
             .map(|port| self.holders(port, &procs, &ours))
@@ -448,9 +449,13 @@ impl StrayScanner {
         }
     }
 
-    /// The warden, its ancestors and everything it started: never strays, never killed.
-    fn own_tree(&self, procs: &HashMap<u32, ProcView>) -> HashSet<u32> {
+    /// The warden, its ancestors, everything it started and the managed backend's tree: never
+    /// strays, never killed.
+    fn own_tree(&self, procs: &HashMap<u32, ProcView>, managed: Option<u32>) -> HashSet<u32> {
         let mut ours: HashSet<u32> = descendants(self.me, procs).into_iter().collect();
+        if let Some(pid) = managed {
+            ours.extend(descendants(pid, procs));
+        }
         let mut cursor = procs.get(&self.me).and_then(|p| p.parent);
         while let Some(pid) = cursor {
             if !ours.insert(pid) {
@@ -501,10 +506,16 @@ impl StrayScanner {
 
     /// Kills each stray's whole tree: SIGTERM (where the platform has it), then after `grace`
     /// a kill. Every PID is re-checked first; with `dry_run` nothing is signalled.
-    pub fn kill(&mut self, strays: &[Stray], grace: Duration, dry_run: bool) -> KillReport {
+    pub fn kill(
+        &mut self,
+        strays: &[Stray],
+        managed: Option<u32>,
+        grace: Duration,
+        dry_run: bool,
+    ) -> KillReport {
         let mut report = KillReport::default();
         let procs = self.process_table();
-        let ours = self.own_tree(&procs);
+        let ours = self.own_tree(&procs, managed);
         let mut victims: Vec<(u32, u64)> = Vec::new();
         for stray in strays {
             let why_not = match procs.get(&stray.pid) {
@@ -862,6 +873,8 @@ pub struct StrayWatch {
 
 /// What the watch does with its findings.
 pub struct WatchHooks {
+    /// The PID of the backend the warden supervises right now, if any.
+    pub managed: Box<dyn Fn() -> Option<u32> + Send>,
     /// Every scan's result.
     pub publish: Box<dyn Fn(&Scan) + Send>,
     /// A new, non-empty set of strays was found.
@@ -889,21 +902,23 @@ impl StrayWatch {
                     let mut reply_scan = None;
                     match request.take() {
                         Some(WatchRequest::Kill { dry_run, reply }) => {
-                            let fresh = scanner.scan();
-                            let report = scanner.kill(&fresh.strays, grace, dry_run);
+                            let managed = (hooks.managed)();
+                            let fresh = scanner.scan(managed);
+                            let report = scanner.kill(&fresh.strays, managed, grace, dry_run);
                             let _ = reply.send(report);
                         }
                         Some(WatchRequest::Scan(reply)) => reply_scan = Some(reply),
                         Some(WatchRequest::ScanNow) | None => {}
                     }
-                    let mut last = scanner.scan();
+                    let mut last = scanner.scan((hooks.managed)());
                     let pids: Vec<u32> = last.strays.iter().map(|s| s.pid).collect();
                     if !pids.is_empty() && pids != known {
                         (hooks.alert)(&last);
                         if auto_kill {
-                            let report = scanner.kill(&last.strays, grace, false);
+                            let managed = (hooks.managed)();
+                            let report = scanner.kill(&last.strays, managed, grace, false);
                             (hooks.killed)(&report);
-                            last = scanner.scan();
+                            last = scanner.scan(managed);
                         }
                     }
                     known = last.strays.iter().map(|s| s.pid).collect();

@@ -313,7 +313,7 @@ fn a_reused_pid_is_never_killed() {
     };
     let identity = Identity::new(&spec, &Default::default(), dir.path());
     let mut scanner = StrayScanner::new(identity, None).unwrap();
-    let scan = scanner.scan();
+    let scan = scanner.scan(None);
     let mut stray = scan
         .strays
         .iter()
@@ -322,7 +322,7 @@ fn a_reused_pid_is_never_killed() {
         .clone();
     // ...but the stray we were told about started at another time: the PID was reused.
     stray.started_at -= 5;
-    let report = scanner.kill(&[stray], Duration::from_millis(100), false);
+    let report = scanner.kill(&[stray], None, Duration::from_millis(100), false);
     assert!(report.killed.is_empty(), "{report:?}");
     assert!(report.left[0].1.contains("another process"), "{report:?}");
     assert!(alive(pid));
