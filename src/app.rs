@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
 use crate::alerts::{Alert, AlertPolicy};
-use crate::config::{Config, ConfigError, StrayAction};
+use crate::config::{Config, ConfigError, OnChange, StrayAction};
 use crate::control::{Control, WaitLimits};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
 use crate::notifier::Notifier;
@@ -25,6 +25,7 @@ use crate::status::{Fixed, StatusReport};
 use crate::strays::{Identity, Scan, StrayScanner, StrayWatch, WatchHooks};
 use crate::supervisor::{Command, Event, Policy, Supervisor};
 use crate::tray::{UiAction, UiEvent};
+use crate::watch::{CodeWatch, WatchFilter};
 
 /// Where the config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +249,7 @@ pub struct Running {
     done: mpsc::Receiver<()>,
     thread: thread::JoinHandle<()>,
     server: ServerHandle,
+    _code_watch: Option<CodeWatch>,
 }
 
 impl Running {
@@ -285,6 +287,13 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     };
     let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
     let demo_backend = plan.demo.then(|| plan.backend.clone());
+    let plan_watch = WatchPlan {
+        config: plan.config.watch.clone(),
+        cwd: plan.backend.spec.cwd.clone(),
+        log_dir: plan.log_dir.clone(),
+        // The demo backend has no code of yours to watch.
+        enabled: !plan.demo && plan.config.watch.on_change != OnChange::Off,
+    };
     let fixed = Fixed {
         port: plan.backend.port,
         demo: plan.demo,
@@ -344,6 +353,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .spawn(move |request| serving.handle(request))
         .context("cannot serve the control endpoint")?;
 
+    let code_watch = start_code_watch(&plan_watch, engine.clone());
     let (done_tx, done) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("engine".into())
@@ -363,7 +373,60 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         done,
         thread,
         server,
+        _code_watch: code_watch,
     })
+}
+
+/// What the code watch needs from the plan.
+struct WatchPlan {
+    config: crate::config::WatchConfig,
+    cwd: PathBuf,
+    log_dir: PathBuf,
+    enabled: bool,
+}
+
+/// Starts watching the backend's code, if the config asks for it. A watch that cannot start
+/// is logged; supervision goes on without it.
+fn start_code_watch(plan: &WatchPlan, engine: EngineHandle) -> Option<CodeWatch> {
+    if !plan.enabled {
+        return None;
+    }
+    let roots: Vec<PathBuf> = if plan.config.paths.is_empty() {
+        vec![plan.cwd.clone()]
+    } else {
+        plan.config
+            .paths
+            .iter()
+            .map(|p| {
+                if p.is_absolute() {
+                    p.clone()
+                } else {
+                    plan.cwd.join(p)
+                }
+            })
+            .collect()
+    };
+    let filter = match WatchFilter::new(
+        roots,
+        &plan.config.include,
+        &plan.config.exclude,
+        vec![plan.log_dir.clone()],
+    ) {
+        Ok(filter) => filter,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the backend's code");
+            return None;
+        }
+    };
+    match CodeWatch::start(filter, plan.config.debounce, move |files, count| {
+        engine.code_changed(files, count)
+    }) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the backend's code");
+            None
+        }
+    }
 }
 
 /// Reads the config again for a reload. The demo backend keeps its port across reloads.

@@ -31,6 +31,77 @@ pub struct Config {
     pub strays: StraysConfig,
     /// Which desktop notifications are shown (`[notify]`).
     pub notify: NotifyConfig,
+    /// Watching the backend's code for changes (`[watch]`).
+    pub watch: WatchConfig,
+}
+
+/// What a change to the backend's code does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// Nothing is watched.
+    Off,
+    /// The backend is marked stale (status, tray).
+    Notify,
+    /// The backend is restarted (debounced; a clean stop and start of the whole tree).
+    Restart,
+}
+
+/// Code watching (`[watch]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchConfig {
+    /// Folders to watch; empty means the backend's cwd.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathBuf>,
+    /// Globs (relative to a watched folder) of the files that count.
+    pub include: Vec<String>,
+    /// Globs of files and folders that never count; a matching folder is not watched at all.
+    pub exclude: Vec<String>,
+    /// A burst of changes closer together than this is one change.
+    #[serde(serialize_with = "ser_duration")]
+    pub debounce: Duration,
+    /// What a change does.
+    pub on_change: OnChange,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            include: [
+                "**/*.py",
+                "**/.env",
+                "**/*.env",
+                "**/*.toml",
+                "**/*.yaml",
+                "**/*.yml",
+                "**/*.json",
+                "**/*.ini",
+                "**/*.cfg",
+            ]
+            .map(String::from)
+            .to_vec(),
+            exclude: [
+                "**/.git",
+                "**/__pycache__",
+                "**/.venv",
+                "**/venv",
+                "**/env",
+                "**/node_modules",
+                "**/.mypy_cache",
+                "**/.pytest_cache",
+                "**/.ruff_cache",
+                "**/.tox",
+                "**/*.egg-info",
+                "**/*.pyc",
+                "**/*.log",
+            ]
+            .map(String::from)
+            .to_vec(),
+            debounce: Duration::from_millis(300),
+            on_change: OnChange::Notify,
+        }
+    }
 }
 
 /// Desktop notification categories (`[notify]`); each can be muted.
@@ -475,6 +546,13 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # Explicit identity instead (all given rules must match):
 # cmdline_contains = ["main.py"]
 
+# [watch]
+# A change to the backend's code marks it stale ("notify", default), restarts
+# it cleanly ("restart", debounced) or is ignored ("off"). Defaults: the
+# backend's cwd; *.py, .env and config files; not .git, __pycache__, venvs.
+# on_change = "notify"
+# debounce = "300ms"
+
 # [notify]
 # Desktop notifications, each category on by default:
 # crashed = true
@@ -496,7 +574,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("logs", LOGS_KEYS),
     ("strays", STRAYS_KEYS),
     ("notify", NOTIFY_KEYS),
+    ("watch", WATCH_KEYS),
 ];
+const WATCH_KEYS: &[&str] = &["paths", "include", "exclude", "debounce", "on_change"];
 const NOTIFY_KEYS: &[&str] = &[
     "crashed",
     "recovered",
@@ -608,6 +688,7 @@ impl Checker {
         let logs = self.logs(get("logs"));
         let strays = self.strays(get("strays"), sections.get("strays").map(|(_, at)| *at));
         let notify = self.notify(get("notify"));
+        let watch = self.watch(get("watch"));
         Config {
             backend,
             health,
@@ -616,6 +697,7 @@ impl Checker {
             logs,
             strays,
             notify,
+            watch,
         }
     }
 
@@ -847,6 +929,58 @@ impl Checker {
             config_error: self
                 .boolean(S, table, "config_error")
                 .unwrap_or(d.config_error),
+        }
+    }
+
+    fn watch(&mut self, table: &DeTable<'_>) -> WatchConfig {
+        const S: &str = "watch";
+        self.check_keys(S, table, WATCH_KEYS);
+        let d = WatchConfig::default();
+        let on_change = self
+            .string(S, table, "on_change")
+            .and_then(|(text, at)| match text.as_str() {
+                "off" => Some(OnChange::Off),
+                "notify" => Some(OnChange::Notify),
+                "restart" => Some(OnChange::Restart),
+                _ => {
+                    self.report(
+                        at,
+                        "watch.on_change".to_owned(),
+                        format!(
+                            "invalid value {text:?}: expected one of \"off\", \"notify\", \"restart\""
+                        ),
+                    );
+                    None
+                }
+            });
+        let globs = |this: &mut Checker, key: &str| {
+            let list = this.string_array(S, table, key)?;
+            for pattern in &list {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    let at = table.get(key).map_or(0, |v| v.span().start);
+                    this.report(
+                        at,
+                        format!("{S}.{key}"),
+                        format!("invalid glob {pattern:?}: {e}; for example \"**/*.py\""),
+                    );
+                    return None;
+                }
+            }
+            Some(list)
+        };
+        let include = globs(self, "include");
+        let exclude = globs(self, "exclude");
+        WatchConfig {
+            paths: self
+                .string_array(S, table, "paths")
+                .unwrap_or_default()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            include: include.unwrap_or(d.include),
+            exclude: exclude.unwrap_or(d.exclude),
+            debounce: self.duration_or(S, table, "debounce", true, d.debounce),
+            on_change: on_change.unwrap_or(d.on_change),
         }
     }
 
@@ -1514,6 +1648,13 @@ cmdline_contains = ["main.py"]
 
 [notify]
 strays = false
+
+[watch]
+paths = ["src"]
+include = ["**/*.py"]
+exclude = ["**/migrations"]
+debounce = "500ms"
+on_change = "restart"
 "#;
 
     fn full_config() -> Config {
@@ -1563,6 +1704,13 @@ strays = false
             notify: NotifyConfig {
                 strays: false,
                 ..NotifyConfig::default()
+            },
+            watch: WatchConfig {
+                paths: vec![PathBuf::from("src")],
+                include: vec!["**/*.py".into()],
+                exclude: vec!["**/migrations".into()],
+                debounce: Duration::from_millis(500),
+                on_change: OnChange::Restart,
             },
         }
     }
@@ -1653,7 +1801,7 @@ strays = false
     #[test]
     fn template_parses_to_default() {
         assert_eq!(parse(template()).unwrap(), Config::default());
-        assert!(template().lines().count() < 80);
+        assert!(template().lines().count() < 110);
         assert!(
             template()
                 .lines()
@@ -1863,12 +2011,12 @@ strays = false
         assert_eq!(
             message,
             "unknown section [helth]; did you mean [health]? \
-             (valid sections: backend, health, restart, stop, logs, strays, notify)"
+             (valid sections: backend, health, restart, stop, logs, strays, notify, watch)"
         );
         let (_, _, _, message) = invalid("[plugins]\n");
         assert_eq!(
             message,
-            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs, strays, notify)"
+            "unknown section [plugins] (valid sections: backend, health, restart, stop, logs, strays, notify, watch)"
         );
     }
 

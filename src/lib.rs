@@ -26,3 +26,4 @@ pub mod strays;
 pub mod supervisor;
 pub mod tray;
 pub mod view;
+pub mod watch;

@@ -190,6 +190,11 @@ impl EngineHandle {
         true
     }
 
+    /// Reports a debounced burst of changes to the backend's code.
+    pub fn code_changed(&self, files: Vec<String>, count: usize) {
+        self.send(Input::CodeChanged { files, count });
+    }
+
     /// Applies a reloaded config: new policy at once; a changed launch spec restarts a running
     /// backend. False if the engine has ended.
     pub fn reload(&self, backend: Backend, policy: Policy) -> bool {
@@ -623,6 +628,15 @@ fn log_event(event: &Event) {
         }
         Event::GaveUp { reason } => error!(%reason, "backend failed"),
         Event::Stopped { pid, forced } => info!(pid, forced, "backend stopped"),
+        Event::Stale { pid, count } => {
+            info!(
+                pid,
+                count, "backend code changed since it started: it is stale"
+            )
+        }
+        Event::RestartingForCode { pid, count } => {
+            info!(pid, count, "restarting the backend to load changed code")
+        }
         Event::Killing { pid, grace } => {
             warn!(
                 pid,

@@ -29,6 +29,19 @@ pub struct Stray {
     pub holds_port: bool,
 }
 
+/// The running backend's code changed after it started (`status --json` → `stale`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleReport {
+    /// When the first change happened (RFC 3339, UTC).
+    pub since: String,
+    /// How long ago that was, in milliseconds.
+    pub since_ms: u64,
+    /// The first few changed files, relative to the watched folder.
+    pub files: Vec<String>,
+    /// How many changes in all.
+    pub count: usize,
+}
+
 /// Everything `status` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -61,6 +74,8 @@ pub struct StatusReport {
     pub demo: bool,
     /// True when the current backend was started outside the warden and adopted.
     pub adopted: bool,
+    /// Set when the running backend's code changed since it started.
+    pub stale: Option<StaleReport>,
     /// The backend's log file.
     pub log_path: PathBuf,
     /// The config file in use (it may not exist).
@@ -104,6 +119,16 @@ impl StatusReport {
             backoff_remaining_ms: snap.backoff_remaining.map(millis),
             demo: fixed.demo,
             adopted: snap.adopted,
+            stale: snap.stale.map(|stale| {
+                let ago = stale.since.elapsed();
+                StaleReport {
+                    since: humantime::format_rfc3339_seconds(std::time::SystemTime::now() - ago)
+                        .to_string(),
+                    since_ms: millis(ago),
+                    files: stale.files,
+                    count: stale.count,
+                }
+            }),
             log_path: fixed.log_path.clone(),
             config_path: fixed.config_path.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -155,6 +180,16 @@ impl StatusReport {
             let _ = writeln!(
                 out,
                 "           (adopted: started outside the warden, its output is not captured)"
+            );
+        }
+        if let Some(stale) = &self.stale {
+            let _ = writeln!(
+                out,
+                "stale      code changed {} ago ({} change{}: {}); restart to load it",
+                human_duration(Duration::from_millis(stale.since_ms)),
+                stale.count,
+                if stale.count == 1 { "" } else { "s" },
+                stale.files.join(", ")
             );
         }
         if let Some(reason) = &self.failed_reason {
@@ -268,6 +303,7 @@ mod tests {
             backoff_remaining_ms: None,
             demo: false,
             adopted: false,
+            stale: None,
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
             version: "0.1.0".into(),

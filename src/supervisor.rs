@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RestartPolicy};
+use crate::config::{Config, OnChange, RestartPolicy};
 
 /// A process ID as the OS reports it.
 pub type Pid = u32;
@@ -159,6 +159,9 @@ pub enum Input {
     TreeGone { pid: Pid },
     /// A health probe of `pid` finished.
     Probed { pid: Pid, probe: Probe },
+    /// Watched files of the backend's code changed (one debounced burst): `files` are the
+    /// first few, `count` how many.
+    CodeChanged { files: Vec<String>, count: usize },
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
 }
@@ -216,6 +219,10 @@ pub enum Event {
     Stopped { pid: Option<Pid>, forced: bool },
     /// The graceful stop timed out; the tree is being killed.
     Killing { pid: Pid, grace: Duration },
+    /// The running backend's code changed: it is stale (first change since it started).
+    Stale { pid: Pid, count: usize },
+    /// Restarting to load changed code (`on_change = "restart"`).
+    RestartingForCode { pid: Option<Pid>, count: usize },
 }
 
 /// The policy the supervisor follows, taken from the config.
@@ -237,6 +244,8 @@ pub struct Policy {
     pub stable_after: Duration,
     /// Time between the graceful request and the forced kill.
     pub grace: Duration,
+    /// What a change to the backend's code does.
+    pub on_change: OnChange,
 }
 
 /// Health-check timing.
@@ -269,6 +278,7 @@ impl Policy {
             window: config.restart.window,
             stable_after: config.restart.stable_after,
             grace: config.stop.grace,
+            on_change: config.watch.on_change,
         }
     }
 
@@ -298,6 +308,20 @@ pub struct LastExit {
 
 /// How many output lines a failure reason carries.
 pub const TAIL_LINES: usize = 10;
+
+/// How many changed files a stale report names.
+pub const STALE_FILES: usize = 5;
+
+/// The running backend's code changed after it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// The first change.
+    pub since: Instant,
+    /// The first few changed files, relative to the watched folder.
+    pub files: Vec<String>,
+    /// How many changes in all.
+    pub count: usize,
+}
 
 /// The result of the latest health probe.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +355,8 @@ pub struct Snapshot {
     pub backoff_remaining: Option<Duration>,
     /// The current process was adopted (started outside the warden; output not captured).
     pub adopted: bool,
+    /// The current process runs code that changed since it started.
+    pub stale: Option<Stale>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +400,9 @@ pub struct Supervisor {
     last_exit: Option<LastExit>,
     health: Health,
     failed_reason: Option<String>,
+    stale: Option<Stale>,
+    /// A code change arrived while starting: restart once the start has settled.
+    restart_when_settled: bool,
 }
 
 impl Supervisor {
@@ -400,6 +429,8 @@ impl Supervisor {
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
+            stale: None,
+            restart_when_settled: false,
         }
     }
 
@@ -426,6 +457,7 @@ impl Supervisor {
             failed_reason: None,
             backoff_remaining: None,
             adopted: false,
+            stale: None,
         }
     }
 
@@ -456,6 +488,7 @@ impl Supervisor {
                 _ => None,
             },
             adopted: self.child.is_some_and(|c| c.adopted),
+            stale: self.stale.clone(),
         }
     }
 
@@ -507,6 +540,7 @@ impl Supervisor {
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
+            Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
         }
         fx
@@ -650,6 +684,8 @@ impl Supervisor {
             started_at: now,
             adopted: false,
         });
+        self.stale = None;
+        self.restart_when_settled = false;
         self.health = Health::default();
         self.probe_failures = 0;
         self.probe_in_flight = false;
@@ -672,6 +708,8 @@ impl Supervisor {
             started_at: now,
             adopted: true,
         });
+        self.stale = None;
+        self.restart_when_settled = false;
         self.health = Health::default();
         self.probe_failures = 0;
         self.probe_in_flight = false;
@@ -850,7 +888,7 @@ impl Supervisor {
                 self.probe_failures = 0;
                 self.unhealthy_since = None;
                 if matches!(self.state, State::Starting | State::Unhealthy) {
-                    self.become_healthy(pid, Some(latency), fx);
+                    self.become_healthy(pid, Some(latency), now, fx);
                 }
                 self.probe_due = Some(now + health.interval);
             }
@@ -877,7 +915,13 @@ impl Supervisor {
         }
     }
 
-    fn become_healthy(&mut self, pid: Pid, latency: Option<Duration>, fx: &mut Vec<Effect>) {
+    fn become_healthy(
+        &mut self,
+        pid: Pid,
+        latency: Option<Duration>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         self.state = State::Healthy;
         let recovered = std::mem::take(&mut self.recovering);
         fx.push(Effect::Notify(Event::Healthy {
@@ -885,6 +929,85 @@ impl Supervisor {
             latency,
             recovered,
         }));
+        self.restart_if_code_changed_while_starting(now, fx);
+    }
+
+    /// A change that came in while starting waited for the start to settle; now is the time.
+    fn restart_if_code_changed_while_starting(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if std::mem::take(&mut self.restart_when_settled) {
+            let count = self.stale.as_ref().map_or(0, |s| s.count);
+            fx.push(Effect::Notify(Event::RestartingForCode {
+                pid: self.pid(),
+                count,
+            }));
+            self.begin_stop_for_code(now, fx);
+        }
+    }
+
+    fn begin_stop_for_code(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        // Not a crash: a fresh run, the backoff starts over.
+        self.reset_crash_history();
+        self.begin_stop(AfterStop::Start, now, fx);
+    }
+
+    fn on_code_changed(
+        &mut self,
+        files: Vec<String>,
+        count: usize,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.policy.on_change == OnChange::Off || self.shutting_down {
+            return;
+        }
+        let restart = self.policy.on_change == OnChange::Restart;
+        match self.state {
+            State::Starting | State::Healthy | State::Unhealthy => {
+                let Some(pid) = self.pid() else {
+                    return; // about to spawn: it will load the new code anyway
+                };
+                let first = self.stale.is_none();
+                let stale = self.stale.get_or_insert_with(|| Stale {
+                    since: now,
+                    files: Vec::new(),
+                    count: 0,
+                });
+                stale.count += count;
+                for file in files {
+                    if stale.files.len() < STALE_FILES && !stale.files.contains(&file) {
+                        stale.files.push(file);
+                    }
+                }
+                if first {
+                    fx.push(Effect::Notify(Event::Stale {
+                        pid,
+                        count: stale.count,
+                    }));
+                }
+                if restart {
+                    if self.state == State::Starting {
+                        self.restart_when_settled = true;
+                    } else {
+                        let count = stale.count;
+                        fx.push(Effect::Notify(Event::RestartingForCode {
+                            pid: Some(pid),
+                            count,
+                        }));
+                        self.begin_stop_for_code(now, fx);
+                    }
+                }
+            }
+            // A fix saved while the backend is crashing: try it now, not after the backoff.
+            State::Backoff | State::Failed if restart => {
+                fx.push(Effect::Notify(Event::RestartingForCode {
+                    pid: None,
+                    count,
+                }));
+                self.reset_crash_history();
+                self.start(fx);
+            }
+            _ => {}
+        }
     }
 
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
@@ -912,7 +1035,7 @@ impl Supervisor {
                 let health = self.policy.health.clone();
                 match (&health, self.state) {
                     (None, State::Starting) if now >= child.started_at + SETTLE_WITHOUT_HEALTH => {
-                        self.become_healthy(child.pid, None, fx);
+                        self.become_healthy(child.pid, None, now, fx);
                     }
                     (Some(h), State::Starting) if now >= child.started_at + h.start_timeout => {
                         self.state = State::Unhealthy;
@@ -926,6 +1049,8 @@ impl Supervisor {
                             pid: child.pid,
                             error,
                         }));
+                        self.restart_if_code_changed_while_starting(now, fx);
+                        return;
                     }
                     (Some(h), State::Unhealthy) => {
                         if let (Some(after), Some(since)) = (h.restart_after, self.unhealthy_since)
@@ -1011,7 +1136,15 @@ mod tests {
             window: 60 * S,
             stable_after: 10 * S,
             grace: 5 * S,
+            on_change: OnChange::Notify,
         }
+    }
+
+    fn changed(h: &mut Harness, files: &[&str]) -> Vec<Effect> {
+        h.feed(Input::CodeChanged {
+            files: files.iter().map(|f| f.to_string()).collect(),
+            count: files.len(),
+        })
     }
 
     /// A supervisor plus a clock: inputs at `t0 + elapsed`.
@@ -1549,6 +1682,87 @@ mod tests {
         assert!(!h.sup.snapshot(h.now).adopted);
         // Adopting is only for a warden that runs nothing.
         assert!(h.feed(Input::Adopted { pid: 502 }).is_empty());
+    }
+
+    #[test]
+    fn a_code_change_marks_the_backend_stale_until_it_restarts() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.at(S);
+        let fx = changed(&mut h, &["main.py", "api/routes.py"]);
+        assert_eq!(fx, vec![Effect::Notify(Event::Stale { pid: 7, count: 2 })]);
+        h.at(2 * S);
+        assert!(
+            changed(&mut h, &["main.py"]).is_empty(),
+            "one alert per episode"
+        );
+        let stale = h.sup.snapshot(h.now).stale.unwrap();
+        assert_eq!(stale.since, h.t0 + S);
+        assert_eq!(stale.files, ["main.py", "api/routes.py"]);
+        assert_eq!(stale.count, 3);
+        // notify mode never restarts by itself; a restart clears the mark
+        h.cmd(Command::Restart);
+        h.exit(7, 0);
+        h.feed(Input::TreeGone { pid: 7 });
+        h.feed(Input::Spawned { pid: 8 });
+        assert_eq!(h.sup.snapshot(h.now).stale, None);
+    }
+
+    #[test]
+    fn restart_mode_restarts_cleanly_and_waits_for_a_start_to_settle() {
+        let mut p = policy();
+        p.on_change = OnChange::Restart;
+        let mut h = Harness::new(p.clone());
+        h.running(7);
+        let fx = changed(&mut h, &["main.py"]);
+        assert!(has(&fx, &Effect::Terminate { pid: 7 }), "{fx:?}");
+        assert_eq!(h.sup.state(), State::Stopping);
+        h.exit(7, 0);
+        assert_eq!(spawns(&h.feed(Input::TreeGone { pid: 7 })), 1);
+
+        // While starting: wait until healthy, then restart.
+        let mut h = Harness::new(p.clone());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 9 });
+        let fx = changed(&mut h, &["main.py"]);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Terminate { .. })));
+        let fx = h.ok(9);
+        assert!(has(&fx, &Effect::Terminate { pid: 9 }), "{fx:?}");
+
+        // Off: nothing at all.
+        let mut off = p;
+        off.on_change = OnChange::Off;
+        let mut h = Harness::new(off);
+        h.running(7);
+        assert!(changed(&mut h, &["main.py"]).is_empty());
+        assert_eq!(h.sup.snapshot(h.now).stale, None);
+    }
+
+    #[test]
+    fn a_fix_saved_during_a_crash_loop_is_tried_at_once() {
+        let mut p = policy();
+        p.on_change = OnChange::Restart;
+        let mut h = Harness::new(p);
+        h.running(7);
+        h.exit(7, 1);
+        h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(h.sup.state(), State::Backoff);
+        assert_eq!(
+            spawns(&changed(&mut h, &["main.py"])),
+            1,
+            "no waiting out the backoff"
+        );
+        h.feed(Input::Spawned { pid: 8 });
+        // and from failed, too
+        let mut p = policy();
+        p.on_change = OnChange::Restart;
+        p.max_restarts = 0;
+        let mut h = Harness::new(p);
+        h.running(7);
+        h.exit(7, 1);
+        assert_eq!(h.sup.state(), State::Failed);
+        h.feed(Input::TreeGone { pid: 7 });
+        assert_eq!(spawns(&changed(&mut h, &["main.py"])), 1);
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Items {
         self.start.set_enabled(view.can_start);
         self.stop.set_enabled(view.can_stop);
         self.restart.set_enabled(view.can_restart);
+        self.restart.set_text(&view.restart_label);
         self.kill.set_text(&view.kill_label);
         self.kill.set_enabled(view.can_kill);
     }

@@ -32,6 +32,8 @@ pub struct TrayView {
     pub kill_label: String,
     /// Whether there is anything to kill.
     pub can_kill: bool,
+    /// "Restart", or "Restart (code changed)" when the running code is stale.
+    pub restart_label: String,
 }
 
 /// The icon for a state.
@@ -77,6 +79,14 @@ impl TrayView {
                 coarse(std::time::Duration::from_millis(up))
             ));
         }
+        if let Some(stale) = &report.stale {
+            let n = stale.count;
+            status_line.push_str(&format!(
+                " · code changed {} ago ({n} file{})",
+                coarse(std::time::Duration::from_millis(stale.since_ms)),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
         if let Some(left) = report.backoff_remaining_ms {
             status_line.push_str(&format!(
                 " · restarting in {}",
@@ -102,6 +112,11 @@ impl TrayView {
                 format!("Kill strays ({})", strays.len())
             },
             can_kill: !strays.is_empty(),
+            restart_label: if report.stale.is_some() {
+                "Restart (code changed)".to_string()
+            } else {
+                "Restart".to_string()
+            },
         }
     }
 }
@@ -147,6 +162,7 @@ mod tests {
             backoff_remaining_ms: None,
             demo: false,
             adopted: false,
+            stale: None,
             log_path: PathBuf::new(),
             config_path: PathBuf::new(),
             version: "0.1.0".into(),
@@ -194,6 +210,28 @@ mod tests {
         long.backoff_remaining_ms = Some(u64::MAX / 4);
         let v = TrayView::of(&long);
         assert!(v.tooltip.chars().count() <= TOOLTIP_MAX);
+    }
+
+    #[test]
+    fn stale_code_shows_in_the_status_line_and_the_restart_item() {
+        let mut r = report(State::Healthy);
+        r.uptime_ms = Some(10 * 60_000);
+        r.stale = Some(crate::status::StaleReport {
+            since: String::new(),
+            since_ms: 2 * 60_000,
+            files: vec!["main.py".into()],
+            count: 3,
+        });
+        let v = TrayView::of(&r);
+        assert_eq!(
+            v.status_line,
+            "Backend: healthy · PID 4242 · up 10 min · code changed 2 min ago (3 files)"
+        );
+        assert_eq!(v.restart_label, "Restart (code changed)");
+        assert_eq!(
+            TrayView::of(&report(State::Healthy)).restart_label,
+            "Restart"
+        );
     }
 
     #[test]

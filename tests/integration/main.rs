@@ -7,3 +7,4 @@ mod engine;
 mod strays;
 mod support;
 mod uvicorn;
+mod watch;
