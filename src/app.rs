@@ -580,11 +580,8 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
             .spawn(move || {
                 let mut seen = 0;
                 loop {
-                    if let Some(report) = status_control.report()
-                        && status_proxy
-                            .send_event(UiEvent::Status(Box::new(report)))
-                            .is_err()
-                    {
+                    let report = Box::new(status_control.report());
+                    if status_proxy.send_event(UiEvent::Status(report)).is_err() {
                         return;
                     }
                     seen = board.wait_change(seen, Duration::from_secs(30));

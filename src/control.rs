@@ -110,11 +110,15 @@ impl Control {
         self
     }
 
-    /// The current status report.
-    pub fn report(&self) -> Option<StatusReport> {
-        self.board
-            .current()
-            .map(|snap| StatusReport::new(snap, &self.fixed, self.board.scan()))
+    /// The current status report (before the engine's first report: its starting point).
+    pub fn report(&self) -> StatusReport {
+        StatusReport::new(
+            self.board
+                .current()
+                .unwrap_or_else(Supervisor::new_snapshot),
+            &self.fixed,
+            self.board.scan(),
+        )
     }
 
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
@@ -141,7 +145,7 @@ impl Control {
                 Ok((message, _)) => Response::Done {
                     ok: true,
                     message,
-                    status: Box::new(self.report_or_default()),
+                    status: Box::new(self.report()),
                 },
                 Err(message) => Response::Error { message },
             },
@@ -156,24 +160,11 @@ impl Control {
         }
     }
 
-    fn report_or_default(&self) -> StatusReport {
-        StatusReport::new(
-            self.board
-                .current()
-                .unwrap_or_else(Supervisor::new_snapshot),
-            &self.fixed,
-            self.board.scan(),
-        )
-    }
-
     fn status(&self) -> Response {
-        match self.report() {
-            Some(status) => Response::Status {
-                status: Box::new(status),
-            },
-            None => Response::Error {
-                message: "the engine is not running yet".into(),
-            },
+        // A client may connect in the moment between the endpoint opening and the engine's
+        // first report: it gets the engine's starting point, not an error.
+        Response::Status {
+            status: Box::new(self.report()),
         }
     }
 
