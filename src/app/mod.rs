@@ -1,22 +1,25 @@
 //! App wiring: single instance, config, engine, control endpoint. `claim` and `run_headless`
 //! are what the binary's `run --headless` calls; they take their paths as arguments so several
-//! instances can run side by side (one per `BACKEND_WARDEN_HOME`).
+//! instances can run side by side (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring
+//! is in `desktop.rs`.
+
+mod desktop;
+
+pub use desktop::run_tray;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::alerts::{Alert, AlertPolicy};
 use crate::config::{Config, ConfigError, OnChange, StrayAction};
 use crate::control::{Control, WaitLimits};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
-use crate::notifier::Notifier;
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
@@ -24,7 +27,6 @@ use crate::runner::{Backend, EngineHandle, Runner, StatusBoard};
 use crate::status::{Fixed, StatusReport};
 use crate::strays::{Identity, Scan, StrayScanner, StrayWatch, WatchHooks};
 use crate::supervisor::{Command, Event, Policy, Supervisor};
-use crate::tray::{UiAction, UiEvent};
 use crate::watch::{CodeWatch, WatchFilter};
 
 /// Where the config came from.
@@ -505,231 +507,6 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     running.wait();
     info!("warden stopped");
     Ok(())
-}
-
-/// Runs the warden with its tray icon: the engine and control endpoint as in headless mode,
-/// the tray on this (the main) thread, alerts as desktop notifications. Returns only if the
-/// tray cannot be shown at all; otherwise the process ends when the tray closes.
-pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
-    if !crate::tray::display_available() {
-        anyhow::bail!(
-            "no display for a tray icon (DISPLAY and WAYLAND_DISPLAY are unset); \
-             run `backend-warden run --headless` to supervise the backend without one"
-        );
-    }
-    std::fs::create_dir_all(&plan.log_dir)
-        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
-    crate::logging::init(&plan.log_dir, true);
-    info!("{}", describe(&plan, paths));
-    let notifier = Notifier::start().context("cannot start the notifier")?;
-    let alerts = Arc::new(Mutex::new(AlertPolicy::new(plan.config.notify.clone())));
-    let log_dir = plan.log_dir.clone();
-    let hooks = Hooks {
-        on_event: {
-            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
-            Box::new(move |event| {
-                let alert = alerts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_event(event);
-                if let Some(alert) = alert {
-                    notifier.show(alert);
-                }
-            })
-        },
-        on_strays: {
-            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
-            Box::new(move |scan| {
-                let alert = alerts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_strays(&strays_summary(scan));
-                if let Some(alert) = alert {
-                    notifier.show(alert);
-                }
-            })
-        },
-        on_show: {
-            let notifier = notifier.clone();
-            Box::new(move |status| {
-                notifier.show(Alert::info(
-                    "Backend Warden is already running",
-                    format!("Backend {}", status.summary()),
-                ))
-            })
-        },
-    };
-    let running = start_engine(paths, plan, primary, hooks)?;
-    let on_signal = running.engine.clone();
-    ctrlc::set_handler(move || {
-        on_signal.command(Command::Shutdown);
-    })
-    .context("cannot install the Ctrl+C handler")?;
-
-    let (actions, clicks) = mpsc::channel();
-    let config_file = paths.config_file.clone();
-    crate::tray::run(crate::autostart::is_enabled(), actions, move |proxy| {
-        let board = Arc::clone(&running.board);
-        let control = Arc::clone(&running.control);
-        let engine = running.engine.clone();
-        // Status to the UI: on every change, and twice a minute for the uptime.
-        let status_proxy = proxy.clone();
-        let status_control = Arc::clone(&control);
-        let _ = thread::Builder::new()
-            .name("tray-status".into())
-            .spawn(move || {
-                let mut seen = 0;
-                loop {
-                    let report = Box::new(status_control.report());
-                    if status_proxy.send_event(UiEvent::Status(report)).is_err() {
-                        return;
-                    }
-                    seen = board.wait_change(seen, Duration::from_secs(30));
-                }
-            });
-        // Clicks, carried out off the UI thread.
-        let action_proxy = proxy.clone();
-        let _ = thread::Builder::new()
-            .name("tray-actions".into())
-            .spawn(move || {
-                let actions = TrayActions {
-                    engine,
-                    control,
-                    notifier,
-                    alerts,
-                    config_file,
-                    log_dir,
-                    proxy: action_proxy,
-                };
-                while let Ok(action) = clicks.recv() {
-                    actions.carry_out(action);
-                }
-            });
-        // When the engine has ended (Quit, SIGTERM), close the tray.
-        let _ = thread::Builder::new()
-            .name("tray-exit".into())
-            .spawn(move || {
-                running.wait();
-                info!("warden stopped");
-                let _ = proxy.send_event(UiEvent::Exit);
-            });
-    })
-}
-
-/// Carries out tray clicks (file, process and engine work the UI thread must not do).
-struct TrayActions {
-    engine: EngineHandle,
-    control: Arc<Control>,
-    notifier: Notifier,
-    alerts: Arc<Mutex<AlertPolicy>>,
-    config_file: PathBuf,
-    log_dir: PathBuf,
-    proxy: tao::event_loop::EventLoopProxy<UiEvent>,
-}
-
-impl TrayActions {
-    fn carry_out(&self, action: UiAction) {
-        info!(?action, "tray");
-        match action {
-            UiAction::Start => {
-                self.engine.command(Command::Start);
-            }
-            UiAction::Stop => {
-                self.engine.command(Command::Stop);
-            }
-            UiAction::Restart => {
-                self.engine.command(Command::Restart);
-            }
-            UiAction::Quit => {
-                self.engine.command(Command::Shutdown);
-            }
-            UiAction::OpenLogs => {
-                let log = self.log_dir.join("backend.log");
-                if log.exists() {
-                    self.open(&log);
-                } else {
-                    self.notifier.show(Alert::info(
-                        "No log yet",
-                        format!("{} does not exist: the backend has not run.", log.display()),
-                    ));
-                }
-            }
-            UiAction::OpenLogFolder => self.open(&self.log_dir),
-            UiAction::KillStrays => match self.control.kill_strays(false) {
-                Ok(report) => {
-                    let killed: Vec<String> = report
-                        .killed
-                        .iter()
-                        .map(|(pid, _)| pid.to_string())
-                        .collect();
-                    let body = if killed.is_empty() {
-                        "No strays were running.".to_string()
-                    } else {
-                        format!("Killed PIDs {} and their children.", killed.join(", "))
-                    };
-                    self.notifier.show(Alert::info("Strays killed", body));
-                }
-                Err(e) => self.notifier.show(Alert::info("Cannot kill strays", e)),
-            },
-            UiAction::EditConfig => {
-                if !self.config_file.exists()
-                    && let Err(e) = write_template(&self.config_file, false)
-                {
-                    self.notifier
-                        .show(Alert::info("Cannot create the config", format!("{e:#}")));
-                    return;
-                }
-                self.open(&self.config_file);
-            }
-            UiAction::ReloadConfig => match self.control.reload() {
-                Ok((message, config)) => {
-                    self.alerts
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .set_notify(config.notify);
-                    self.notifier.show(Alert::info("Config reloaded", message));
-                }
-                Err(e) => {
-                    let alert = self
-                        .alerts
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .on_config_error(&e);
-                    warn!(error = %e, "config not reloaded");
-                    if let Some(alert) = alert {
-                        self.notifier.show(alert);
-                    }
-                }
-            },
-            UiAction::SetAutostart(on) => {
-                let result = if on {
-                    crate::autostart::enable()
-                } else {
-                    crate::autostart::disable()
-                };
-                if let Err(e) = result {
-                    self.notifier
-                        .show(Alert::info("Cannot change start at login", e.to_string()));
-                }
-                let _ = self
-                    .proxy
-                    .send_event(UiEvent::Autostart(crate::autostart::is_enabled()));
-            }
-            UiAction::About => self.notifier.show(Alert::info(
-                format!("Backend Warden {}", env!("CARGO_PKG_VERSION")),
-                "Keeps exactly one copy of your local backend alive and honest.",
-            )),
-        }
-    }
-
-    fn open(&self, path: &Path) {
-        if let Err(e) = opener::open(path) {
-            self.notifier.show(Alert::info(
-                "Cannot open",
-                format!("{}: {e}", path.display()),
-            ));
-        }
-    }
 }
 
 /// How long CLI clients may wait for the engine to settle.
