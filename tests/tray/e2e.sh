@@ -29,11 +29,15 @@ wait_until() {
   done
 }
 state_is() { [ "$(field "['state']")" = "$1" ]; }
+new_healthy_pid() { state_is healthy && [ "$(field "['pid']")" != "$1" ]; }
+status_mentions() { local s; s=$(status); grep -F -- "$1" <<<"$s" >/dev/null; }
 icon_has() { $H sni-icon "$SHOTS/icon.png" >/dev/null && $H find-color "$1" "$SHOTS/icon.png" >/dev/null 2>&1; }
+# (grep -q would close the pipe early: with pipefail the writer's SIGPIPE fails the check)
 menu() { $H sni-menu; }
-item_enabled() { menu | grep -E "^[0-9]+ +$1 " | grep -qv 'enabled=False'; }
-item_disabled() { menu | grep -E "^[0-9]+ +$1 " | grep -q 'enabled=False'; }
-count_notes() { $H notifications | grep -c "$1" || true; }
+menu_has() { local m; m=$(menu); grep -E "$1" <<<"$m" >/dev/null; }
+item_enabled() { local m; m=$(menu); grep -E "^[0-9]+ +$1 " <<<"$m" | grep -v 'enabled=False' >/dev/null; }
+item_disabled() { local m; m=$(menu); grep -E "^[0-9]+ +$1 " <<<"$m" | grep 'enabled=False' >/dev/null; }
+count_notes() { local n; n=$($H notifications); grep -c "$1" <<<"$n" || true; }
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 tagged() { pgrep -f -- "$TAG" || true; }
 
@@ -70,7 +74,7 @@ $H click-tray "$GREEN" 1 >/dev/null || fail "cannot open the menu with a click"
 $H screenshot "$SHOTS/screen-menu.png"
 xdotool key Escape
 ok "menu opened by clicking the icon (screenshot $SHOTS/screen-menu.png)"
-menu | grep -q "Backend: healthy · PID" || fail "status line: $(menu)"
+menu_has "Backend: healthy · PID" || fail "status line: $(menu)"
 item_disabled Start && item_enabled Stop && item_enabled Restart && item_disabled "Kill strays" \
   || fail "enabled flags when healthy: $(menu)"
 ok "healthy menu: status line, Start off, Stop/Restart on, Kill strays off"
@@ -104,17 +108,17 @@ wait_until 20 "healthy after Start" state_is healthy
 NEW=$(field "['pid']"); alive "$NEW" || fail "no backend after Start"
 ok "Start: healthy again (PID $NEW)"
 $H sni-click Restart >/dev/null
-wait_until 20 "a new healthy backend" bash -c "[ \"\$('$APP' status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"state\"], d[\"pid\"])')\" != 'healthy $NEW' ] && '$APP' status --json | grep -q '\"state\": \"healthy\"'"
+wait_until 20 "a new healthy backend" new_healthy_pid "$NEW"
 alive "$NEW" && fail "old backend $NEW survived Restart"
 ok "Restart: a new backend, the old one gone"
 
 # A stray started by hand: badge, menu line, Kill strays (1), and it dies when clicked.
 STRAY_PORT=$(free_port)
 (cd "$HOME_DIR" && setsid "$APP" demo-backend --port "$STRAY_PORT" --tag "$TAG-stray" >/dev/null 2>&1 &)
-wait_until 10 "the stray listed" bash -c "'$APP' status --json | grep -q '$TAG-stray'"
+wait_until 10 "the stray listed" status_mentions "$TAG-stray"
 STRAY=$(pgrep -f -- "$TAG-stray" | head -1)
 wait_until 5 "Kill strays (1)" item_enabled 'Kill strays \(1\)'
-menu | grep -q "1 stray: PID $STRAY" || fail "stray line: $(menu)"
+menu_has "1 stray: PID $STRAY" || fail "stray line: $(menu)"
 wait_until 5 "an orange badge" icon_has "$ORANGE"
 $H wait-notify $'\tStray backend copies found\t' 10 >/dev/null || fail "no strays notification"
 ok "stray: menu line, Kill strays (1) enabled, orange badge, one notification"
