@@ -99,6 +99,7 @@ impl WatchFilter {
 /// A running watch; dropping it stops the watching.
 pub struct CodeWatch {
     _watcher: Arc<Mutex<RecommendedWatcher>>,
+    folders: usize,
 }
 
 impl CodeWatch {
@@ -120,7 +121,15 @@ impl CodeWatch {
             .name("code-watch".into())
             .spawn(move || debounce_loop(inbox, &for_thread, &filter, debounce, on_change))
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
-        Ok(CodeWatch { _watcher: watcher })
+        Ok(CodeWatch {
+            _watcher: watcher,
+            folders: watched,
+        })
+    }
+
+    /// How many watches were set up at start (folders with per-folder watches, else roots).
+    pub fn watched_folders(&self) -> usize {
+        self.folders
     }
 }
 
