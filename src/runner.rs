@@ -416,7 +416,7 @@ impl Runner {
             self.log.note(&format!("not started: {error}"));
             return Input::SpawnFailed { error };
         }
-        let launched = match process::launch(&self.backend.spec) {
+        let launched = match process::launch(&self.backend.spec, &mut self.guard) {
             Ok(launched) => launched,
             Err(e) => {
                 let error = e.to_string();
