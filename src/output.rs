@@ -374,6 +374,7 @@ fn write_records(
         // Write what is queued into the buffer, then flush once the queue is empty: one write
         // per batch instead of one per line, and nothing waits longer than the batch.
         let mut next = Some(first);
+        let mut batch_failed = false;
         while let Some(record) = next {
             let lost = dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
@@ -389,12 +390,14 @@ fn write_records(
             }
             format_record(&record, &mut line);
             if let Err(e) = file.write_record(&line) {
+                batch_failed = true;
                 fail(&e, &mut failing);
             }
             next = records.try_recv().ok();
         }
         match file.flush() {
-            Ok(()) => failing = false,
+            Ok(()) if !batch_failed => failing = false,
+            Ok(()) => {}
             Err(e) => fail(&e, &mut failing),
         }
     }
