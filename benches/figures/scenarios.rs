@@ -399,7 +399,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
         return vec![Row::new(figure, NO_PYTHON)];
     };
     let app = fastapi_app();
-    let port = free_port();
+    let port = port_below_ephemeral();
     let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
     let mut reloader = w.started_pid();
     healthy_line(&mut w, reloader);
@@ -437,6 +437,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
     let mut orphans = 0;
     let mut kills: Vec<(SystemTime, Vec<u32>)> = Vec::new();
     let mut recover_times = Vec::new();
+    let mut failure: Option<String> = None;
     for _ in 0..s.reload_kills {
         let tree = support::wait_until(SECS(30), "reloader + worker", || {
             let live = support::live_in_group(reloader);
@@ -446,8 +447,18 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
         let killed_at = SystemTime::now();
         sigkill(reloader);
         kills.push((killed_at, tree.clone()));
-        let started = w.expect(&["backend started"], SECS(30));
-        reloader = field(&started, "pid").unwrap();
+        // The next line is the new start, or the warden giving up (recorded, not fatal).
+        let next = loop {
+            let line = w.expect(&["backend "], SECS(30));
+            if line.contains("backend started") || line.contains("backend failed") {
+                break line;
+            }
+        };
+        if !next.contains("backend started") {
+            failure = Some(next);
+            break;
+        }
+        reloader = field(&next, "pid").unwrap();
         let up = healthy_line(&mut w, reloader);
         recoveries += 1;
         recover_times.push(between(killed_at, stamp(&up)));
@@ -474,13 +485,19 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
         .unwrap_or_default();
     let stale = stale.len();
     let n = s.reload_kills;
+    let failure = failure
+        .map(|line| {
+            let why = line.split_once("reason=").map_or(line.as_str(), |(_, r)| r);
+            format!("; after kill {}: {why}", recoveries + 1)
+        })
+        .unwrap_or_default();
     vec![
         Row::new(
             figure,
             format!(
                 "{recoveries} of {n} recoveries (healthy after {}), {orphans} orphans, {stale} \
                  answers from the killed tree to requests sent after the kill{last_stale} ({} \
-                 answers in all)",
+                 answers in all){failure}",
                 ms(median(&recover_times).unwrap_or_default()),
                 answers.len()
             ),
@@ -493,6 +510,23 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
             "never healthy: orphaned worker keeps the port, ~1,400 / ~1,600 / ~1,200 stale 200s",
         ),
     ]
+}
+
+/// A free port below the kernel's ephemeral range. A client that keeps connecting to a
+/// loopback port in that range while nothing listens there (the hammering client, during a
+/// restart) sooner or later gets that very port as its own source port and connects to
+/// itself; the port is then taken until it closes that socket, and the warden refuses to
+/// start a second server on it. Real dev ports (8000) are below the range.
+fn port_below_ephemeral() -> u16 {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let start = 10_000 + (std::process::id() % 10_000) as u16;
+    (start..low.max(start + 1))
+        .chain(10_000..start)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// The warden killed with -9: processes of the backend tree alive 1 s later.
