@@ -57,6 +57,11 @@ pub struct DemoArgs {
     #[arg(long, value_name = "MS")]
     pub unhealthy_after: Option<u64>,
 
+    /// After this many milliseconds from start, /health requests are accepted but never
+    /// answered (a hung endpoint); other paths still answer.
+    #[arg(long, value_name = "MS")]
+    pub hang_health_after: Option<u64>,
+
     /// Ignore SIGTERM (inherited by children); only SIGINT or SIGKILL stop it. No-op on Windows.
     #[arg(long)]
     pub ignore_term: bool,
@@ -110,6 +115,9 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     let unhealthy_at = args
         .unhealthy_after
         .map(|ms| start + Duration::from_millis(ms));
+    let hang_at = args
+        .hang_health_after
+        .map(|ms| start + Duration::from_millis(ms));
     // Validate before doing anything visible.
     let raw = args.raw_hex.as_deref().map(decode_hex).transpose()?;
 
@@ -129,7 +137,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     let done = if args.no_serve {
         wait_forever(exit_at)
     } else {
-        serve(&args, pid, exit_at, unhealthy_at)?
+        serve(&args, pid, exit_at, unhealthy_at, hang_at)?
     };
     Ok(finish(done, pid, args.exit_code))
 }
@@ -199,6 +207,7 @@ fn serve(
     pid: u32,
     exit_at: Option<Instant>,
     unhealthy_at: Option<Instant>,
+    hang_at: Option<Instant>,
 ) -> Result<Interrupt> {
     let addr = format!("127.0.0.1:{}", args.port);
     let server = tiny_http::Server::http(addr.as_str())
@@ -218,11 +227,19 @@ fn serve(
         .context("demo backend cannot write to stdout")?;
     }
 
+    // Health requests held open, never answered (--hang-health-after); closed on exit.
+    let mut hung: Vec<tiny_http::Request> = Vec::new();
     loop {
         if let Some(done) = check(exit_at) {
             return Ok(done);
         }
         match server.recv_timeout(tick(exit_at)) {
+            Ok(Some(request))
+                if hang_at.is_some_and(|at| Instant::now() >= at)
+                    && request.url().starts_with("/health") =>
+            {
+                hung.push(request);
+            }
             Ok(Some(request)) => {
                 let healthy = unhealthy_at.is_none_or(|at| Instant::now() < at);
                 let response = respond_to(request.method(), request.url(), healthy, pid, args);

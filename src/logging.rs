@@ -42,7 +42,7 @@ impl Drop for EventBuffer {
         if !self.bytes.is_empty() {
             let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
             // A log that cannot be written must not take the warden down.
-            let _ = file.write_record(&self.bytes);
+            let _ = file.write_record(&self.bytes).and_then(|()| file.flush());
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -57,12 +57,14 @@ struct Record {
 }
 
 /// A file that is rotated by size: `NAME`, `NAME.1` (newest) ... `NAME.keep` (oldest).
+/// Records are buffered: call [`RotatingFile::flush`] to write them out (a write syscall per
+/// line would make the writer the bottleneck of a flood of output).
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
     max_size: u64,
     keep: usize,
-    file: Option<File>,
+    file: Option<BufWriter<File>>,
     size: u64,
 }
 
@@ -84,7 +86,8 @@ impl RotatingFile {
         &self.path
     }
 
-    /// Appends `bytes` as one unit: a record is never split across two files.
+    /// Appends `bytes` as one unit (a record is never split across two files) to the buffer;
+    /// [`RotatingFile::flush`] writes it out.
     pub fn write_record(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
             self.open()?;
@@ -97,15 +100,30 @@ impl RotatingFile {
             None => self.open()?,
         };
         if let Err(e) = file.write_all(bytes) {
-            // Reopen next time: the file may have been removed or the disk remounted.
-            self.file = None;
+            self.drop_file();
             return Err(e);
         }
         self.size += bytes.len() as u64;
         Ok(())
     }
 
-    fn open(&mut self) -> io::Result<&mut File> {
+    /// Writes the buffered records to the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush().inspect_err(|_| self.drop_file()),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets the file after a failed write, so the next write reopens it (the file may have
+    /// been removed or the disk remounted). What could not be written is lost.
+    fn drop_file(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = file.into_parts();
+        }
+    }
+
+    fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -114,7 +132,7 @@ impl RotatingFile {
             .append(true)
             .open(&self.path)?;
         self.size = file.metadata()?.len();
-        Ok(self.file.insert(file))
+        Ok(self.file.insert(BufWriter::with_capacity(64 * 1024, file)))
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
@@ -124,7 +142,9 @@ impl RotatingFile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        let flushed = self.flush();
+        self.drop_file();
+        flushed?;
         remove_if_present(&self.rotated(self.keep))?;
         for n in (1..self.keep).rev() {
             rename_if_present(&self.rotated(n), &self.rotated(n + 1))?;
@@ -340,30 +360,45 @@ fn write_records(
     dropped: &AtomicU64,
     on_error: impl Fn(&io::Error),
 ) {
+    // An episode of failures starts with the first failed write and ends with a flush that
+    // succeeds; `on_error` hears of each episode once.
     let mut failing = false;
-    let mut line = Vec::with_capacity(256);
-    while let Ok(record) = records.recv() {
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            let note = Record {
-                at: record.at,
-                stream: Stream::Warden,
-                bytes: format!("{lost} bytes of output dropped: the log could not keep up")
-                    .into_bytes(),
-                partial: false,
-            };
-            format_record(&note, &mut line);
-            let _ = file.write_record(&line);
+    let fail = |e: &io::Error, failing: &mut bool| {
+        if !*failing {
+            on_error(e);
         }
-        format_record(&record, &mut line);
-        match file.write_record(&line) {
-            Ok(()) => failing = false,
-            Err(e) => {
-                if !failing {
-                    on_error(&e);
-                }
-                failing = true;
+        *failing = true;
+    };
+    let mut line = Vec::with_capacity(256);
+    while let Ok(first) = records.recv() {
+        // Write what is queued into the buffer, then flush once the queue is empty: one write
+        // per batch instead of one per line, and nothing waits longer than the batch.
+        let mut next = Some(first);
+        let mut batch_failed = false;
+        while let Some(record) = next {
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                let note = Record {
+                    at: record.at,
+                    stream: Stream::Warden,
+                    bytes: format!("{lost} bytes of output dropped: the log could not keep up")
+                        .into_bytes(),
+                    partial: false,
+                };
+                format_record(&note, &mut line);
+                let _ = file.write_record(&line);
             }
+            format_record(&record, &mut line);
+            if let Err(e) = file.write_record(&line) {
+                batch_failed = true;
+                fail(&e, &mut failing);
+            }
+            next = records.try_recv().ok();
+        }
+        match file.flush() {
+            Ok(()) if !batch_failed => failing = false,
+            Ok(()) => {}
+            Err(e) => fail(&e, &mut failing),
         }
     }
 }
@@ -402,6 +437,7 @@ mod tests {
             file.write_record(format!("record {i:03} ..........\n").as_bytes())
                 .unwrap();
         }
+        file.flush().unwrap();
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

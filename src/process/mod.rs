@@ -77,8 +77,10 @@ pub struct Launched {
     pub stderr: ChildStderr,
 }
 
-/// Launches the backend as the root of its own tree, with stdout and stderr piped.
-pub fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
+/// Launches the backend as the root of its own tree, with stdout and stderr piped. The tree is
+/// in `guard`'s care from before the backend runs any code of its own: a warden killed in the
+/// middle of a launch leaves nothing behind.
+pub fn launch(spec: &LaunchSpec, guard: &mut TreeGuard) -> Result<Launched, LaunchError> {
     if !spec.cwd.is_dir() {
         return Err(LaunchError::CwdMissing {
             cwd: spec.cwd.clone(),
@@ -99,7 +101,10 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, LaunchError> {
     {
         command.env("PYTHONUNBUFFERED", "1");
     }
-    imp::prepare(&mut command);
+    imp::prepare(&mut command, guard).map_err(|source| LaunchError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
         program: program.clone(),
         source,

@@ -3,6 +3,7 @@
 //! kills the registered groups when the warden dies, however it dies.
 
 use std::io::{self, BufRead, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -87,10 +88,68 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
     Ok((Tree { pgid: pid }, ExitWaiter::Adopted(pid)))
 }
 
-pub(super) fn prepare(command: &mut Command) {
+pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> io::Result<()> {
     // Its own process group: the group is the tree, and Ctrl+C in the warden's terminal does
     // not reach the backend behind the warden's back.
     command.process_group(0);
+    // The child tells the guardian its group itself, between fork and exec (std has done the
+    // setpgid by then). Registering after `spawn` returned left a window (the whole exec of
+    // the backend, up to milliseconds) in which a SIGKILLed warden left the backend running:
+    // the reliability suite's random kills found it. Now, until the child has registered, it
+    // holds a copy of the guardian's pipe, so the guardian cannot see the warden's end first.
+    let fd = guard.ensure_running()?.as_raw_fd();
+    // SAFETY: the closure runs in the forked child of a multi-threaded process, so it only
+    // makes async-signal-safe calls (getpid, sigaction, write) and does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            register_own_group(fd);
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Writes `+PID\n` (the child's PID, which is its group's ID) to the guardian's pipe. A gone
+/// guardian is not an error here (the runner starts a new one and registers the tree again);
+/// SIGPIPE, which std has just reset to its default, is ignored around the write.
+fn register_own_group(fd: RawFd) {
+    let mut line = [0u8; 16];
+    let mut digits = [0u8; 10];
+    let mut pid = std::process::id();
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    line[0] = b'+';
+    for i in 0..n {
+        line[1 + i] = digits[n - 1 - i];
+    }
+    line[1 + n] = b'\n';
+    // SAFETY: SIG_IGN and SIG_DFL install no handler code.
+    unsafe {
+        let _ = signal::signal(Signal::SIGPIPE, SigHandler::SigIgn);
+    }
+    // SAFETY: `fd` is the guardian's pipe, open in this forked child until exec; a write of
+    // at most 12 bytes to a pipe is atomic.
+    let _ = unsafe { libc_write(fd, &line[..2 + n]) };
+    unsafe {
+        let _ = signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
+/// `write(2)` without any allocation or locking.
+///
+/// # Safety
+/// `fd` must be an open descriptor.
+unsafe fn libc_write(fd: RawFd, bytes: &[u8]) -> nix::Result<usize> {
+    // SAFETY: the caller guarantees `fd` is open; nix's write borrows it for the call only.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::unistd::write(fd, bytes)
 }
 
 pub(super) fn launched(child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {

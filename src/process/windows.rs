@@ -105,8 +105,11 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
     }
 }
 
-pub(super) fn prepare(command: &mut Command) {
+/// The child starts suspended and runs only once it is in the job (see `launched`), so the
+/// job covers it from its first instruction; `_guard` has nothing to do.
+pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> io::Result<()> {
     command.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
+    Ok(())
 }
 
 pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {

@@ -1,0 +1,1084 @@
+//! The measurements. Each scenario runs real wardens (the release binary, headless, each in
+//! its own temp home) against the demo backend, uvicorn or a tiny shell backend, and returns
+//! rows for the table.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use backend_warden::config::StraysConfig;
+use backend_warden::ipc::{self, Request, Response};
+use backend_warden::process::LaunchSpec;
+use backend_warden::strays::{Identity, StrayScanner};
+use backend_warden::supervisor::Command as EngineCommand;
+
+use crate::machine::{self, mib};
+use crate::support::{self, field, free_port, sigkill};
+use crate::table::{Row, median, ms, summary};
+use crate::warden::Warden;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// How much to measure.
+pub struct Settings {
+    pub quick: bool,
+    /// Samples per timing figure.
+    pub runs: usize,
+    /// Idle measurement window (the issue's is 60 s).
+    pub idle_window: Duration,
+    /// Kills of the uvicorn reloader.
+    pub reload_kills: usize,
+    /// Scenario name filters (empty: all).
+    only: Vec<String>,
+}
+
+impl Settings {
+    pub fn new(quick: bool, only: Vec<String>) -> Settings {
+        Settings {
+            quick,
+            runs: if quick { 3 } else { 10 },
+            idle_window: if quick { SECS(10) } else { SECS(60) },
+            reload_kills: if quick { 3 } else { 10 },
+            only,
+        }
+    }
+
+    fn selected(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
+}
+
+type Scenario = fn(&Settings) -> Vec<Row>;
+
+/// Runs every selected scenario; a scenario that cannot run becomes an ERROR row (and makes
+/// the process exit 1 at the end), the others still run.
+pub fn run_all(settings: &Settings) -> Vec<Row> {
+    let scenarios: &[(&str, Scenario)] = &[
+        ("crash", crash),
+        ("spawn", spawn_only),
+        ("uvicorn-crash", uvicorn_crash),
+        ("uvicorn-reload", uvicorn_reload),
+        ("warden-kill", warden_killed),
+        ("crash-loop", crash_loop),
+        ("idle", idle),
+        ("strays", stray_scan),
+        ("ipc", ipc_round_trip),
+        ("stop", stop_tree),
+        ("output", output),
+        ("size", binary_size),
+    ];
+    let mut rows = Vec::new();
+    let mut errors = 0;
+    for (name, scenario) in scenarios {
+        if !settings.selected(name) {
+            continue;
+        }
+        let started = Instant::now();
+        eprintln!("figures: {name} ...");
+        match std::panic::catch_unwind(|| scenario(settings)) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => {
+                errors += 1;
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                rows.push(Row::new(name.to_string(), format!("ERROR: {why}")));
+            }
+        }
+        eprintln!(
+            "figures: {name} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if errors > 0 {
+        println!("{}", crate::table::render(&rows));
+        eprintln!("figures: {errors} scenario(s) could not run");
+        std::process::exit(1);
+    }
+    rows
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+/// The warden's timestamp at the start of one of its log lines.
+fn stamp(line: &str) -> SystemTime {
+    let token = line.split_whitespace().next().unwrap_or("");
+    humantime::parse_rfc3339_weak(token)
+        .unwrap_or_else(|e| panic!("no timestamp in warden line {line:?}: {e}"))
+}
+
+/// `later - earlier`, or zero if the clock says otherwise.
+fn between(earlier: SystemTime, later: SystemTime) -> Duration {
+    later.duration_since(earlier).unwrap_or_default()
+}
+
+fn runtime_dir(w: &Warden) -> PathBuf {
+    w.home().join("run")
+}
+
+fn control(w: &Warden, command: EngineCommand, wait: bool) -> Response {
+    ipc::request(
+        &runtime_dir(w),
+        &Request::Control { command, wait },
+        SECS(60),
+    )
+    .unwrap_or_else(|e| panic!("{command:?} request failed: {e}"))
+}
+
+/// Waits for the next "backend healthy" line of `pid`.
+fn healthy_line(w: &mut Warden, pid: u32) -> String {
+    w.expect(&["backend healthy", &format!("pid={pid} ")], SECS(60))
+}
+
+/// The venv Python with uvicorn, if the environment names one.
+fn uvicorn_python() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("BACKEND_WARDEN_TEST_PYTHON")?);
+    let ok = Command::new(&path)
+        .args(["-c", "import uvicorn, fastapi"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(path)
+}
+
+const NO_PYTHON: &str = "skipped: set BACKEND_WARDEN_TEST_PYTHON to a venv Python with uvicorn \
+                         and fastapi (tests/setup.sh makes target/test-venv)";
+
+/// A copy of the test FastAPI app in a temp dir.
+fn fastapi_app() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/fastapi_app/app.py"
+        ),
+        dir.path().join("app.py"),
+    )
+    .unwrap();
+    dir
+}
+
+/// A warden config running uvicorn on `port` (with `--reload` if asked).
+fn uvicorn_config(python: &Path, app: &Path, port: u16, reload: bool) -> String {
+    let reload = if reload { "'--reload', " } else { "" };
+    format!(
+        "[backend]\ncommand = {py}\n\
+         args = ['-m', 'uvicorn', 'app:app', {reload}'--host', '127.0.0.1', '--port', '{port}']\n\
+         cwd = {cwd}\nport = {port}\n\n\
+         [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\n\
+         [restart]\nbackoff_initial = \"0ms\"\nmax_restarts = 1000\nstable_after = \"200ms\"\n",
+        py = support::toml_str(&python.to_string_lossy()),
+        cwd = support::toml_str(&app.to_string_lossy()),
+    )
+}
+
+/// How long `cmd` takes from spawn until GET /health on `port` answers 200 (polled every
+/// millisecond); the process is stopped afterwards.
+fn own_start_time(mut cmd: Command, port: u16) -> Duration {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let took = support::wait_until(SECS(60), "the backend to answer /health", || {
+        let ok = support::http_get(port, "/health").is_some_and(|(code, _)| code == 200);
+        if !ok {
+            thread::sleep(Duration::from_millis(1));
+        }
+        ok.then(|| started.elapsed())
+    });
+    stop_child(&mut child);
+    took
+}
+
+fn stop_child(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + SECS(5);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Times of one crash, from the kill.
+#[derive(Default)]
+struct CrashTimes {
+    /// Until the warden logged the crash (the exit noticed, the tree gone).
+    noticed: Vec<Duration>,
+    /// Until the new backend process was spawned.
+    new_pid: Vec<Duration>,
+    /// Until the new backend was healthy.
+    healthy: Vec<Duration>,
+}
+
+/// Kills the backend's main process `runs` times.
+fn kill_and_time(w: &mut Warden, first_pid: u32, runs: usize) -> CrashTimes {
+    let mut pid = first_pid;
+    let mut times = CrashTimes::default();
+    for _ in 0..runs {
+        // Past `stable_after` (200ms): every kill is a first crash, with the initial backoff;
+        // and the machine is quiet again after the last start.
+        thread::sleep(Duration::from_millis(400));
+        let killed_at = SystemTime::now();
+        sigkill(pid);
+        let crashed = w.expect(&["backend crashed", &format!("pid={pid} ")], SECS(30));
+        let started = w.expect(&["backend started"], SECS(30));
+        let next: u32 = field(&started, "pid").unwrap();
+        assert_ne!(next, pid);
+        let up = healthy_line(w, next);
+        times.noticed.push(between(killed_at, stamp(&crashed)));
+        times.new_pid.push(between(killed_at, stamp(&started)));
+        times.healthy.push(between(killed_at, stamp(&up)));
+        pid = next;
+    }
+    times
+}
+
+// ---------------------------------------------------------------------------- scenarios
+
+/// Crash → new PID (backoff 0 ms and 500 ms) and crash → healthy for the demo backend.
+fn crash(s: &Settings) -> Vec<Row> {
+    let own: Vec<Duration> = (0..s.runs)
+        .map(|_| {
+            let port = free_port();
+            let mut cmd = Command::new(support::exe());
+            cmd.args(["demo-backend", "--port", &port.to_string()]);
+            own_start_time(cmd, port)
+        })
+        .collect();
+    let own_median = median(&own).unwrap();
+
+    let mut rows = Vec::new();
+    for backoff in ["0ms", "500ms"] {
+        let tag = support::tag("bench-crash");
+        let port = free_port();
+        let extra = format!(
+            "[restart]\nbackoff_initial = \"{backoff}\"\nmax_restarts = 1000\nstable_after = \"200ms\"\n"
+        );
+        let mut w = Warden::start(&support::demo_config(&tag, port, &[], &extra));
+        let pid = w.started_pid();
+        healthy_line(&mut w, pid);
+        let times = kill_and_time(&mut w, pid, s.runs);
+        w.terminate();
+        let (new_pid, healthy) = (&times.new_pid, &times.healthy);
+        let m = median(new_pid).unwrap();
+        let noticed = ms(median(&times.noticed).unwrap());
+        if backoff == "0ms" {
+            rows.push(
+                Row::new(
+                    "crash → new PID, backoff_initial = \"0ms\"",
+                    format!("{}; crash logged after {noticed}", summary(new_pid)),
+                )
+                .target("≤ 3 ms", m <= Duration::from_millis(3))
+                .peers("27.7 ms / 1,016 ms / 83 ms"),
+            );
+            let h = median(healthy).unwrap();
+            rows.push(
+                Row::new(
+                    "crash → healthy, demo backend (backoff 0 ms)",
+                    format!(
+                        "{}; the demo's own start: {}",
+                        summary(healthy),
+                        ms(own_median)
+                    ),
+                )
+                .target(
+                    format!("≤ own start + 10 ms = {}", ms(own_median + ms10())),
+                    h <= own_median + ms10(),
+                )
+                .peers("158 / 1,109 / 173 ms (tiny Python backend)"),
+            );
+        } else {
+            rows.push(
+                Row::new(
+                    "crash → new PID, default backoff_initial = \"500ms\"",
+                    format!("{}; crash logged after {noticed}", summary(new_pid)),
+                )
+                .target("≤ 503 ms", m <= Duration::from_millis(503)),
+            );
+        }
+    }
+    rows
+}
+
+/// `process::launch` alone, in this (the bench's) process: what a restart costs at least.
+fn spawn_only(s: &Settings) -> Vec<Row> {
+    let spec = LaunchSpec {
+        program: support::exe().into(),
+        args: vec!["demo-backend".into(), "--no-serve".into()],
+        cwd: std::env::temp_dir(),
+        env: Default::default(),
+    };
+    let mut guard = backend_warden::process::TreeGuard::start().unwrap();
+    let samples: Vec<Duration> = (0..s.runs * 3)
+        .map(|_| {
+            let t = Instant::now();
+            let launched = backend_warden::process::launch(&spec, &mut guard).unwrap();
+            let took = t.elapsed();
+            let _ = launched.tree.kill();
+            let _ = launched.waiter.wait();
+            thread::sleep(Duration::from_millis(20));
+            took
+        })
+        .collect();
+    vec![Row::new(
+        "spawn of the demo backend (process::launch, in the bench process)",
+        summary(&samples),
+    )]
+}
+
+fn ms10() -> Duration {
+    Duration::from_millis(10)
+}
+
+/// Crash → healthy for real uvicorn (without --reload), against uvicorn's own start time.
+fn uvicorn_crash(s: &Settings) -> Vec<Row> {
+    let Some(python) = uvicorn_python() else {
+        return vec![Row::new("crash → healthy, uvicorn", NO_PYTHON)];
+    };
+    let app = fastapi_app();
+    let own: Vec<Duration> = (0..s.runs)
+        .map(|_| {
+            let port = free_port();
+            let mut cmd = Command::new(&python);
+            cmd.args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port"])
+                .arg(port.to_string())
+                .current_dir(app.path());
+            own_start_time(cmd, port)
+        })
+        .collect();
+    let own_median = median(&own).unwrap();
+    let port = free_port();
+    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, false));
+    let pid = w.started_pid();
+    healthy_line(&mut w, pid);
+    let CrashTimes {
+        new_pid, healthy, ..
+    } = kill_and_time(&mut w, pid, s.runs);
+    w.terminate();
+    let h = median(&healthy).unwrap();
+    vec![
+        Row::new(
+            "crash → healthy, uvicorn (backoff 0 ms)",
+            format!(
+                "{}; uvicorn's own start: {}; new PID after {}",
+                summary(&healthy),
+                ms(own_median),
+                ms(median(&new_pid).unwrap())
+            ),
+        )
+        .target(
+            format!("≤ own start + 10 ms = {}", ms(own_median + ms10())),
+            h <= own_median + ms10(),
+        )
+        .peers("618 / 1,500 / 576 ms"),
+    ]
+}
+
+/// kill -9 of the uvicorn --reload reloader, several times, while a client hammers /version:
+/// recoveries, orphans, and answers from the killed tree.
+fn uvicorn_reload(s: &Settings) -> Vec<Row> {
+    let figure = "uvicorn --reload: kill -9 of the reloader";
+    let Some(python) = uvicorn_python() else {
+        return vec![Row::new(figure, NO_PYTHON)];
+    };
+    let app = fastapi_app();
+    let port = port_below_ephemeral();
+    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+    let mut reloader = w.started_pid();
+    healthy_line(&mut w, reloader);
+
+    // The client: GET /version as fast as it answers (1 ms apart, 2 ms after a refusal),
+    // recording when each request was sent and which PID answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut answers: Vec<(SystemTime, SystemTime, u32)> = Vec::new();
+            let mut refused = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = SystemTime::now();
+                match support::http_get(port, "/version") {
+                    Some((200, body)) => {
+                        let pid = serde_json::from_str::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["pid"].as_u64())
+                            .unwrap_or(0) as u32;
+                        answers.push((sent, SystemTime::now(), pid));
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    _ => {
+                        refused += 1;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            (answers, refused)
+        })
+    };
+
+    let mut recoveries = 0;
+    let mut orphans = 0;
+    let mut kills: Vec<(SystemTime, Vec<u32>)> = Vec::new();
+    let mut recover_times = Vec::new();
+    let mut failure: Option<String> = None;
+    for _ in 0..s.reload_kills {
+        let tree = support::wait_until(SECS(30), "reloader + worker", || {
+            let live = support::live_in_group(reloader);
+            (live.len() >= 2).then_some(live)
+        });
+        thread::sleep(Duration::from_millis(300)); // the client gets answers from this tree
+        let killed_at = SystemTime::now();
+        sigkill(reloader);
+        kills.push((killed_at, tree.clone()));
+        // The next line is the new start, or the warden giving up (recorded, not fatal).
+        let next = loop {
+            let line = w.expect(&["backend "], SECS(30));
+            if line.contains("backend started") || line.contains("backend failed") {
+                break line;
+            }
+        };
+        if !next.contains("backend started") {
+            failure = Some(next);
+            break;
+        }
+        reloader = field(&next, "pid").unwrap();
+        let up = healthy_line(&mut w, reloader);
+        recoveries += 1;
+        recover_times.push(between(killed_at, stamp(&up)));
+        orphans += tree.iter().filter(|pid| support::alive(**pid)).count();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (answers, _refused) = client.join().unwrap();
+    w.terminate();
+    // An answer from the killed tree: a request sent after the kill, answered by a PID of
+    // the tree that was killed.
+    let stale: Vec<Duration> = answers
+        .iter()
+        .filter_map(|(sent, received, pid)| {
+            kills
+                .iter()
+                .find(|(at, tree)| sent >= at && tree.contains(pid))
+                .map(|(at, _)| between(*at, *received))
+        })
+        .collect();
+    let last_stale = stale
+        .iter()
+        .max()
+        .map(|d| format!(", the last {} after the kill", ms(*d)))
+        .unwrap_or_default();
+    let stale = stale.len();
+    let n = s.reload_kills;
+    let failure = failure
+        .map(|line| {
+            let why = line.split_once("reason=").map_or(line.as_str(), |(_, r)| r);
+            format!("; after kill {}: {why}", recoveries + 1)
+        })
+        .unwrap_or_default();
+    vec![
+        Row::new(
+            figure,
+            format!(
+                "{recoveries} of {n} recoveries (healthy after {}), {orphans} orphans, {stale} \
+                 answers from the killed tree to requests sent after the kill{last_stale} ({} \
+                 answers in all){failure}",
+                ms(median(&recover_times).unwrap_or_default()),
+                answers.len()
+            ),
+        )
+        .target(
+            format!("{n} of {n}, 0 orphans, 0 stale answers"),
+            recoveries == n && orphans == 0 && stale == 0,
+        )
+        .peers(
+            "never healthy: orphaned worker keeps the port, ~1,400 / ~1,600 / ~1,200 stale 200s",
+        ),
+    ]
+}
+
+/// A free port below the kernel's ephemeral range. A client that keeps connecting to a
+/// loopback port in that range while nothing listens there (the hammering client, during a
+/// restart) sooner or later gets that very port as its own source port and connects to
+/// itself; the port is then taken until it closes that socket, and the warden refuses to
+/// start a second server on it. Real dev ports (8000) are below the range.
+fn port_below_ephemeral() -> u16 {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let start = 10_000 + (std::process::id() % 10_000) as u16;
+    (start..low.max(start + 1))
+        .chain(10_000..start)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
+/// The warden killed with -9: processes of the backend tree alive 1 s later.
+fn warden_killed(s: &Settings) -> Vec<Row> {
+    let runs = if s.quick { 1 } else { 3 };
+    let mut rows = Vec::new();
+    let mut survivors = 0;
+    for _ in 0..runs {
+        let tag = support::tag("bench-wkill");
+        let port = free_port();
+        let mut w = Warden::start(&support::demo_config(
+            &tag,
+            port,
+            &["--children", "2", "--grandchildren", "1", "--ignore-term"],
+            "",
+        ));
+        let pid = w.started_pid();
+        healthy_line(&mut w, pid);
+        support::wait_until(SECS(10), "5 tagged processes", || {
+            (support::live_with_tag(&tag).len() == 5).then_some(())
+        });
+        sigkill(w.pid());
+        thread::sleep(SECS(1)); // the figure is "alive after 1 s"
+        let left = support::live_with_tag(&tag);
+        survivors += left.len();
+        for pid in left {
+            sigkill(pid);
+        }
+    }
+    rows.push(
+        Row::new(
+            "warden killed with -9: demo tree of 5 (children + grandchildren ignoring SIGTERM)",
+            format!("{survivors} of 5 alive after 1 s (n={runs})"),
+        )
+        .target("0", survivors == 0)
+        .peers("backend tree survives / survives / survives"),
+    );
+    let Some(python) = uvicorn_python() else {
+        rows.push(Row::new(
+            "warden killed with -9: uvicorn --reload",
+            NO_PYTHON,
+        ));
+        return rows;
+    };
+    let app = fastapi_app();
+    let mut survivors = 0;
+    let mut size = 0;
+    for _ in 0..runs {
+        let port = free_port();
+        let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+        let reloader = w.started_pid();
+        healthy_line(&mut w, reloader);
+        let tree = support::wait_until(SECS(30), "reloader + worker", || {
+            let live = support::live_in_group(reloader);
+            (live.len() >= 2).then_some(live)
+        });
+        size = tree.len();
+        sigkill(w.pid());
+        thread::sleep(SECS(1));
+        let left: Vec<u32> = tree
+            .iter()
+            .copied()
+            .filter(|p| support::alive(*p))
+            .collect();
+        survivors += left.len();
+        for pid in left {
+            sigkill(pid);
+        }
+    }
+    rows.push(
+        Row::new(
+            "warden killed with -9: uvicorn --reload tree",
+            format!("{survivors} of {size} alive after 1 s (n={runs})"),
+        )
+        .target("0", survivors == 0)
+        .peers("3 of 3 survive (PM2) / survives / survives"),
+    );
+    rows
+}
+
+/// A backend that exits 1 at once, with the default restart policy: starts before giving up.
+fn crash_loop(_: &Settings) -> Vec<Row> {
+    let tag = support::tag("bench-loop");
+    let port = free_port();
+    let mut w = Warden::start(&support::demo_config(
+        &tag,
+        port,
+        &["--exit-after", "0"],
+        "[restart]\nbackoff_initial = \"10ms\"\n",
+    ));
+    w.expect(&["backend failed"], SECS(60));
+    let starts = w.count(&["backend started"]);
+    w.terminate();
+    vec![
+        Row::new(
+            "crash loop (exit 1 at once), default max_restarts = 5",
+            format!("gives up after {starts} starts, with the exit code and last output"),
+        )
+        .note("report")
+        .peers("after 16 starts / after 4 / never"),
+    ]
+}
+
+/// Idle RSS and CPU of a headless warden supervising the built-in demo backend with the
+/// defaults (health every 2 s, stray scan every 5 s).
+fn idle(s: &Settings) -> Vec<Row> {
+    let home = tempfile::tempdir().unwrap(); // no config: the built-in demo, default settings
+    let mut w = Warden::start_in(home);
+    let pid = w.started_pid();
+    healthy_line(&mut w, pid);
+    let warden = w.pid();
+    let guardian = support::wait_until(SECS(5), "the guardian", || {
+        machine::children(warden)
+            .into_iter()
+            .find(|c| machine::cmdline(*c).contains("__guardian"))
+    });
+    thread::sleep(SECS(3)); // the first stray scans and probes are over
+    let cpu0 = machine::cpu_time(warden).unwrap();
+    let precise0 = machine::cpu_time_precise(warden).unwrap();
+    let gcpu0 = machine::cpu_time(guardian).unwrap();
+    thread::sleep(s.idle_window);
+    let cpu = machine::cpu_time(warden).unwrap() - cpu0;
+    let precise = machine::cpu_time_precise(warden)
+        .unwrap()
+        .saturating_sub(precise0);
+    let gcpu = machine::cpu_time(guardian).unwrap() - gcpu0;
+    let rss = machine::rss(warden).unwrap();
+    let grss = machine::rss(guardian).unwrap();
+    let private = private_memory(warden);
+    let threads = machine::count_entries(Path::new(&format!("/proc/{warden}/task")));
+    w.terminate();
+
+    let window = s.idle_window.as_secs_f64();
+    let per_minute = |d: Duration| d.mul_f64(60.0 / window);
+    let scaled = if s.quick {
+        format!(" (measured over {window:.0} s, scaled to 60 s)")
+    } else {
+        String::new()
+    };
+    vec![
+        Row::new(
+            "idle RSS, headless warden",
+            format!(
+                "{:.1} MiB ({:.1} MiB private; {threads} threads) + guardian {:.1} MiB",
+                mib(rss),
+                mib(private),
+                mib(grss)
+            ),
+        )
+        .target("≤ 5 MiB", rss <= 5 * 1024 * 1024)
+        .peers("55 / 25 / 31 MiB"),
+        Row::new(
+            "idle CPU per 60 s, headless warden",
+            format!(
+                "{} (schedstat {}) + guardian {}{scaled}",
+                ms(per_minute(cpu)),
+                ms(per_minute(precise)),
+                ms(per_minute(gcpu))
+            ),
+        )
+        .target("≤ 10 ms", per_minute(cpu) <= ms10())
+        .peers("10 / 10 / 20 ms"),
+    ]
+}
+
+/// Private_Clean + Private_Dirty from /proc/PID/smaps_rollup (memory no other process shares).
+fn private_memory(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Private_"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum::<u64>()
+        * 1024
+}
+
+/// `StrayScanner::scan` over a process table grown to ~500 processes with `sleep`s.
+fn stray_scan(s: &Settings) -> Vec<Row> {
+    const TARGET_PROCS: usize = 500;
+    let before = support::processes().len();
+    let mut sleepers: Vec<Child> = Vec::new();
+    for _ in before..TARGET_PROCS {
+        sleepers.push(
+            Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let total = support::processes().len();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LaunchSpec {
+        program: "python".into(),
+        args: vec!["main.py".into()],
+        cwd: dir.path().to_path_buf(),
+        env: Default::default(),
+    };
+    let identity = Identity::new(&spec, &StraysConfig::default(), dir.path());
+    let mut scanner = StrayScanner::new(identity, Some(free_port())).unwrap();
+    let t = Instant::now();
+    scanner.scan(None);
+    let cold = t.elapsed();
+    let warm: Vec<Duration> = (0..s.runs * 3)
+        .map(|_| {
+            let t = Instant::now();
+            scanner.scan(None);
+            t.elapsed()
+        })
+        .collect();
+    for mut c in sleepers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let m = median(&warm).unwrap();
+    vec![
+        Row::new(
+            format!("stray scan over {total} processes (StrayScanner::scan)"),
+            format!("{}; first scan {}", summary(&warm), ms(cold)),
+        )
+        .target("≤ 20 ms", m <= Duration::from_millis(20)),
+    ]
+}
+
+/// `status` over the local socket, from an in-process client.
+fn ipc_round_trip(s: &Settings) -> Vec<Row> {
+    let tag = support::tag("bench-ipc");
+    let port = free_port();
+    let mut w = Warden::start(&support::demo_config(&tag, port, &[], ""));
+    let pid = w.started_pid();
+    healthy_line(&mut w, pid);
+    let dir = runtime_dir(&w);
+    let ask = || {
+        let t = Instant::now();
+        let answer = ipc::request(&dir, &Request::Status, SECS(5)).unwrap();
+        assert!(matches!(answer, Response::Status { .. }), "{answer:?}");
+        t.elapsed()
+    };
+    for _ in 0..20 {
+        ask();
+    }
+    let samples: Vec<Duration> = (0..if s.quick { 100 } else { 500 })
+        .map(|_| ask())
+        .collect();
+    w.terminate();
+    let m = median(&samples).unwrap();
+    vec![
+        Row::new(
+            "`status` IPC round trip (in-process client)",
+            summary(&samples),
+        )
+        .target("≤ 2 ms", m <= Duration::from_millis(2)),
+    ]
+}
+
+/// Stop of a 20-process demo tree: graceful (SIGTERM honoured) and forced (SIGTERM ignored,
+/// grace 500 ms). Times from the request to the warden's "backend stopped" line; for the
+/// graceful path also from the moment the last process of the tree was gone (polled every
+/// 0.2 ms from /proc).
+fn stop_tree(s: &Settings) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for forced in [false, true] {
+        let tag = support::tag("bench-stop");
+        let port = free_port();
+        let mut args = vec!["--children", "19"];
+        if forced {
+            args.push("--ignore-term");
+        }
+        let grace = if forced { "500ms" } else { "5s" };
+        let mut w = Warden::start(&support::demo_config(
+            &tag,
+            port,
+            &args,
+            &format!("[stop]\ngrace = \"{grace}\"\n"),
+        ));
+        let mut pid = w.started_pid();
+        let mut total = Vec::new();
+        let mut after_last = Vec::new();
+        for run in 0..s.runs {
+            if run > 0 {
+                control(&w, EngineCommand::Start, false);
+                pid = field(&w.expect(&["backend started"], SECS(30)), "pid").unwrap();
+            }
+            healthy_line(&mut w, pid);
+            let tree = support::wait_until(SECS(20), "20 tagged processes", || {
+                let live = support::live_with_tag(&tag);
+                (live.len() == 20).then_some(live)
+            });
+            thread::sleep(Duration::from_millis(200));
+            let watcher = thread::spawn(move || {
+                loop {
+                    if tree.iter().all(|p| !pid_alive(*p)) {
+                        return SystemTime::now();
+                    }
+                    thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let asked = SystemTime::now();
+            control(&w, EngineCommand::Stop, false);
+            let stopped = stamp(&w.expect(&["backend stopped"], SECS(30)));
+            let last_gone = watcher.join().unwrap();
+            total.push(between(asked, stopped));
+            after_last.push(between(last_gone, stopped));
+        }
+        w.terminate();
+        if forced {
+            let m = median(&total).unwrap();
+            rows.push(
+                Row::new(
+                    "stop, 20-process tree ignoring SIGTERM, grace 500 ms: request → stopped",
+                    summary(&total),
+                )
+                .target("≤ grace + 50 ms = 550 ms", m <= Duration::from_millis(550)),
+            );
+        } else {
+            let m = median(&after_last).unwrap();
+            rows.push(
+                Row::new(
+                    "stop, 20-process tree honouring SIGTERM: last exit → stopped",
+                    format!(
+                        "{}; request → stopped {} (the demo polls its stop flag every 50 ms)",
+                        summary(&after_last),
+                        ms(median(&total).unwrap())
+                    ),
+                )
+                .target("≤ 50 ms", m <= Duration::from_millis(50)),
+            );
+        }
+    }
+    rows
+}
+
+/// Alive and not a zombie, read from /proc/PID/stat.
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Samples the warden's RSS every 20 ms until stopped; returns the largest.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(Ordering::Relaxed) {
+                max = max.max(machine::rss(pid).unwrap_or(0));
+                thread::sleep(Duration::from_millis(20));
+            }
+            max
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// A warden config running `sh -c SCRIPT sh ARGS...` (no health URL unless `port`).
+fn sh_config(script: &str, args: &[&str], port: Option<u16>, extra: &str) -> String {
+    let mut all = vec!["-c", script, "sh"];
+    all.extend_from_slice(args);
+    let args = all
+        .iter()
+        .map(|a| support::toml_str(a))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let health = match port {
+        Some(port) => format!(
+            "port = {port}\n\n[health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n"
+        ),
+        None => String::new(),
+    };
+    format!("[backend]\ncommand = \"sh\"\nargs = [{args}]\n{health}\n{extra}\n")
+}
+
+/// Waits until `path` stops growing for `quiet`; returns its size.
+fn settled_size(path: &Path, quiet: Duration, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    let mut last = (0, Instant::now());
+    loop {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size != last.0 {
+            last = (size, Instant::now());
+        } else if last.1.elapsed() >= quiet || Instant::now() >= deadline {
+            return size;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// 100 MB of log lines through the warden, and one 10 MB line without a newline.
+fn output(_: &Settings) -> Vec<Row> {
+    const FLOOD: u64 = 100_000_000;
+    const LINES: usize = 1_000_000; // 100-byte lines
+    let mut rows = Vec::new();
+
+    // The demo's own time to write 100 MB into a pipe that is read as fast as possible.
+    let bare = {
+        let started = Instant::now();
+        let mut child = Command::new(support::exe())
+            .args([
+                "demo-backend",
+                "--flood",
+                &FLOOD.to_string(),
+                "--exit-after",
+                "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while out.read(&mut buf).unwrap_or(0) > 0 {}
+        let _ = child.wait();
+        started.elapsed()
+    };
+
+    // The same through the warden: `sleep 1` first, to read the warden's RSS before; the
+    // shell writes down how long the flood took (in µs) once the demo has exited.
+    let tag = support::tag("bench-flood");
+    let flood = FLOOD.to_string();
+    let times = tempfile::tempdir().unwrap();
+    let took_file = times.path().join("took");
+    let took_path = took_file.to_string_lossy().into_owned();
+    let config = sh_config(
+        "f=$1; shift; sleep 1; t0=$(date +%s%N); \"$@\"; t1=$(date +%s%N); \
+         echo $(( (t1 - t0) / 1000 )) > \"$f\"; exec sleep 600",
+        &[
+            &took_path,
+            support::exe(),
+            "demo-backend",
+            "--flood",
+            &flood,
+            "--exit-after",
+            "0",
+            "--tag",
+            &tag,
+        ],
+        None,
+        // One file big enough for all of it, so every line can be counted.
+        "[logs]\nmax_size = \"1GB\"\nkeep = 1\n",
+    );
+    let mut w = Warden::start(&config);
+    w.started_pid();
+    thread::sleep(Duration::from_millis(600));
+    let before = machine::rss(w.pid()).unwrap();
+    let sampler = RssSampler::start(w.pid());
+    let through = support::wait_until(SECS(120), "the flood to end", || {
+        let micros = std::fs::read_to_string(&took_file).ok()?;
+        Some(Duration::from_micros(micros.trim().parse().ok()?))
+    });
+    let log = w.log_path("backend.log");
+    settled_size(&log, Duration::from_millis(500), SECS(120));
+    let peak_sampled = sampler.finish();
+    let peak = machine::peak_rss(w.pid()).unwrap().max(peak_sampled);
+    w.terminate();
+    let text = std::fs::read(&log).unwrap();
+    let mut kept = 0usize;
+    let mut dropped = 0u64;
+    for line in text.split(|b| *b == b'\n') {
+        if line.windows(16).any(|w| w == b"out| flood line ") {
+            kept += 1;
+        } else if let Some(note) = String::from_utf8_lossy(line)
+            .split_once(" wrd| ")
+            .filter(|(_, note)| note.contains("bytes of output dropped"))
+        {
+            dropped += note
+                .1
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let grew = peak.saturating_sub(before);
+    rows.push(
+        Row::new(
+            "100 MB of log lines (1,000,000 lines) through the warden",
+            format!(
+                "backend wrote it in {} (into a bare read loop: {}); {kept} of {LINES} lines \
+                 logged, {dropped} bytes dropped and counted; warden RSS {:.1} MiB before, peak \
+                 {:.1} MiB",
+                ms(through),
+                ms(bare),
+                mib(before),
+                mib(peak)
+            ),
+        )
+        .target(
+            "backend never waits for the log (drops are counted); RSS flat (peak ≤ before + 16 MiB)",
+            grew <= 16 * 1024 * 1024,
+        ),
+    );
+
+    // One 10 MiB line without a newline.
+    let tag = support::tag("bench-line");
+    let config = sh_config(
+        "sleep 1; head -c 10485760 /dev/zero | tr \\\\000 x; exec sleep 600",
+        &[&tag],
+        None,
+        "[logs]\nmax_size = \"100MB\"\n",
+    );
+    let mut w = Warden::start(&config);
+    w.started_pid();
+    thread::sleep(Duration::from_millis(600));
+    let before = machine::rss(w.pid()).unwrap();
+    let sampler = RssSampler::start(w.pid());
+    let log = w.log_path("backend.log");
+    support::wait_until(SECS(60), "the 10 MiB line in backend.log", || {
+        (std::fs::metadata(&log).map_or(0, |m| m.len()) >= 10 * 1024 * 1024).then_some(())
+    });
+    settled_size(&log, Duration::from_millis(300), SECS(30));
+    let peak = machine::peak_rss(w.pid()).unwrap().max(sampler.finish());
+    w.terminate();
+    let grew = peak.saturating_sub(before);
+    rows.push(
+        Row::new(
+            "a 10 MiB line without a newline",
+            format!(
+                "warden RSS {:.1} MiB before, peak {:.1} MiB (+{:.1} MiB); logged as 64 KiB pieces",
+                mib(before),
+                mib(peak),
+                mib(grew)
+            ),
+        )
+        .target("bounded: peak ≤ before + 4 MiB", grew <= 4 * 1024 * 1024),
+    );
+    rows
+}
+
+/// Size of the release binary.
+fn binary_size(_: &Settings) -> Vec<Row> {
+    let path = support::exe();
+    let bytes = std::fs::metadata(path).unwrap().len();
+    vec![
+        Row::new(
+            "release binary size (stripped, thin LTO)",
+            format!("{:.1} MiB ({bytes} bytes)", mib(bytes)),
+        )
+        .note("report"),
+    ]
+}
