@@ -24,6 +24,10 @@ mod warden;
 
 #[cfg(target_os = "linux")]
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: nothing to measure.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `cargo bench` passes `--bench`; any other argument that is not a flag selects
     // scenarios by substring (e.g. `cargo bench --bench figures -- idle`).
