@@ -103,7 +103,8 @@ enum Cmd {
     /// The built-in demo backend (what runs when no backend is configured).
     #[command(name = "demo-backend", hide = true)]
     DemoBackend(DemoArgs),
-    /// Internal: kills the backend tree if the warden dies.
+    /// Internal: the process layer's helper (Unix: kills the backend tree if the warden dies;
+    /// Windows: sends Ctrl+Break to the backend's console).
     #[command(name = process::GUARDIAN_SUBCOMMAND, hide = true)]
     Guardian,
 }
