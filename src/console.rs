@@ -7,9 +7,10 @@
 //! What attaching cannot change: cmd and PowerShell do not wait for a GUI-subsystem program
 //! typed at their prompt. The output appears (after the next prompt) and the program's exit
 //! code is set, but the shell does not wait for it, so `%ERRORLEVEL%` / `$LASTEXITCODE` do not
-//! see it. Batch files, `start /wait`, `cmd /c`, PowerShell pipelines (`| Out-Default`),
-//! `Start-Process -Wait` and programs that spawn the exe (scripts, CI, tests) do wait and see
-//! the exit code.
+//! see it. Batch files, `start /wait` and programs that run the exe and wait for it (scripts,
+//! CI, tests) get the exit code. Only a console-subsystem exe makes an interactive prompt wait
+//! (a second, console twin of this exe; or, from Windows 11 24H2, a console exe whose manifest
+//! sets `consoleAllocationPolicy` to `detached`).
 
 /// Connects standard output and error to the console of the process that started this one, if
 /// it has one. Streams the parent redirected (to a file or a pipe) are kept as they are. Call it
