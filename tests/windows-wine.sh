@@ -186,6 +186,10 @@ code=0; out=$(bw run --headless 2>&1) || code=$?
   && [ "$(count "$HEADLESS")" = 1 ] \
   && ok "a second launch hands over to the running warden (PID $WARDEN_PID) and exits 0" \
   || not_ok "a second launch hands over to the running warden" "exit $code: $out"
+# Wine sets USERNAME itself at start; cmd's `set` changes it for its children.
+code=0; out=$(timeout 60 "$WINE" cmd /c "set USERNAME=somebody-else&& $(winepath -w "$EXE" | tr -d '\r') status" 2>&1) || code=$?
+[ "$code" = 0 ] && ok "a client with another %USERNAME% still finds the warden (pipe named after the account)" \
+  || not_ok "a client with another %USERNAME% still finds the warden" "exit $code: $out"
 PID1=$(bw status --json | field pid)
 code=0; out=$(bw stop 2>&1) || code=$?
 [ "$code" = 0 ] && state_is stopped && [ "$(bw status --json | field pid)" = null ] \
