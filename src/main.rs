@@ -1,6 +1,13 @@
 //! The `backend-warden` command line: parses arguments, talks to the running warden or
 //! becomes it, and maps outcomes to exit codes (0 ok, 1 action failed, 2 usage or config
 //! error, 3 no running warden).
+//!
+//! On Windows the exe belongs to the GUI subsystem, so starting the tray from the Start menu or
+//! at login shows no console window; CLI commands attach to the console they were run from
+//! (`console::attach_parent_console`).
+
+// Only affects Windows; ignored elsewhere.
+#![windows_subsystem = "windows"]
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 
 use backend_warden::app::{self, Claim, ConfigSource};
 use backend_warden::config::ConfigError;
+use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
 use backend_warden::paths::{HOME_ENV, Paths};
@@ -95,7 +103,8 @@ enum Cmd {
     /// The built-in demo backend (what runs when no backend is configured).
     #[command(name = "demo-backend", hide = true)]
     DemoBackend(DemoArgs),
-    /// Internal: kills the backend tree if the warden dies.
+    /// Internal: the process layer's helper (Unix: kills the backend tree if the warden dies;
+    /// Windows: sends Ctrl+Break to the backend's console).
     #[command(name = process::GUARDIAN_SUBCOMMAND, hide = true)]
     Guardian,
 }
@@ -144,6 +153,11 @@ const EXIT_NOT_RUNNING: u8 = 3;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {
+    // Before anything can print (clap's --help and usage errors included). Without arguments
+    // this is the tray, which must not be tied to the terminal it may have been started from.
+    if std::env::args_os().len() > 1 {
+        console::attach_parent_console();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -1,6 +1,9 @@
 //! Shows alerts as desktop notifications (notify-rust) from a thread of its own: talking to
 //! the notification server is blocking I/O that must never stall the UI or the engine. A
 //! session without a notification server is logged once and survived.
+//!
+//! On Windows a toast carries the app's AppUserModelID, when Windows knows it (see
+//! [`identify`]); that is the only platform-specific code here.
 
 use std::sync::mpsc::{self, Sender};
 use std::thread;
@@ -11,6 +14,11 @@ use crate::alerts::Alert;
 
 /// The application name notifications are shown under.
 pub const APP_NAME: &str = "Backend Warden";
+
+/// The AppUserModelID: the identity Windows shows toasts under. The MSI's Start-menu shortcut
+/// and `AppUserModelId` registry key carry the same string (`wix/main.wxs`; `wix/build-msi.sh`
+/// fails if they differ).
+pub const APP_USER_MODEL_ID: &str = "dev.backend-warden.BackendWarden";
 
 /// Sends alerts to the notification thread. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -26,9 +34,12 @@ impl Notifier {
             .name("notifier".into())
             .spawn(move || {
                 let mut failing = false;
+                let mut template = notify_rust::Notification::new();
+                identify(&mut template);
                 while let Ok(alert) = inbox.recv() {
                     info!(summary = %alert.summary, body = %alert.body, "notification");
-                    let shown = notify_rust::Notification::new()
+                    let shown = template
+                        .clone()
                         .appname(APP_NAME)
                         .summary(&alert.summary)
                         .body(&alert.body)
@@ -52,3 +63,28 @@ impl Notifier {
         let _ = self.alerts.send(alert);
     }
 }
+
+/// Windows shows a toast only for an app it knows: one whose AppUserModelID a Start-menu
+/// shortcut or an `AppUserModelId` registry key declares (the MSI installs both). Run from a
+/// build folder, without either, a toast under our ID would vanish without an error, so
+/// notify-rust's default identity is kept then (Windows labels such toasts "Windows
+/// PowerShell", hoodie/notify-rust#219).
+#[cfg(windows)]
+fn identify(notification: &mut notify_rust::Notification) {
+    let key = format!(r"Software\Classes\AppUserModelId\{APP_USER_MODEL_ID}");
+    let registered = winreg::RegKey::predef(winreg::enums::HKEY_CURRENT_USER)
+        .open_subkey(&key)
+        .is_ok();
+    info!(
+        registered,
+        app_id = APP_USER_MODEL_ID,
+        "toast identity (unregistered: Windows' default)"
+    );
+    if registered {
+        notification.app_id(APP_USER_MODEL_ID);
+    }
+}
+
+/// Only Windows identifies notifications by an AppUserModelID.
+#[cfg(not(windows))]
+fn identify(_notification: &mut notify_rust::Notification) {}

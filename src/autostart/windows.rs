@@ -23,8 +23,11 @@ pub fn enable(program: &Path) -> io::Result<()> {
 }
 
 pub fn disable() -> io::Result<()> {
-    let key = RegKey::predef(HKEY_CURRENT_USER).open_subkey_with_flags(RUN_KEY, KEY_SET_VALUE)?;
-    match key.delete_value(VALUE_NAME) {
+    // No Run key at all (a fresh profile) means nothing to remove, like a missing value.
+    let removed = RegKey::predef(HKEY_CURRENT_USER)
+        .open_subkey_with_flags(RUN_KEY, KEY_SET_VALUE)
+        .and_then(|key| key.delete_value(VALUE_NAME));
+    match removed {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }

@@ -9,12 +9,27 @@ use interprocess::os::windows::local_socket::ListenerOptionsExt;
 use interprocess::os::windows::security_descriptor::SecurityDescriptor;
 
 fn pipe_name(runtime_dir: &Path) -> String {
-    let user = std::env::var("USERNAME").unwrap_or_default();
     format!(
         "backend-warden-{}-{:016x}",
-        user.to_lowercase(),
+        user_name().to_lowercase(),
         stable_hash(runtime_dir)
     )
+}
+
+/// The account this process runs as. Asked of Windows, not read from `%USERNAME%`: a process
+/// started with another environment (an installer's custom action, `runas /env`, a script that
+/// sets it) must still find the warden of the same account.
+fn user_name() -> String {
+    use windows_sys::Win32::System::WindowsProgramming::GetUserNameW;
+    // UNLEN + 1: the longest user name and its NUL.
+    let mut buf = [0u16; 257];
+    let mut len = buf.len() as u32;
+    // SAFETY: the buffer and its length in u16s are passed together; Windows writes at most
+    // `len` units and sets `len` to the count written, NUL included.
+    if unsafe { GetUserNameW(buf.as_mut_ptr(), &mut len) } != 0 && len > 0 {
+        return String::from_utf16_lossy(&buf[..len as usize - 1]);
+    }
+    std::env::var("USERNAME").unwrap_or_default()
 }
 
 /// The endpoint's name for connecting.

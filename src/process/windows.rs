@@ -5,16 +5,29 @@
 //!
 //! Not process-wrap's `JobObject`: it drops the creation flags set alongside it
 //! (watchexec/process-wrap#16, #19, #36), which would flash a console window at every start.
-
-use std::io;
+//!
+//! A graceful stop is CTRL_BREAK_EVENT to the backend's process group. A console control event
+//! only reaches processes attached to the sender's console, and the backend runs on a hidden
+//! console of its own (CREATE_NO_WINDOW) while the warden has none (the tray) or another one
+//! (a terminal). So the warden does not send it itself: a short-lived helper (this program's
+//! hidden `__guardian` subcommand, which on Unix is the tree guardian) detaches from any
+//! console, attaches to the backend's, sends the event and exits. Juggling consoles in the
+//! warden itself would cut its own output off meanwhile and race with its Ctrl+C handler.
+use std::io::{self, BufRead, Read, Write};
 use std::mem::size_of;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::os::windows::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::ptr;
+use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0};
-use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
+use windows_sys::Win32::System::Console::{
+    AttachConsole, CTRL_BREAK_EVENT, FreeConsole, GenerateConsoleCtrlEvent, GetStdHandle,
+    STD_ERROR_HANDLE, SetConsoleCtrlHandler, SetStdHandle,
+};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
 };
@@ -32,15 +45,22 @@ use windows_sys::Win32::System::Threading::{
 
 use crate::supervisor::{ExitStatus, Pid};
 
-/// The hidden subcommand of the Unix guardian; unused on Windows, where the Job Object does
-/// its work.
+/// The hidden subcommand of the helper process. On Windows it delivers CTRL_BREAK_EVENT to a
+/// backend's console (see the module comment); the Job Object needs no guardian.
 pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
+
+/// How long the warden waits for the CTRL_BREAK helper; it normally needs a few milliseconds
+/// beyond its own start.
+const BREAK_HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A backend tree: the Job Object holding it.
 #[derive(Debug)]
 pub struct Tree {
     job: OwnedHandle,
     pid: Pid,
+    /// Whether the main process leads a process group of its own, so that CTRL_BREAK_EVENT
+    /// can be sent to exactly its tree. True for the backends the warden launches.
+    own_group: bool,
 }
 
 /// Waits for the backend's main process; moved to a thread of its own.
@@ -101,7 +121,12 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
         if AssignProcessToJobObject(handle(&job), handle(&process)) == 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok((Tree { job, pid }, ExitWaiter::Adopted(process)))
+        let tree = Tree {
+            job,
+            pid,
+            own_group: false,
+        };
+        Ok((tree, ExitWaiter::Adopted(process)))
     }
 }
 
@@ -115,7 +140,14 @@ pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> io::Resu
 pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
     match into_job(&child) {
-        Ok(job) => Ok((pid, Tree { job, pid }, ExitWaiter::Child(child))),
+        Ok(job) => {
+            let tree = Tree {
+                job,
+                pid,
+                own_group: true,
+            };
+            Ok((pid, tree, ExitWaiter::Child(child)))
+        }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -204,14 +236,21 @@ impl Tree {
         self.pid
     }
 
-    /// Asks the tree to stop: CTRL_BREAK_EVENT to the backend's process group (uvicorn and
-    /// Python handle it as an interrupt).
+    /// Asks the tree to stop: CTRL_BREAK_EVENT to the backend's process group, on the
+    /// backend's console, through the helper process (uvicorn handles it as a shutdown
+    /// request; a program without a handler exits at once). Fails for a backend without a
+    /// console (a GUI program), which is then killed when the grace period ends.
     pub fn terminate(&self) -> io::Result<()> {
-        // SAFETY: plain Win32 call.
-        if unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) } == 0 {
-            return Err(io::Error::last_os_error());
+        if !self.own_group {
+            // An adopted process was started by someone else and is no group leader: a
+            // CTRL_BREAK_EVENT for its PID would reach every process on its console (the
+            // user's terminal, shell included).
+            return Err(io::Error::other(
+                "an adopted backend has no process group of its own to send Ctrl+Break to; \
+                 it is killed when the grace period ends",
+            ));
         }
-        Ok(())
+        send_ctrl_break(self.pid)
     }
 
     /// Kills every process in the job.
@@ -279,7 +318,108 @@ impl TreeGuard {
     }
 }
 
-/// Unused on Windows.
+/// Runs the helper that delivers CTRL_BREAK_EVENT ([`guardian_main`]) for `group` and waits
+/// for its answer.
+fn send_ctrl_break(group: Pid) -> io::Result<()> {
+    let mut helper = Command::new(std::env::current_exe()?)
+        .arg(GUARDIAN_SUBCOMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .creation_flags(CREATE_NO_WINDOW)
+        .spawn()?;
+    let sent = match helper.stdin.take() {
+        Some(mut stdin) => writeln!(stdin, "break {group}"),
+        None => Err(io::Error::other("the helper has no stdin")),
+    };
+    // SAFETY: the handle belongs to `helper`, alive until the end of this function.
+    let waited = unsafe {
+        WaitForSingleObject(
+            helper.as_raw_handle() as HANDLE,
+            BREAK_HELPER_TIMEOUT.as_millis() as u32,
+        )
+    };
+    if waited == WAIT_TIMEOUT {
+        let _ = helper.kill();
+        let _ = helper.wait();
+        return Err(io::Error::other(
+            "the Ctrl+Break helper did not answer in time",
+        ));
+    }
+    sent?;
+    let status = helper.wait()?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut why = String::new();
+    if let Some(mut stderr) = helper.stderr.take() {
+        let _ = stderr.read_to_string(&mut why);
+    }
+    Err(io::Error::other(format!(
+        "Ctrl+Break not delivered: {}",
+        why.trim().trim_start_matches("backend-warden: ")
+    )))
+}
+
+/// The helper process: reads `break PID` from stdin and sends CTRL_BREAK_EVENT to process group
+/// PID on that process's console. Exit code 0 when sent, 1 when not (why on stderr), 2 on bad
+/// input.
 pub fn guardian_main() -> i32 {
-    0
+    let mut line = String::new();
+    let _ = io::stdin().lock().read_line(&mut line);
+    let Some(group) = line
+        .trim()
+        .strip_prefix("break ")
+        .and_then(|pid| pid.parse::<Pid>().ok())
+    else {
+        eprintln!("backend-warden: {GUARDIAN_SUBCOMMAND}: expected `break PID` on stdin");
+        return 2;
+    };
+    match ctrl_break_on_console_of(group) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("backend-warden: {e}");
+            1
+        }
+    }
+}
+
+/// Ignores every console control event: the helper shares the backend's console while it
+/// sends the event and must not be stopped by it.
+unsafe extern "system" fn ignore_control_event(_event: u32) -> windows_sys::core::BOOL {
+    1
+}
+
+fn ctrl_break_on_console_of(group: Pid) -> io::Result<()> {
+    // SAFETY: plain Win32 calls on this process's own console state and standard handles.
+    unsafe {
+        // Attaching may replace the standard handles; stderr (a pipe to the warden) must
+        // survive it to carry an error message back.
+        let stderr = GetStdHandle(STD_ERROR_HANDLE);
+        // The helper may have attached to the warden's console at start (main does that for
+        // every command); a process can be attached to one console at a time.
+        FreeConsole();
+        let result = if AttachConsole(group) == 0 {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(
+                e.kind(),
+                format!("cannot attach to the console of PID {group} (it may have none): {e}"),
+            ))
+        } else {
+            SetConsoleCtrlHandler(Some(ignore_control_event), 1);
+            let sent = if GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, group) == 0 {
+                let e = io::Error::last_os_error();
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("GenerateConsoleCtrlEvent for process group {group}: {e}"),
+                ))
+            } else {
+                Ok(())
+            };
+            FreeConsole();
+            sent
+        };
+        SetStdHandle(STD_ERROR_HANDLE, stderr);
+        result
+    }
 }
