@@ -22,7 +22,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-WINE=/usr/lib/wine/wine64
+# The binaries of the wine64 package and its libwine dependency, not the /usr/bin launchers
+# of the (merely recommended) wine package: `wine` looks for a 32-bit prefix.
+WINE=/usr/lib/wine/wine64 WINESERVER=/usr/lib/wine/wineserver
 STATE=$ROOT/target/windows/wine
 export WINEPREFIX=$ROOT/target/windows/wineprefix WINEDEBUG=-all
 # No Mono or Gecko installer dialogs while the prefix is created.
@@ -34,7 +36,7 @@ if [ "${1:-}" != --checks ]; then
   T0=$(date +%s)
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   need=()
-  for p in wine64 xvfb gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64; do
+  for p in wine64 xvfb xauth gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -67,16 +69,16 @@ C
   cp "$STATE/bcryptprimitives.dll" "$(dirname "$EXE")/"
 
   # A fresh prefix: no Run value, installed MSI or config left from an earlier run.
-  [ -d "$WINEPREFIX" ] && { wineserver -k 2>/dev/null || true; rm -rf "$WINEPREFIX"; }
+  [ -d "$WINEPREFIX" ] && { "$WINESERVER" -k 2>/dev/null || true; rm -rf "$WINEPREFIX"; }
   say "creating the Wine prefix"
   env -u DISPLAY "$WINE" wineboot -i >/dev/null 2>&1
-  wineserver -w
+  "$WINESERVER" -w
   # The MSI-installed exe has no shim beside it; the prefix's system folder serves it.
   cp "$STATE/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
   say "setup done in $(( $(date +%s) - T0 ))s; running the checks under Xvfb"
   status=0
   xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" bash "$0" --checks || status=$?
-  wineserver -k 2>/dev/null || true
+  "$WINESERVER" -k 2>/dev/null || true
   exit "$status"
 fi
 
@@ -187,7 +189,7 @@ code=0; out=$(bw run --headless 2>&1) || code=$?
   && ok "a second launch hands over to the running warden (PID $WARDEN_PID) and exits 0" \
   || not_ok "a second launch hands over to the running warden" "exit $code: $out"
 # Wine sets USERNAME itself at start; cmd's `set` changes it for its children.
-code=0; out=$(timeout 60 "$WINE" cmd /c "set USERNAME=somebody-else&& $(winepath -w "$EXE" | tr -d '\r') status" 2>&1) || code=$?
+code=0; out=$(timeout 60 "$WINE" cmd /c "set USERNAME=somebody-else&& $("$WINE" winepath -w "$EXE" | tr -d '\r') status" 2>&1) || code=$?
 [ "$code" = 0 ] && ok "a client with another %USERNAME% still finds the warden (pipe named after the account)" \
   || not_ok "a client with another %USERNAME% still finds the warden" "exit $code: $out"
 PID1=$(bw status --json | field pid)
@@ -210,24 +212,24 @@ gone() { [ "$(count "$HEADLESS")" = 0 ]; }
 [ "$code" = 0 ] && wait_until 10000 gone && { code=0; bw status >/dev/null 2>&1 || code=$?; [ "$code" = 3 ]; } \
   && ok "quit exits 0; the warden is gone and status exits 3" || not_ok "quit exits 0; the warden is gone" "exit $code: $out"
 
-# A backend that fails: `start` exits 1.
+# A backend that fails: `restart` exits 1.
 FAILING=$(home failing)
 cat > "$(home_dir failing)/config.toml" <<EOF
 [backend]
-command = '$(winepath -w "$EXE" 2>/dev/null | tr -d '\r')'
+command = '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')'
 args = ["demo-backend", "--exit-after", "0", "--exit-code", "3"]
 [restart]
 policy = "never"
 EOF
-(export BACKEND_WARDEN_HOME=$FAILING
- start_warden "$(home_dir failing)/warden.out" run --headless
- wait_until 60000 state_is failed
- code=0; out=$(bw restart 2>&1) || code=$?
- last=$(bw status --json | tr -d '\n' | sed -n 's/.*"last_exit": {[^}]*"code": \([0-9-]*\).*/\1/p')
- [ "$code" = 1 ] && [ "$last" = 3 ] \
-   && ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" \
-   || not_ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" "exit $code, last $last: $out"
- bw quit >/dev/null 2>&1 || true)
+BACKEND_WARDEN_HOME=$FAILING
+start_warden "$(home_dir failing)/warden.out" run --headless
+wait_until 60000 state_is failed
+code=0; out=$(bw restart 2>&1) || code=$?
+last=$(bw status --json | tr -d '\n' | sed -n 's/.*"last_exit": {[^}]*"code": \([0-9-]*\).*/\1/p')
+[ "$code" = 1 ] && [ "$last" = 3 ] \
+  && ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" \
+  || not_ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" "exit $code, last $last: $out"
+bw quit >/dev/null 2>&1
 
 # ---- Job Object: the whole tree, kill-on-close; Ctrl+Break helper -----------------------------
 # A console program (cmd) as the backend, like python.exe: it gets a hidden console of its
@@ -238,7 +240,7 @@ PORT=$(( 47000 + $$ % 1000 ))
 cat > "$(home_dir tree)/config.toml" <<EOF
 [backend]
 command = "cmd"
-args = ["/c", '$(winepath -w "$EXE" 2>/dev/null | tr -d '\r')', "demo-backend", "--port", "$PORT", "--children", "2", "--grandchildren", "1", "--tag", "$TAG"]
+args = ["/c", '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')', "demo-backend", "--port", "$PORT", "--children", "2", "--grandchildren", "1", "--tag", "$TAG"]
 [health]
 url = "http://127.0.0.1:$PORT/health"
 [stop]
@@ -332,7 +334,7 @@ aumid_key() { timeout 30 "$WINE" reg query 'HKCU\Software\Classes\AppUserModelId
 if [ -z "$MSI" ]; then
   not_ok "MSI: none built (bash wix/build-msi.sh)"
 else
-  code=0; out=$(timeout 120 "$WINE" msiexec /i "$(winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
+  code=0; out=$(timeout 120 "$WINE" msiexec /i "$("$WINE" winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
   [ "$code" = 0 ] && [ -f "$INSTALL_DIR/backend-warden.exe" ] && [ -f "$LNK" ] \
     && [ "$(run_key)" = "\"$INSTALLED_EXE\"" ] && grep -q "DisplayName *REG_SZ *Backend Warden" <<<"$(aumid_key)" \
     && ok "msiexec /i /qn (per-user): exe in %LOCALAPPDATA%\\Programs\\Backend Warden, Start-menu shortcut, quoted Run value, AppUserModelId key" \
@@ -355,7 +357,7 @@ else
   [ "$code" = 0 ] && [ "$(count "$TRAY")" = 1 ] \
     && ok "a second tray launch hands over (asks the running one to show itself) and exits 0" \
     || not_ok "a second tray launch hands over and exits 0" "exit $code"
-  code=0; out=$(timeout 120 "$WINE" msiexec /x "$(winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
+  code=0; out=$(timeout 120 "$WINE" msiexec /x "$("$WINE" winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
   tray_gone() { [ "$(count "$TRAY")" = 0 ]; }
   [ "$code" = 0 ] && wait_until 10000 tray_gone && [ ! -e "$INSTALL_DIR" ] && [ ! -e "$LNK" ] \
     && [ -z "$(run_key)" ] && [ -z "$(aumid_key)" ] \
