@@ -639,6 +639,8 @@ pub fn listening_pids(port: u16) -> Vec<u32> {
                 ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)
         })
         .flat_map(|s| s.associated_pids)
+        // Wine (and some sandboxes) report no owner as PID 0: nobody to name.
+        .filter(|pid| *pid != 0)
         .collect();
     pids.sort_unstable();
     pids.dedup();
