@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
@@ -19,13 +20,21 @@ use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{Command, Effect, Event, Input, Pid, Policy, Snapshot, Supervisor};
 
-/// How long an exit report waits for the backend's last output lines to be read. A lone
-/// process's pipes reach end-of-file the moment it dies, so the wait ends at once; when the
-/// rest of the tree (a reload worker) holds them open, end-of-file comes only after the tree
-/// is killed, which this very wait delays: meanwhile the orphan goes on answering requests
-/// (50 ms here let uvicorn's worker answer ~27 requests per reloader kill in the benchmark).
-/// What the dead leader wrote is in the pipe already, and the readers take it within this.
+/// How long an exit report waits for the backend's last output lines to be read. After an
+/// exit nobody asked for, the waiting thread has killed the tree already, so the pipes reach
+/// end-of-file at once and the wait ends; when the rest of a stopping tree still holds them,
+/// the report does not wait for it longer than this. What the dead leader wrote is in the
+/// pipe already, and the readers take it within this.
 const TAIL_WAIT: Duration = Duration::from_millis(5);
+
+/// A tree in the runner's charge.
+#[derive(Debug)]
+struct Held {
+    tree: Tree,
+    /// Set once the tree is asked to stop or let go: from then on the end of its leader is
+    /// expected, and the tree's other processes get their own time to finish.
+    hands_off: Arc<AtomicBool>,
+}
 
 /// What the runner needs to know about the backend, beyond the supervisor's policy.
 #[derive(Debug, Clone)]
@@ -233,7 +242,7 @@ pub struct Runner {
     log: BackendLog,
     guard: TreeGuard,
     probe: Option<HealthProbe>,
-    trees: HashMap<Pid, Tree>,
+    trees: HashMap<Pid, Held>,
     dying: HashMap<Pid, Dying>,
     board: Arc<StatusBoard>,
     observer: Box<dyn FnMut(&Event) + Send>,
@@ -360,7 +369,8 @@ impl Runner {
         match effect {
             Effect::Spawn { attempt } => queue.push_back(self.spawn(attempt)),
             Effect::Terminate { pid } => {
-                if let Some(tree) = self.trees.get(&pid) {
+                if let Some(Held { tree, hands_off }) = self.trees.get(&pid) {
+                    hands_off.store(true, Ordering::SeqCst);
                     if let Err(e) = tree.terminate() {
                         warn!(pid, error = %e, "could not ask the backend to stop");
                     }
@@ -370,7 +380,7 @@ impl Runner {
                 }
             }
             Effect::Kill { pid } => {
-                if let Some(tree) = self.trees.get(&pid) {
+                if let Some(Held { tree, .. }) = self.trees.get(&pid) {
                     if let Err(e) = tree.kill() {
                         error!(pid, error = %e, "could not kill the backend tree");
                     }
@@ -393,7 +403,8 @@ impl Runner {
                 }
             }
             Effect::Release { pid } => {
-                if let Some(tree) = self.trees.remove(&pid) {
+                if let Some(Held { tree, hands_off }) = self.trees.remove(&pid) {
+                    hands_off.store(true, Ordering::SeqCst);
                     let _ = self.guard.forget(&tree);
                     if let Err(e) = tree.release() {
                         error!(pid, error = %e, "could not let the backend tree go");
@@ -407,9 +418,16 @@ impl Runner {
     }
 
     fn spawn(&mut self, attempt: u32) -> Input {
+        let input = self.launch(attempt);
+        // A fresh stray scan with the new tree in place (on the watch's thread, so it does
+        // not delay the start).
         if let Some(watch) = &self.strays {
             watch.scan_now();
         }
+        input
+    }
+
+    fn launch(&mut self, attempt: u32) -> Input {
         // The cheap check first (a bind); only when it fails, who listens. A bind can also fail
         // for a moment after the last run's listener died (its connections linger): with
         // nobody listening, that is no conflict.
@@ -437,10 +455,6 @@ impl Runner {
             }
         };
         let pid = launched.pid;
-        if let Err(e) = self.guard.watch(&launched.tree) {
-            // Supervision goes on; only the kill-with-the-warden safety net is missing.
-            error!(pid, error = %e, "could not register the backend tree with the guardian");
-        }
         self.log.note(&format!(
             "backend started: pid {pid}, attempt {attempt}: {} {}",
             self.backend.spec.program,
@@ -453,15 +467,19 @@ impl Runner {
                 None
             }
         };
-        if !self.wait_for_exit(pid, launched.waiter, capture) {
+        let held = Held {
+            tree: launched.tree,
+            hands_off: Arc::default(),
+        };
+        if !self.wait_for_exit(pid, &held, launched.waiter, capture) {
             // Without a waiter the exit would go unnoticed: do not run the backend blind.
             error!(pid, "could not start a thread to wait for the backend");
-            let _ = launched.tree.kill();
+            let _ = held.tree.kill();
             return Input::SpawnFailed {
                 error: "could not start a thread to wait for the backend".into(),
             };
         }
-        self.trees.insert(pid, launched.tree);
+        self.trees.insert(pid, held);
         Input::Spawned { pid }
     }
 
@@ -498,8 +516,12 @@ impl Runner {
                 self.log.note(&format!(
                     "adopted the backend started outside the warden: pid {pid} (its output is not captured)"
                 ));
-                self.wait_for_exit(pid, waiter, None);
-                self.trees.insert(pid, tree);
+                let held = Held {
+                    tree,
+                    hands_off: Arc::default(),
+                };
+                self.wait_for_exit(pid, &held, waiter, None);
+                self.trees.insert(pid, held);
                 Input::Adopted { pid }
             }
             Err(e) => {
@@ -510,17 +532,30 @@ impl Runner {
     }
 
     /// Reports the exit of `pid` as an input, from a thread of its own.
+    ///
+    /// An exit nobody asked for ends the whole tree (the supervisor answers it with a kill):
+    /// the waiting thread kills the tree itself the moment the leader is dead, before the
+    /// report goes round the engine, so that an orphaned reload worker does not answer a
+    /// single request more than it must. After a stop request or a release it does nothing:
+    /// the tree's other processes then get their grace period, or are left running.
     fn wait_for_exit(
         &self,
         pid: Pid,
+        held: &Held,
         waiter: process::ExitWaiter,
         capture: Option<crate::output::Capture>,
     ) -> bool {
         let exits = self.handle.clone();
+        let killer = held.tree.killer();
+        let hands_off = Arc::clone(&held.hands_off);
         thread::Builder::new()
             .name(format!("wait-{pid}"))
             .spawn(move || {
-                let status = waiter.wait();
+                let status = waiter.wait_then(|| {
+                    if !hands_off.load(Ordering::SeqCst) {
+                        killer.kill();
+                    }
+                });
                 let tail = capture
                     .map(|c| {
                         c.wait_eof(TAIL_WAIT);
@@ -541,12 +576,12 @@ impl Runner {
             .dying
             .keys()
             .copied()
-            .filter(|pid| self.trees.get(pid).is_none_or(Tree::is_gone))
+            .filter(|pid| self.trees.get(pid).is_none_or(|h| h.tree.is_gone()))
             .collect();
         for pid in gone {
             self.dying.remove(&pid);
-            if let Some(tree) = self.trees.remove(&pid) {
-                let _ = self.guard.forget(&tree);
+            if let Some(held) = self.trees.remove(&pid) {
+                let _ = self.guard.forget(&held.tree);
             }
             queue.push_back(Input::TreeGone { pid });
         }
@@ -568,8 +603,8 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         // Whatever happens to the engine, no tree outlives it.
-        for tree in self.trees.values() {
-            let _ = tree.kill();
+        for held in self.trees.values() {
+            let _ = held.tree.kill();
         }
     }
 }

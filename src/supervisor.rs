@@ -18,7 +18,7 @@ pub type Pid = u32;
 
 /// How often the backend is probed while it is `starting`, so `healthy` is reported within a
 /// few milliseconds of the backend answering.
-pub const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+pub const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(3);
 
 /// Without a health URL, a backend that has stayed up this long counts as healthy.
 pub const SETTLE_WITHOUT_HEALTH: Duration = Duration::from_millis(1000);

@@ -18,7 +18,7 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, adopt, guardian_main};
+pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt, guardian_main};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,29 +101,34 @@ pub fn launch(spec: &LaunchSpec, guard: &mut TreeGuard) -> Result<Launched, Laun
     {
         command.env("PYTHONUNBUFFERED", "1");
     }
-    imp::prepare(&mut command, guard).map_err(|source| LaunchError::Spawn {
+    let launch = imp::prepare(&mut command, guard).map_err(|source| LaunchError::Spawn {
         program: program.clone(),
         source,
     })?;
-    let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            imp::not_launched(launch, guard);
+            return Err(LaunchError::Spawn { program, source });
+        }
+    };
     let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
         (Some(out), Some(err)) => (out, err),
         _ => {
             let _ = child.kill();
             let _ = child.wait();
+            imp::not_launched(launch, guard);
             return Err(LaunchError::Spawn {
                 program,
                 source: std::io::Error::other("no stdout/stderr pipe"),
             });
         }
     };
-    let (pid, tree, waiter) = imp::launched(child).map_err(|source| LaunchError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let (pid, tree, waiter) =
+        imp::launched(child, launch, guard).map_err(|source| LaunchError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     Ok(Launched {
         pid,
         tree,

@@ -2,8 +2,8 @@
 //! stop (SIGTERM to the group) and forced kill (SIGKILL to the group). A small guardian process
 //! kills the registered groups when the warden dies, however it dies.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -20,6 +20,8 @@ pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
 #[derive(Debug)]
 pub struct Tree {
     pgid: Pid,
+    /// The value of [`TREE_ENV`] in the tree's processes (none for an adopted tree).
+    token: Option<String>,
 }
 
 /// Waits for the backend's main process; moved to a thread of its own.
@@ -38,8 +40,17 @@ const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 impl ExitWaiter {
     /// Blocks until the main process exits (and reaps it, when it is our child).
     pub fn wait(self) -> io::Result<ExitStatus> {
+        self.wait_then(|| {})
+    }
+
+    /// Blocks until the main process exits, calls `on_exit`, then reaps it (when it is our
+    /// child). Until it is reaped the dead leader keeps its PID and group ID reserved, so
+    /// `on_exit` can signal the group without any risk of reaching a reused ID.
+    pub fn wait_then(self, on_exit: impl FnOnce()) -> io::Result<ExitStatus> {
         match self {
             ExitWaiter::Child(mut child) => {
+                exited_unreaped(child.id());
+                on_exit();
                 let status = child.wait()?;
                 Ok(ExitStatus {
                     code: status.code(),
@@ -50,6 +61,7 @@ impl ExitWaiter {
                 while process_alive(pid) {
                     std::thread::sleep(ADOPTED_POLL);
                 }
+                on_exit();
                 Ok(ExitStatus {
                     code: None,
                     signal: None,
@@ -57,6 +69,22 @@ impl ExitWaiter {
             }
         }
     }
+}
+
+/// Blocks until our child `pid` has exited, leaving it a zombie (`WNOWAIT`). Where the OS has
+/// no `waitid`, returns at once: the caller's `wait` then does the waiting.
+fn exited_unreaped(pid: Pid) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    loop {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(nix_pid(pid)), flags) {
+            Err(Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = pid;
 }
 
 /// Whether `pid` runs (a zombie does not).
@@ -85,82 +113,76 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
              could hit them"
         )));
     }
-    Ok((Tree { pgid: pid }, ExitWaiter::Adopted(pid)))
+    let tree = Tree {
+        pgid: pid,
+        token: None,
+    };
+    Ok((tree, ExitWaiter::Adopted(pid)))
 }
 
-pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> io::Result<()> {
+/// The environment variable that marks every process of a launched tree with the tree's
+/// token (see [`TreeGuard`]).
+pub const TREE_ENV: &str = "BACKEND_WARDEN_TREE";
+
+pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> io::Result<Launch> {
     // Its own process group: the group is the tree, and Ctrl+C in the warden's terminal does
-    // not reach the backend behind the warden's back.
+    // not reach the backend behind the warden's back. No code runs between fork and exec, so
+    // std can use posix_spawn (a vfork: a restart costs a fraction of a fork of the warden).
     command.process_group(0);
-    // The child tells the guardian its group itself, between fork and exec (std has done the
-    // setpgid by then). Registering after `spawn` returned left a window (the whole exec of
-    // the backend, up to milliseconds) in which a SIGKILLed warden left the backend running:
-    // the reliability suite's random kills found it. Now, until the child has registered, it
-    // holds a copy of the guardian's pipe, so the guardian cannot see the warden's end first.
-    let fd = guard.ensure_running()?.as_raw_fd();
-    // SAFETY: the closure runs in the forked child of a multi-threaded process, so it only
-    // makes async-signal-safe calls (getpid, sigaction, write) and does not allocate.
-    unsafe {
-        command.pre_exec(move || {
-            register_own_group(fd);
-            Ok(())
-        });
-    }
-    Ok(())
+    let token = guard.announce()?;
+    command.env(TREE_ENV, &token);
+    Ok(Launch { token })
 }
 
-/// Writes `+PID\n` (the child's PID, which is its group's ID) to the guardian's pipe. A gone
-/// guardian is not an error here (the runner starts a new one and registers the tree again);
-/// SIGPIPE, which std has just reset to its default, is ignored around the write.
-fn register_own_group(fd: RawFd) {
-    let mut line = [0u8; 16];
-    let mut digits = [0u8; 10];
-    let mut pid = std::process::id();
-    let mut n = 0;
-    loop {
-        digits[n] = b'0' + (pid % 10) as u8;
-        n += 1;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
-    line[0] = b'+';
-    for i in 0..n {
-        line[1 + i] = digits[n - 1 - i];
-    }
-    line[1 + n] = b'\n';
-    // SAFETY: SIG_IGN and SIG_DFL install no handler code.
-    unsafe {
-        let _ = signal::signal(Signal::SIGPIPE, SigHandler::SigIgn);
-    }
-    // SAFETY: `fd` is the guardian's pipe, open in this forked child until exec; a write of
-    // at most 12 bytes to a pipe is atomic.
-    let _ = unsafe { libc_write(fd, &line[..2 + n]) };
-    unsafe {
-        let _ = signal::signal(Signal::SIGPIPE, SigHandler::SigDfl);
-    }
+/// A launch under way: the guardian knows its token before the backend exists.
+#[derive(Debug)]
+pub(super) struct Launch {
+    token: String,
 }
 
-/// `write(2)` without any allocation or locking.
-///
-/// # Safety
-/// `fd` must be an open descriptor.
-unsafe fn libc_write(fd: RawFd, bytes: &[u8]) -> nix::Result<usize> {
-    // SAFETY: the caller guarantees `fd` is open; nix's write borrows it for the call only.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::unistd::write(fd, bytes)
-}
-
-pub(super) fn launched(child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
+pub(super) fn launched(
+    child: Child,
+    launch: Launch,
+    guard: &mut TreeGuard,
+) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
-    Ok((pid, Tree { pgid: pid }, ExitWaiter::Child(child)))
+    let tree = Tree {
+        pgid: pid,
+        token: Some(launch.token),
+    };
+    if let Err(e) = guard.watch(&tree) {
+        // Supervision goes on; the guardian still finds the tree by its token.
+        tracing::error!(pid, error = %e, "could not register the backend tree with the guardian");
+    }
+    Ok((pid, tree, ExitWaiter::Child(child)))
+}
+
+pub(super) fn not_launched(launch: Launch, guard: &mut TreeGuard) {
+    let _ = guard.send(&format!("!{}\n", launch.token));
+}
+
+/// Kills a tree from another thread (see [`Tree::killer`]).
+#[derive(Debug, Clone)]
+pub struct TreeKiller {
+    pgid: Pid,
+}
+
+impl TreeKiller {
+    /// Kills every process of the tree (SIGKILL to the group); a group already gone is fine.
+    pub fn kill(&self) {
+        let _ = signal::killpg(nix_pid(self.pgid), Signal::SIGKILL);
+    }
 }
 
 impl Tree {
     /// The group's ID (the leader's PID).
     pub fn id(&self) -> Pid {
         self.pgid
+    }
+
+    /// A handle that kills this tree, for the thread that waits for its leader.
+    pub fn killer(&self) -> TreeKiller {
+        TreeKiller { pgid: self.pgid }
     }
 
     /// Asks every process of the tree to stop (SIGTERM to the group).
@@ -238,19 +260,43 @@ fn nix_pid(pid: Pid) -> NixPid {
 /// Instead a guardian process, started from this binary, holds the read end of a pipe. The
 /// kernel closes the write end when the warden dies for any reason, including SIGKILL; the
 /// guardian then kills every group it was told about.
+///
+/// The pipe carries one line per change: `?TOKEN` before a launch (every process of the
+/// launched tree carries `BACKEND_WARDEN_TREE=TOKEN` in its environment), `+PGID TOKEN` once
+/// it runs (`-` for an adopted tree, which has no token), `-PGID TOKEN` when the tree is gone
+/// or let go, `!TOKEN` when the launch failed. A warden killed between a launch and its `+`
+/// line leaves a tree the guardian knows only by its token; it finds those processes by
+/// their environment, as it does any process of a live tree that left the group.
 #[derive(Debug)]
 pub struct TreeGuard {
     guardian: Option<(Child, ChildStdin)>,
+    /// Unique to this warden run (PID and start time), so tokens never collide with those of
+    /// another warden, or of an earlier one that had the same PID.
+    prefix: String,
+    launches: u64,
+    /// What the guardian must know now: told again to a new guardian if the old one died.
+    pending: Vec<String>,
+    live: Vec<(Pid, Option<String>)>,
 }
 
 impl TreeGuard {
     /// Starts the guardian.
     pub fn start() -> io::Result<TreeGuard> {
-        let mut guard = TreeGuard { guardian: None };
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut guard = TreeGuard {
+            guardian: None,
+            prefix: format!("{}-{}", std::process::id(), since_epoch.as_nanos()),
+            launches: 0,
+            pending: Vec::new(),
+            live: Vec::new(),
+        };
         guard.ensure_running()?;
         Ok(guard)
     }
 
+    /// Starts a guardian if there is none (or it died), telling it everything registered.
     fn ensure_running(&mut self) -> io::Result<&mut ChildStdin> {
         let alive = match &mut self.guardian {
             Some((child, _)) => child.try_wait()?.is_none(),
@@ -265,10 +311,18 @@ impl TreeGuard {
                 .stderr(Stdio::null())
                 .process_group(0)
                 .spawn()?;
-            let stdin = child
+            let mut stdin = child
                 .stdin
                 .take()
                 .ok_or_else(|| io::Error::other("guardian has no stdin"))?;
+            let mut state = String::new();
+            for token in &self.pending {
+                state.push_str(&format!("?{token}\n"));
+            }
+            for (pgid, token) in &self.live {
+                state.push_str(&format!("+{pgid} {}\n", token.as_deref().unwrap_or("-")));
+            }
+            stdin.write_all(state.as_bytes())?;
             self.guardian = Some((child, stdin));
         }
         match &mut self.guardian {
@@ -277,14 +331,30 @@ impl TreeGuard {
         }
     }
 
-    /// Registers a tree to kill if the warden dies.
-    pub fn watch(&mut self, tree: &Tree) -> io::Result<()> {
-        self.send(&format!("+{}\n", tree.pgid))
+    /// A new token for a launch about to happen, made known to the guardian first.
+    fn announce(&mut self) -> io::Result<String> {
+        self.launches += 1;
+        let token = format!("{}-{}", self.prefix, self.launches);
+        self.pending.push(token.clone());
+        self.send(&format!("?{token}\n"))?;
+        Ok(token)
     }
 
-    /// Unregisters a tree that is gone (so a reused PID is never killed).
+    /// Registers a tree to kill if the warden dies.
+    pub fn watch(&mut self, tree: &Tree) -> io::Result<()> {
+        if let Some(token) = &tree.token {
+            self.pending.retain(|t| t != token);
+        }
+        if !self.live.iter().any(|(pgid, _)| *pgid == tree.pgid) {
+            self.live.push((tree.pgid, tree.token.clone()));
+        }
+        self.send(&format!("+{} {}\n", tree.pgid, tree.token_text()))
+    }
+
+    /// Unregisters a tree that is gone (so a reused PID is never killed), or let go.
     pub fn forget(&mut self, tree: &Tree) -> io::Result<()> {
-        self.send(&format!("-{}\n", tree.pgid))
+        self.live.retain(|(pgid, _)| *pgid != tree.pgid);
+        self.send(&format!("-{} {}\n", tree.pgid, tree.token_text()))
     }
 
     fn send(&mut self, line: &str) -> io::Result<()> {
@@ -292,11 +362,18 @@ impl TreeGuard {
         match stdin.write_all(line.as_bytes()) {
             Ok(()) => Ok(()),
             Err(_) => {
-                // The guardian died (someone killed it): start a new one and tell it again.
+                // The guardian died (someone killed it): a new one learns the whole state,
+                // which already includes this line.
                 self.guardian = None;
-                self.ensure_running()?.write_all(line.as_bytes())
+                self.ensure_running().map(|_| ())
             }
         }
+    }
+}
+
+impl Tree {
+    fn token_text(&self) -> &str {
+        self.token.as_deref().unwrap_or("-")
     }
 }
 
@@ -319,21 +396,75 @@ pub fn guardian_main() -> i32 {
         let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
     }
     let mut groups: Vec<Pid> = Vec::new();
-    let stdin = io::stdin();
-    for line in stdin.lock().lines() {
+    let mut tokens: HashSet<String> = HashSet::new();
+    for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let (op, pgid) = line.split_at(line.len().min(1));
-        let Ok(pgid) = pgid.trim().parse::<Pid>() else {
-            continue;
-        };
+        let (op, rest) = line.split_at(line.len().min(1));
+        let mut fields = rest.split_whitespace();
         match op {
-            "+" if !groups.contains(&pgid) => groups.push(pgid),
-            "-" => groups.retain(|g| *g != pgid),
+            "?" => tokens.extend(fields.next().map(str::to_string)),
+            "!" => {
+                if let Some(token) = fields.next() {
+                    tokens.remove(token);
+                }
+            }
+            "+" | "-" => {
+                let Some(Ok(pgid)) = fields.next().map(str::parse::<Pid>) else {
+                    continue;
+                };
+                let token = fields.next().filter(|t| *t != "-");
+                if op == "+" {
+                    if !groups.contains(&pgid) {
+                        groups.push(pgid);
+                    }
+                    tokens.extend(token.map(str::to_string));
+                } else {
+                    groups.retain(|g| *g != pgid);
+                    if let Some(token) = token {
+                        tokens.remove(token);
+                    }
+                }
+            }
             _ => {}
         }
     }
     for pgid in groups {
         let _ = signal::killpg(nix_pid(pgid), Signal::SIGKILL);
     }
+    if !tokens.is_empty() {
+        kill_marked(&tokens);
+    }
     0
+}
+
+/// Kills every process whose environment carries one of `tokens`, in rounds until none is
+/// found: a launch caught between its fork and its exec shows the token only after the exec.
+fn kill_marked(tokens: &HashSet<String>) {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let wanted: Vec<std::ffi::OsString> = tokens
+        .iter()
+        .map(|t| format!("{TREE_ENV}={t}").into())
+        .collect();
+    let Ok(mut system) = System::new() else {
+        return;
+    };
+    let kind = ProcessRefreshKind::nothing()
+        .with_environ(UpdateKind::Always)
+        .without_tasks();
+    for round in 0..5u64 {
+        system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        let found: Vec<Pid> = system
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.environ().iter().any(|e| wanted.contains(e)))
+            .map(|(pid, _)| pid.as_u32())
+            .collect();
+        for pid in &found {
+            let _ = signal::kill(nix_pid(*pid), Signal::SIGKILL);
+        }
+        if found.is_empty() && round >= 2 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20 * (round + 1)));
+    }
 }

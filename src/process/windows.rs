@@ -19,6 +19,7 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::os::windows::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::ptr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
@@ -56,7 +57,7 @@ const BREAK_HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A backend tree: the Job Object holding it.
 #[derive(Debug)]
 pub struct Tree {
-    job: OwnedHandle,
+    job: Arc<OwnedHandle>,
     pid: Pid,
     /// Whether the main process leads a process group of its own, so that CTRL_BREAK_EVENT
     /// can be sent to exactly its tree. True for the backends the warden launches.
@@ -75,9 +76,16 @@ pub enum ExitWaiter {
 impl ExitWaiter {
     /// Blocks until the main process exits.
     pub fn wait(self) -> io::Result<ExitStatus> {
+        self.wait_then(|| {})
+    }
+
+    /// Blocks until the main process exits, then calls `on_exit` (our handle keeps its
+    /// process ID from being reused meanwhile).
+    pub fn wait_then(self, on_exit: impl FnOnce()) -> io::Result<ExitStatus> {
         match self {
             ExitWaiter::Child(mut child) => {
                 let status = child.wait()?;
+                on_exit();
                 Ok(ExitStatus {
                     code: status.code(),
                     signal: None,
@@ -94,6 +102,7 @@ impl ExitWaiter {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                on_exit();
                 Ok(ExitStatus {
                     code: Some(code as i32),
                     signal: None,
@@ -122,7 +131,7 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
             return Err(io::Error::last_os_error());
         }
         let tree = Tree {
-            job,
+            job: Arc::new(job),
             pid,
             own_group: false,
         };
@@ -132,17 +141,27 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
 
 /// The child starts suspended and runs only once it is in the job (see `launched`), so the
 /// job covers it from its first instruction; `_guard` has nothing to do.
-pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> io::Result<()> {
+pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> io::Result<Launch> {
     command.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
-    Ok(())
+    Ok(Launch)
 }
 
-pub(super) fn launched(mut child: Child) -> io::Result<(Pid, Tree, ExitWaiter)> {
+/// A launch under way (nothing to remember on Windows).
+#[derive(Debug)]
+pub(super) struct Launch;
+
+pub(super) fn not_launched(_launch: Launch, _guard: &mut TreeGuard) {}
+
+pub(super) fn launched(
+    mut child: Child,
+    _launch: Launch,
+    _guard: &mut TreeGuard,
+) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
     match into_job(&child) {
         Ok(job) => {
             let tree = Tree {
-                job,
+                job: Arc::new(job),
                 pid,
                 own_group: true,
             };
@@ -230,10 +249,31 @@ unsafe fn resume_threads(pid: Pid) -> io::Result<()> {
     }
 }
 
+/// Kills a tree from another thread (see [`Tree::killer`]).
+#[derive(Debug, Clone)]
+pub struct TreeKiller {
+    job: Arc<OwnedHandle>,
+}
+
+impl TreeKiller {
+    /// Kills every process in the job.
+    pub fn kill(&self) {
+        // SAFETY: the job handle stays valid while this Arc holds it.
+        let _ = unsafe { TerminateJobObject(handle(&self.job), 1) };
+    }
+}
+
 impl Tree {
     /// The main process's ID.
     pub fn id(&self) -> Pid {
         self.pid
+    }
+
+    /// A handle that kills this tree, for the thread that waits for its leader.
+    pub fn killer(&self) -> TreeKiller {
+        TreeKiller {
+            job: Arc::clone(&self.job),
+        }
     }
 
     /// Asks the tree to stop: CTRL_BREAK_EVENT to the backend's process group, on the

@@ -335,3 +335,71 @@ fn partial_and_binary_output_is_kept() {
     assert!(String::from_utf8_lossy(&log).contains("exited with code 1"));
     assert!(w.terminate().success());
 }
+
+/// The guardian on its own, as the warden drives it: a tree it knows only by the token in its
+/// environment (the warden died between the launch and the registration) dies with the
+/// warden; a tree that was let go (`quit --keep-backend`) does not.
+#[test]
+fn guardian_kills_trees_known_by_token_and_spares_released_ones() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    let mut guardian = Command::new(exe())
+        .arg("__guardian")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = |tag: &str, token: &str| {
+        Command::new(exe())
+            .args([
+                "demo-backend",
+                "--no-serve",
+                "--children",
+                "2",
+                "--tag",
+                tag,
+            ])
+            .env("BACKEND_WARDEN_TREE", token)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (doomed, spared) = (tag("token-doomed"), tag("token-spared"));
+    let (doomed_token, spared_token) = (format!("{doomed}-1"), format!("{spared}-1"));
+    let mut pipe = guardian.stdin.take().unwrap();
+    writeln!(pipe, "?{doomed_token}\n?{spared_token}").unwrap();
+    let mut doomed_leader = start(&doomed, &doomed_token);
+    let mut spared_leader = start(&spared, &spared_token);
+    for tag in [&doomed, &spared] {
+        wait_until(SECS(10), "a leader and 2 children", || {
+            (live_with_tag(tag).len() == 3).then_some(())
+        });
+    }
+    let spared_pgid = spared_leader.id();
+    writeln!(
+        pipe,
+        "+{spared_pgid} {spared_token}\n-{spared_pgid} {spared_token}"
+    )
+    .unwrap();
+    drop(pipe); // the warden is gone
+
+    wait_none_with_tag(&doomed, SECS(1));
+    assert!(guardian.wait().unwrap().success());
+    assert_eq!(
+        live_with_tag(&spared).len(),
+        3,
+        "a released tree was killed"
+    );
+
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(spared_pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = doomed_leader.wait();
+    let _ = spared_leader.wait();
+    wait_none_with_tag(&spared, SECS(2));
+}
