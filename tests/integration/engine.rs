@@ -403,3 +403,34 @@ fn guardian_kills_trees_known_by_token_and_spares_released_ones() {
     let _ = spared_leader.wait();
     wait_none_with_tag(&spared, SECS(2));
 }
+
+/// A graceful stop reaches the whole tree; when the leader exits first, the rest of the tree
+/// still gets its grace period (only an exit nobody asked for kills the tree at once).
+#[test]
+fn graceful_stop_lets_the_tree_finish_after_its_leader_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("child-finished");
+    // The leader (sh waiting) dies of SIGTERM at once; its child takes 300 ms to finish.
+    let script = format!(
+        "(trap 'sleep 0.3; echo done > {}; exit 0' TERM; while :; do sleep 0.05; done) & wait",
+        marker.display()
+    );
+    let config = format!(
+        "[backend]\ncommand = \"sh\"\nargs = [\"-c\", {}]\n\n[stop]\ngrace = \"5s\"\n",
+        serde_json::to_string(&script).unwrap() // a TOML basic string too
+    );
+    let mut w = Warden::start(&config);
+    let leader = w.started_pid();
+    let group = wait_until(SECS(5), "the leader and its child", || {
+        let live = live_in_group(leader);
+        (live.len() >= 2).then_some(live)
+    });
+    let out = w.cli(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        marker.exists(),
+        "the child was killed before it could finish its graceful stop"
+    );
+    assert!(group.iter().all(|pid| !alive(*pid)));
+    assert!(w.terminate().success());
+}
