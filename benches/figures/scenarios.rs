@@ -65,6 +65,7 @@ pub fn run_all(settings: &Settings) -> Vec<Row> {
         ("warden-kill", warden_killed),
         ("crash-loop", crash_loop),
         ("idle", idle),
+        ("tray", tray_idle),
         ("strays", stray_scan),
         ("ipc", ipc_round_trip),
         ("stop", stop_tree),
@@ -634,7 +635,83 @@ fn crash_loop(_: &Settings) -> Vec<Row> {
 /// defaults (health every 2 s, stray scan every 5 s).
 fn idle(s: &Settings) -> Vec<Row> {
     let home = tempfile::tempdir().unwrap(); // no config: the built-in demo, default settings
-    let mut w = Warden::start_in(home);
+    let idle = measure_idle(s, Warden::start_in(home));
+    let (rss, cpu) = (idle.rss, idle.cpu_per_minute);
+    vec![
+        Row::new("idle RSS, headless warden", idle.describe_memory())
+            .target("≤ 5 MiB", rss <= 5 * 1024 * 1024)
+            .peers("55 / 25 / 31 MiB"),
+        Row::new("idle CPU per 60 s, headless warden", idle.describe_cpu(s))
+            .target("≤ 10 ms", cpu <= ms10())
+            .peers("10 / 10 / 20 ms"),
+    ]
+}
+
+/// The same with the tray icon, in the desktop session the bench runs in (`.ci/run` runs the
+/// benchmarks inside tests/tray/tray-e2e-env.sh: Xvfb, a session bus, xfce4-panel's tray).
+fn tray_idle(s: &Settings) -> Vec<Row> {
+    const FIGURE: &str = "idle RSS and CPU per 60 s, tray mode";
+    if std::env::var_os("DISPLAY").is_none() {
+        return vec![Row::new(
+            FIGURE,
+            "skipped: no DISPLAY (run the benchmarks through `bash tests/tray/tray-e2e-env.sh \
+             run -- cargo bench ...`, as .ci/run does)",
+        )];
+    }
+    let home = tempfile::tempdir().unwrap();
+    let idle = measure_idle(s, Warden::start_tray_in(home));
+    vec![
+        Row::new(
+            FIGURE,
+            format!("{}; CPU {}", idle.describe_memory(), idle.describe_cpu(s)),
+        )
+        .target("RSS ≤ 24 MiB", idle.rss <= 24 * 1024 * 1024),
+    ]
+}
+
+/// What an idle warden costs.
+struct Idle {
+    rss: u64,
+    private: u64,
+    guardian_rss: u64,
+    threads: usize,
+    cpu_per_minute: Duration,
+    precise_per_minute: Duration,
+    guardian_per_minute: Duration,
+}
+
+impl Idle {
+    fn describe_memory(&self) -> String {
+        format!(
+            "{:.1} MiB ({:.1} MiB private; {} threads) + guardian {:.1} MiB",
+            mib(self.rss),
+            mib(self.private),
+            self.threads,
+            mib(self.guardian_rss)
+        )
+    }
+
+    fn describe_cpu(&self, s: &Settings) -> String {
+        let scaled = if s.quick {
+            format!(
+                " (measured over {:.0} s, scaled to 60 s)",
+                s.idle_window.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{} (schedstat {}) + guardian {}{scaled}",
+            ms(self.cpu_per_minute),
+            ms(self.precise_per_minute),
+            ms(self.guardian_per_minute)
+        )
+    }
+}
+
+/// Waits until `w`'s backend is healthy and the first scans are over, then measures the
+/// warden over the idle window; stops it.
+fn measure_idle(s: &Settings, mut w: Warden) -> Idle {
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
     let warden = w.pid();
@@ -653,43 +730,18 @@ fn idle(s: &Settings) -> Vec<Row> {
         .unwrap()
         .saturating_sub(precise0);
     let gcpu = machine::cpu_time(guardian).unwrap() - gcpu0;
-    let rss = machine::rss(warden).unwrap();
-    let grss = machine::rss(guardian).unwrap();
-    let private = private_memory(warden);
-    let threads = machine::count_entries(Path::new(&format!("/proc/{warden}/task")));
-    w.terminate();
-
-    let window = s.idle_window.as_secs_f64();
-    let per_minute = |d: Duration| d.mul_f64(60.0 / window);
-    let scaled = if s.quick {
-        format!(" (measured over {window:.0} s, scaled to 60 s)")
-    } else {
-        String::new()
+    let per_minute = |d: Duration| d.mul_f64(60.0 / s.idle_window.as_secs_f64());
+    let idle = Idle {
+        rss: machine::rss(warden).unwrap(),
+        private: private_memory(warden),
+        guardian_rss: machine::rss(guardian).unwrap(),
+        threads: machine::count_entries(Path::new(&format!("/proc/{warden}/task"))),
+        cpu_per_minute: per_minute(cpu),
+        precise_per_minute: per_minute(precise),
+        guardian_per_minute: per_minute(gcpu),
     };
-    vec![
-        Row::new(
-            "idle RSS, headless warden",
-            format!(
-                "{:.1} MiB ({:.1} MiB private; {threads} threads) + guardian {:.1} MiB",
-                mib(rss),
-                mib(private),
-                mib(grss)
-            ),
-        )
-        .target("≤ 5 MiB", rss <= 5 * 1024 * 1024)
-        .peers("55 / 25 / 31 MiB"),
-        Row::new(
-            "idle CPU per 60 s, headless warden",
-            format!(
-                "{} (schedstat {}) + guardian {}{scaled}",
-                ms(per_minute(cpu)),
-                ms(per_minute(precise)),
-                ms(per_minute(gcpu))
-            ),
-        )
-        .target("≤ 10 ms", per_minute(cpu) <= ms10())
-        .peers("10 / 10 / 20 ms"),
-    ]
+    w.terminate();
+    idle
 }
 
 /// Private_Clean + Private_Dirty from /proc/PID/smaps_rollup (memory no other process shares).

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use crate::support;
 
-/// A warden running headless in its own temp home.
+/// A warden running in its own temp home (headless unless started with `start_tray_in`).
 pub struct Warden {
     child: Child,
     home: tempfile::TempDir,
@@ -28,10 +28,21 @@ impl Warden {
         Warden::start_in(home)
     }
 
-    /// Starts a warden in `home` (with no config.toml there: the built-in demo backend).
+    /// Starts a headless warden in `home` (with no config.toml there: the built-in demo
+    /// backend).
     pub fn start_in(home: tempfile::TempDir) -> Warden {
+        Warden::spawn(home, &["run", "--headless"])
+    }
+
+    /// Starts a warden with its tray icon in `home` (needs a desktop session: `DISPLAY` and a
+    /// session bus).
+    pub fn start_tray_in(home: tempfile::TempDir) -> Warden {
+        Warden::spawn(home, &["run"])
+    }
+
+    fn spawn(home: tempfile::TempDir, args: &[&str]) -> Warden {
         let child = Command::new(support::exe())
-            .args(["run", "--headless"])
+            .args(args)
             .env("BACKEND_WARDEN_HOME", home.path())
             .env_remove("BACKEND_WARDEN_LOG")
             .stdin(Stdio::null())
