@@ -196,23 +196,76 @@ pub fn listening_pids(port: u16, likely: impl IntoIterator<Item = Vec<u32>>) -> 
     pids
 }
 
-/// The inodes of the TCP sockets listening on `port`, from the socket table (no PIDs).
+/// The inodes of the TCP sockets listening on `port` (IPv4 and IPv6), from the kernel's socket
+/// table. Asks for listening sockets only: a dump of every state (what netstat2 asks for)
+/// walks the whole hash table of connections, milliseconds on a machine with much memory.
 fn listening_inodes(port: u16) -> HashSet<u32> {
-    use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
-    let Ok(sockets) = netstat2::iterate_sockets_info_without_pids(
-        AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
-        ProtocolFlags::TCP,
-    ) else {
-        return HashSet::new();
+    use netlink_packet_sock_diag::{AF_INET, AF_INET6};
+    let mut inodes = HashSet::new();
+    for family in [AF_INET, AF_INET6] {
+        // As before netstat2: a socket table that cannot be read names no holders.
+        let _ = dump_listeners(family, port, &mut inodes);
+    }
+    inodes
+}
+
+/// One sock_diag dump of the listening TCP sockets of `family`, keeping those on `port`.
+fn dump_listeners(family: u8, port: u16, inodes: &mut HashSet<u32>) -> std::io::Result<()> {
+    use netlink_packet_core::{
+        NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
     };
-    sockets
-        .filter_map(Result::ok)
-        .filter(|s| {
-            matches!(&s.protocol_socket_info,
-                ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)
+    use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+    use netlink_packet_sock_diag::{AF_INET, IPPROTO_TCP, SockDiagMessage};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::LISTEN,
+            socket_id: if family == AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
         })
-        .map(|s| s.inode)
-        .collect()
+        .into(),
+    );
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    let mut buffer = vec![0u8; 16384];
+    loop {
+        let size = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buffer[offset..size])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(socket))
+                    if socket.header.socket_id.source_port == port =>
+                {
+                    inodes.insert(socket.header.inode);
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => return Err(std::io::Error::other(format!("{e:?}"))),
+                _ => {}
+            }
+            if length == 0 {
+                break; // a malformed message: never loop on it
+            }
+            offset += length;
+        }
+    }
 }
 
 /// The inodes of the sockets `pid` has open ("socket:[INODE]" links in /proc/PID/fd); none if
