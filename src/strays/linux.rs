@@ -1,5 +1,6 @@
 //! Linux: which processes a scan must read, and who holds a listening socket, without reading
-//! every process. May import `std`, `sysinfo` and `netstat2`; nothing of the warden's own.
+//! every process. May import `std`, `sysinfo`, `netstat2` and the netlink crates; nothing of
+//! the warden's own.
 //!
 //! A process is new or *reused* (a PID handed out again) only if the kernel allocated its PID
 //! since the last scan; /proc/loadavg names the last PID allocated, so the candidates are the
@@ -48,7 +49,7 @@ impl TableWatch {
         let (Some(previous), Some(now)) = (previous, now) else {
             return Plan::Full;
         };
-        if now < previous {
+        if now < previous || now >= self.pid_max {
             // Wrapped, or pid_max was changed: its current value bounds the range.
             self.pid_max = read_pid_max();
         }
