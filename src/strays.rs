@@ -3,10 +3,11 @@
 //!
 //! [`Identity`] is pure: it says whether a process is a copy of *our* backend, from the
 //! executable, the arguments that name the app (`main.py`, `-m uvicorn`, `app:app`) and the
-//! working directory; never from "it is a python". [`StrayScanner`] reads the process table
-//! (sysinfo, refreshing only the fields it needs) and the socket table (netstat2), and kills
-//! precisely: every PID is re-checked (identity and start time) right before it is signalled,
-//! so a PID reused by an unrelated process is never touched.
+//! working directory; never from "it is a python". [`StrayScanner`] keeps a process table
+//! (sysinfo) across scans and reads only what may have changed (the OS module, `linux.rs` or
+//! `portable.rs`, says what), finds the port's holders from the socket table (netstat2), and
+//! kills precisely: every PID is re-checked (identity and start time) from a fresh read right
+//! before it is signalled, so a PID reused by an unrelated process is never touched.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,16 @@ use sysinfo::{Pid as SysPid, Process, ProcessRefreshKind, ProcessesToUpdate, Sys
 use crate::config::{GENERIC_PROGRAMS, StraysConfig};
 use crate::process::LaunchSpec;
 use crate::status::Stray;
+
+// Which processes a scan reads, and who holds a socket: one file per OS, same signatures.
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as platform;
+#[cfg(not(target_os = "linux"))]
+mod portable;
+#[cfg(not(target_os = "linux"))]
+use portable as platform;
 
 /// Paths compare case-insensitively where the platform's file systems usually do.
 const CASE_INSENSITIVE_PATHS: bool = cfg!(any(windows, target_os = "macos"));
@@ -317,23 +328,103 @@ pub struct KillReport {
     pub left: Vec<(u32, String)>,
 }
 
-/// Reads the process and socket tables and kills strays. Owns its `System`, so refreshes only
-/// update what changed.
+/// What a scan must read to bring its process table up to date (decided per OS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Every process: the first scan, or changes that cannot be told apart.
+    Full,
+    /// `fresh` PIDs may be new or reused; `gone` ones are no longer listed. Every other PID
+    /// in the table is the same process as at the last read.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        expect(dead_code, reason = "only Linux can tell what changed")
+    )]
+    Changes { fresh: Vec<u32>, gone: Vec<u32> },
+}
+
+/// Whether a process is a copy of the backend, as judged when it had this start time (a PID
+/// that starts again is judged again).
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    start_time: u64,
+    matches: bool,
+}
+
+/// A process first read this young (seconds) and showing its parent's command line may have
+/// been caught between fork and exec: its identity is read once more at the next scan.
+const YOUNG_SECS: u64 = 2;
+
+/// Which of the PIDs just read to judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// Those whose start time changed since their verdict (or that have none).
+    IfRestarted,
+    /// All: new or reused PIDs.
+    New,
+    /// All, once more: their identity fields were just read again.
+    Again,
+}
+
+/// Whether `p` shows its parent's command line, as a child does between fork and exec (or a
+/// forked worker, for good). Without a parent in the table, it may.
+fn looks_unexeced(system: &System, p: &Process) -> bool {
+    p.parent()
+        .and_then(|parent| system.process(parent))
+        .is_none_or(|parent| parent.cmd() == p.cmd())
+}
+
+/// Reads the process and socket tables and kills strays. Keeps its process table, and the
+/// identity verdicts, across scans: on Linux a scan reads only the processes that may be new,
+/// reused or gone, plus the few that match (their memory and state change); elsewhere it
+/// reads the whole table each time.
 pub struct StrayScanner {
     system: System,
+    watch: platform::TableWatch,
+    /// By PID, for every process in the table (none while stray detection is off).
+    verdicts: HashMap<u32, Verdict>,
+    /// First read at the last scan, young and showing their parent's command line: read again.
+    young: Vec<u32>,
+    /// What held the port at the last scan: the likeliest holders at the next one.
+    last_holders: Vec<u32>,
     identity: Result<Identity, TooBroad>,
     port: Option<u16>,
     me: u32,
     my_user: Option<String>,
 }
 
-fn refresh_kind() -> ProcessRefreshKind {
+/// The fields identity needs (read once per process with `OnlyIfNotSet`, afresh with
+/// `Always`) and memory (read each time).
+fn read_kind(identity: UpdateKind) -> ProcessRefreshKind {
     ProcessRefreshKind::nothing()
-        .with_cmd(UpdateKind::OnlyIfNotSet)
-        .with_exe(UpdateKind::OnlyIfNotSet)
-        .with_cwd(UpdateKind::OnlyIfNotSet)
-        .with_user(UpdateKind::OnlyIfNotSet)
+        // sysinfo would otherwise list every thread as a process of its own.
+        .without_tasks()
+        .with_cmd(identity)
+        .with_exe(identity)
+        .with_cwd(identity)
+        .with_user(identity)
         .with_memory()
+}
+
+fn refresh_kind() -> ProcessRefreshKind {
+    read_kind(UpdateKind::OnlyIfNotSet)
+}
+
+fn reread_kind() -> ProcessRefreshKind {
+    read_kind(UpdateKind::Always)
+}
+
+/// Reads `pids` into `system`; a PID that is gone leaves the table.
+fn read_processes(system: &mut System, pids: &[u32], kind: ProcessRefreshKind) {
+    if pids.is_empty() {
+        return;
+    }
+    let pids: Vec<SysPid> = pids.iter().map(|p| SysPid::from_u32(*p)).collect();
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+}
+
+/// A process, not a thread read in place of a PID that has gone (threads share PIDs' numbers).
+fn is_process(p: &Process) -> bool {
+    p.thread_kind() != Some(sysinfo::ThreadKind::Userland)
 }
 
 fn view(pid: SysPid, p: &Process) -> ProcView {
@@ -358,6 +449,123 @@ fn view(pid: SysPid, p: &Process) -> ProcView {
     }
 }
 
+/// The warden, its ancestors, everything it started and the managed backend's tree: never
+/// strays, never killed. Membership walks the parent links of the table.
+struct OwnTree {
+    me: u32,
+    managed: Option<u32>,
+    ancestors: HashSet<u32>,
+}
+
+impl OwnTree {
+    fn new(system: &System, me: u32, managed: Option<u32>) -> OwnTree {
+        let mut ancestors = HashSet::new();
+        let mut cursor = parent_of(system, me);
+        while let Some(pid) = cursor {
+            if !ancestors.insert(pid) {
+                break;
+            }
+            cursor = parent_of(system, pid);
+        }
+        OwnTree {
+            me,
+            managed,
+            ancestors,
+        }
+    }
+
+    fn contains(&self, system: &System, pid: u32) -> bool {
+        if self.ancestors.contains(&pid) {
+            return true;
+        }
+        let mut cursor = Some(pid);
+        // A bound instead of a visited set: parent links do not loop, but a table read over
+        // time is not a snapshot.
+        for _ in 0..1024 {
+            let Some(pid) = cursor else { break };
+            if pid == self.me || Some(pid) == self.managed {
+                return true;
+            }
+            cursor = parent_of(system, pid);
+        }
+        false
+    }
+}
+
+fn parent_of(system: &System, pid: u32) -> Option<u32> {
+    system
+        .process(SysPid::from_u32(pid))?
+        .parent()
+        .map(SysPid::as_u32)
+}
+
+/// Who is whose child, for walking trees down.
+struct Children(HashMap<u32, Vec<u32>>);
+
+impl Children {
+    fn of(system: &System) -> Children {
+        Children::from_parents(
+            system
+                .processes()
+                .iter()
+                .filter(|(_, p)| is_process(p))
+                .filter_map(|(pid, p)| Some((pid.as_u32(), p.parent()?.as_u32()))),
+        )
+    }
+
+    fn from_parents(pairs: impl Iterator<Item = (u32, u32)>) -> Children {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, parent) in pairs {
+            children.entry(parent).or_default().push(pid);
+        }
+        Children(children)
+    }
+
+    /// `root` and every process below it.
+    fn descendants(&self, root: u32) -> Vec<u32> {
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(kids) = self.0.get(&out[i]) {
+                for kid in kids {
+                    if !out.contains(kid) {
+                        out.push(*kid);
+                    }
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+/// A port holder as the table describes it (not alive when it is not in the table).
+fn describe_holder(pid: u32, p: Option<&Process>, ours: bool) -> PortHolder {
+    match p {
+        Some(p) => PortHolder {
+            pid,
+            name: p.name().to_string_lossy().into_owned(),
+            cmdline: p
+                .cmd()
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            alive: true,
+            ours,
+            started_at: p.start_time(),
+        },
+        None => PortHolder {
+            pid,
+            name: String::new(),
+            cmdline: String::new(),
+            alive: false,
+            ours: false,
+            started_at: 0,
+        },
+    }
+}
+
 impl StrayScanner {
     /// A scanner for `identity` (an error turns stray detection off, with the reason) and
     /// the backend's `port`.
@@ -370,7 +578,9 @@ impl StrayScanner {
         system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[SysPid::from_u32(me)]),
             true,
-            ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
+            ProcessRefreshKind::nothing()
+                .without_tasks()
+                .with_user(UpdateKind::Always),
         );
         let my_user = system
             .process(SysPid::from_u32(me))
@@ -378,6 +588,10 @@ impl StrayScanner {
             .map(|u| u.to_string());
         Ok(StrayScanner {
             system,
+            watch: platform::TableWatch::new(),
+            verdicts: HashMap::new(),
+            young: Vec::new(),
+            last_holders: Vec::new(),
             identity,
             port,
             me,
@@ -390,42 +604,150 @@ impl StrayScanner {
         self.identity.as_ref().err().map(ToString::to_string)
     }
 
-    /// Refreshes and returns the whole process table (only the fields identity needs).
-    fn process_table(&mut self) -> HashMap<u32, ProcView> {
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
-        self.system
-            .processes()
+    /// Brings the process table and the verdicts up to date: everything with `full` (or where
+    /// the platform cannot tell what changed), otherwise only what may have changed.
+    fn update(&mut self, full: bool) {
+        let young = std::mem::take(&mut self.young);
+        match self.watch.plan(self.system.processes(), full) {
+            Plan::Full => {
+                self.system.refresh_processes_specifics(
+                    ProcessesToUpdate::All,
+                    true,
+                    refresh_kind(),
+                );
+                let system = &self.system;
+                self.verdicts
+                    .retain(|pid, _| system.process(SysPid::from_u32(*pid)).is_some());
+                let all: Vec<u32> = system.processes().keys().map(|p| p.as_u32()).collect();
+                self.judge(&all, Judge::IfRestarted);
+            }
+            Plan::Changes { fresh, gone } => {
+                let mut others = Vec::new();
+                if !gone.is_empty() {
+                    // Their children have a new parent since they were read.
+                    let gone_set: HashSet<u32> = gone.iter().copied().collect();
+                    others.extend(
+                        self.system
+                            .processes()
+                            .iter()
+                            .filter(|(_, p)| {
+                                p.parent()
+                                    .is_some_and(|parent| gone_set.contains(&parent.as_u32()))
+                            })
+                            .map(|(pid, _)| pid.as_u32()),
+                    );
+                    others.extend(gone);
+                }
+                // Memory and state (a zombie is nobody to kill) change; there are few.
+                others.extend(
+                    self.verdicts
+                        .iter()
+                        .filter(|(_, v)| v.matches)
+                        .map(|(pid, _)| *pid),
+                );
+                others.sort_unstable();
+                others.dedup();
+                others.retain(|pid| !fresh.contains(pid));
+                let read: Vec<u32> = fresh.iter().chain(&others).copied().collect();
+                read_processes(&mut self.system, &read, refresh_kind());
+                self.judge(&fresh, Judge::New);
+                self.judge(&others, Judge::IfRestarted);
+            }
+        }
+        let young: Vec<u32> = young
+            .into_iter()
+            .filter(|pid| self.system.process(SysPid::from_u32(*pid)).is_some())
+            .collect();
+        read_processes(&mut self.system, &young, reread_kind());
+        self.judge(&young, Judge::Again);
+    }
+
+    /// Judges `pids` against the identity (see [`Judge`]), forgets the gone ones, and notes
+    /// the new ones that may have been caught between fork and exec.
+    fn judge(&mut self, pids: &[u32], which: Judge) {
+        let Ok(identity) = &self.identity else {
+            return; // nothing matches; no verdicts to keep
+        };
+        for &pid in pids {
+            let Some(p) = self.system.process(SysPid::from_u32(pid)) else {
+                self.verdicts.remove(&pid);
+                continue;
+            };
+            let start_time = p.start_time();
+            let known = self
+                .verdicts
+                .get(&pid)
+                .is_some_and(|v| v.start_time == start_time);
+            if which == Judge::IfRestarted && known {
+                continue;
+            }
+            let matches = is_process(p) && identity.matches(&view(SysPid::from_u32(pid), p));
+            self.verdicts.insert(
+                pid,
+                Verdict {
+                    start_time,
+                    matches,
+                },
+            );
+            if which != Judge::Again
+                && p.run_time() <= YOUNG_SECS
+                && looks_unexeced(&self.system, p)
+            {
+                self.young.push(pid);
+            }
+        }
+    }
+
+    /// PIDs that matched the identity when last read.
+    fn matching(&self) -> impl Iterator<Item = u32> + '_ {
+        self.verdicts
             .iter()
-            .map(|(pid, p)| (pid.as_u32(), view(*pid, p)))
-            .collect()
+            .filter(|(_, v)| v.matches)
+            .map(|(pid, _)| *pid)
     }
 
     /// Scans the process table (and the port). `managed` is the backend the warden supervises
     /// (an adopted one is not the warden's descendant): its tree is never a stray.
     pub fn scan(&mut self, managed: Option<u32>) -> Scan {
         let started = Instant::now();
-        let procs = self.process_table();
-        let ours = self.own_tree(&procs, managed);
+        self.update(false);
+        let ours = OwnTree::new(&self.system, self.me, managed);
         let holders = self
             .port
-            .map(|port| self.holders(port, &procs, &ours))
+            .map(|port| self.holders(port, &ours))
             .unwrap_or_default();
         let holding: HashSet<u32> = holders.iter().map(|h| h.pid).collect();
+        let candidates: HashMap<u32, ProcView> = self
+            .matching()
+            .filter_map(|pid| {
+                let p = view(
+                    SysPid::from_u32(pid),
+                    self.system.process(SysPid::from_u32(pid))?,
+                );
+                self.eligible(&p, &ours).then_some((pid, p))
+            })
+            .collect();
         let mut strays = Vec::new();
-        if let Ok(identity) = &self.identity {
-            let matching: HashSet<u32> = procs
+        if !candidates.is_empty() {
+            let children = Children::of(&self.system);
+            // Only the top of each stray tree: its children go with it.
+            let trees: Vec<(&ProcView, Vec<u32>)> = candidates
                 .values()
-                .filter(|p| self.eligible(p, &ours) && identity.matches(p))
-                .map(|p| p.pid)
+                .filter(|p| {
+                    !p.parent
+                        .is_some_and(|parent| candidates.contains_key(&parent))
+                })
+                .map(|p| (p, children.descendants(p.pid)))
                 .collect();
-            for pid in &matching {
-                let p = &procs[pid];
-                // Only the top of each stray tree: its children go with it.
-                if p.parent.is_some_and(|parent| matching.contains(&parent)) {
-                    continue;
-                }
-                let tree = descendants(*pid, &procs);
+            // The matching ones were read already; the rest of each tree is read for its memory.
+            let rest: Vec<u32> = trees
+                .iter()
+                .flat_map(|(_, tree)| tree)
+                .filter(|pid| !self.verdicts.get(pid).is_some_and(|v| v.matches))
+                .copied()
+                .collect();
+            read_processes(&mut self.system, &rest, refresh_kind());
+            for (p, tree) in trees {
                 strays.push(Stray {
                     pid: p.pid,
                     name: p.name.clone(),
@@ -434,8 +756,8 @@ impl StrayScanner {
                     started_at: p.start_time,
                     memory_bytes: tree
                         .iter()
-                        .filter_map(|d| procs.get(d))
-                        .map(|d| d.memory)
+                        .filter_map(|d| self.system.process(SysPid::from_u32(*d)))
+                        .map(Process::memory)
                         .sum(),
                     holds_port: tree.iter().any(|d| holding.contains(d)),
                 });
@@ -449,63 +771,56 @@ impl StrayScanner {
         }
     }
 
-    /// The warden, its ancestors, everything it started and the managed backend's tree: never
-    /// strays, never killed.
-    fn own_tree(&self, procs: &HashMap<u32, ProcView>, managed: Option<u32>) -> HashSet<u32> {
-        let mut ours: HashSet<u32> = descendants(self.me, procs).into_iter().collect();
-        if let Some(pid) = managed {
-            ours.extend(descendants(pid, procs));
-        }
-        let mut cursor = procs.get(&self.me).and_then(|p| p.parent);
-        while let Some(pid) = cursor {
-            if !ours.insert(pid) {
-                break;
-            }
-            cursor = procs.get(&pid).and_then(|p| p.parent);
-        }
-        ours
-    }
-
     /// Ours to judge: not the warden's tree, same user, not a system process.
-    fn eligible(&self, p: &ProcView, ours: &HashSet<u32>) -> bool {
-        !ours.contains(&p.pid)
+    fn eligible(&self, p: &ProcView, ours: &OwnTree) -> bool {
+        !ours.contains(&self.system, p.pid)
             && !p.zombie
             && p.pid > 4
             && self.my_user.is_some()
             && p.user == self.my_user
     }
 
-    fn holders(
-        &self,
-        port: u16,
-        procs: &HashMap<u32, ProcView>,
-        ours: &HashSet<u32>,
-    ) -> Vec<PortHolder> {
-        listening_pids(port)
+    /// Everything listening on `port`. The owners are looked for first where they usually
+    /// are: the managed backend and the last scan's holders, then the managed backend's tree
+    /// and the matching processes.
+    fn holders(&mut self, port: u16, ours: &OwnTree) -> Vec<PortHolder> {
+        let likeliest: Vec<u32> = ours
+            .managed
             .into_iter()
-            .map(|pid| match procs.get(&pid) {
-                Some(p) => PortHolder {
+            .chain(self.last_holders.iter().copied())
+            .collect();
+        let then = std::iter::once_with(|| {
+            let mut pids = ours
+                .managed
+                .map(|managed| Children::of(&self.system).descendants(managed))
+                .unwrap_or_default();
+            pids.extend(self.matching());
+            pids
+        });
+        let pids = platform::listening_pids(port, std::iter::once(likeliest).chain(then));
+        // Holders that started since the table was read.
+        let unknown: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| self.system.process(SysPid::from_u32(*pid)).is_none())
+            .collect();
+        read_processes(&mut self.system, &unknown, refresh_kind());
+        self.judge(&unknown, Judge::New);
+        self.last_holders.clone_from(&pids);
+        pids.into_iter()
+            .map(|pid| {
+                describe_holder(
                     pid,
-                    name: p.name.clone(),
-                    cmdline: p.cmd.join(" "),
-                    alive: true,
-                    ours: ours.contains(&pid),
-                    started_at: p.start_time,
-                },
-                None => PortHolder {
-                    pid,
-                    name: String::new(),
-                    cmdline: String::new(),
-                    alive: false,
-                    ours: false,
-                    started_at: 0,
-                },
+                    self.system.process(SysPid::from_u32(pid)),
+                    ours.contains(&self.system, pid),
+                )
             })
             .collect()
     }
 
     /// Kills each stray's whole tree: SIGTERM (where the platform has it), then after `grace`
-    /// a kill. Every PID is re-checked first; with `dry_run` nothing is signalled.
+    /// a kill. Every PID is re-checked first, from a fresh read of the whole table (the
+    /// strays' identity fields too); with `dry_run` nothing is signalled.
     pub fn kill(
         &mut self,
         strays: &[Stray],
@@ -514,11 +829,21 @@ impl StrayScanner {
         dry_run: bool,
     ) -> KillReport {
         let mut report = KillReport::default();
-        let procs = self.process_table();
-        let ours = self.own_tree(&procs, managed);
+        self.update(true);
+        let pids: Vec<u32> = strays.iter().map(|s| s.pid).collect();
+        read_processes(&mut self.system, &pids, reread_kind());
+        self.judge(&pids, Judge::Again);
+        let ours = OwnTree::new(&self.system, self.me, managed);
+        let children = Children::of(&self.system);
         let mut victims: Vec<(u32, u64)> = Vec::new();
         for stray in strays {
-            let why_not = match procs.get(&stray.pid) {
+            let pid = SysPid::from_u32(stray.pid);
+            let fresh = self
+                .system
+                .process(pid)
+                .filter(|p| is_process(p))
+                .map(|p| view(pid, p));
+            let why_not = match &fresh {
                 None => Some("it has exited".to_string()),
                 Some(p) if p.start_time != stray.started_at => Some(format!(
                     "PID {} now belongs to another process (started at a different time)",
@@ -536,11 +861,11 @@ impl StrayScanner {
                 report.left.push((stray.pid, why));
                 continue;
             }
-            for pid in descendants(stray.pid, &procs) {
-                if let Some(p) = procs.get(&pid)
-                    && !ours.contains(&pid)
+            for pid in children.descendants(stray.pid) {
+                if let Some(p) = self.system.process(SysPid::from_u32(pid))
+                    && !ours.contains(&self.system, pid)
                 {
-                    victims.push((pid, p.start_time));
+                    victims.push((pid, p.start_time()));
                 }
             }
             report.killed.push((
@@ -561,16 +886,20 @@ impl StrayScanner {
         while Instant::now() < deadline && self.any_alive(&victims) {
             std::thread::sleep(Duration::from_millis(10));
         }
+        // The victims that are gone left the table: their verdicts go too.
+        let system = &self.system;
+        self.verdicts
+            .retain(|pid, _| system.process(SysPid::from_u32(*pid)).is_some());
         report
     }
 
     /// Signals each (pid, start time) that is still the same process.
     fn signal_all(&mut self, victims: &[(u32, u64)], signal: sysinfo::Signal) {
-        let pids: Vec<SysPid> = victims.iter().map(|(p, _)| SysPid::from_u32(*p)).collect();
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing(),
+        let pids: Vec<u32> = victims.iter().map(|(p, _)| *p).collect();
+        read_processes(
+            &mut self.system,
+            &pids,
+            ProcessRefreshKind::nothing().without_tasks(),
         );
         for (pid, started) in victims {
             if let Some(p) = self.system.process(SysPid::from_u32(*pid))
@@ -584,11 +913,11 @@ impl StrayScanner {
     }
 
     fn any_alive(&mut self, victims: &[(u32, u64)]) -> bool {
-        let pids: Vec<SysPid> = victims.iter().map(|(p, _)| SysPid::from_u32(*p)).collect();
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing(),
+        let pids: Vec<u32> = victims.iter().map(|(p, _)| *p).collect();
+        read_processes(
+            &mut self.system,
+            &pids,
+            ProcessRefreshKind::nothing().without_tasks(),
         );
         victims.iter().any(|(pid, started)| {
             self.system
@@ -600,74 +929,21 @@ impl StrayScanner {
     }
 }
 
-/// `root` and every process below it.
-fn descendants(root: u32, procs: &HashMap<u32, ProcView>) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for p in procs.values() {
-        if let Some(parent) = p.parent {
-            children.entry(parent).or_default().push(p.pid);
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(kids) = children.get(&out[i]) {
-            for kid in kids {
-                if !out.contains(kid) {
-                    out.push(*kid);
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
 /// PIDs with a listening TCP socket on `port` (IPv4 or IPv6), dead ones included.
 pub fn listening_pids(port: u16) -> Vec<u32> {
-    use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
-    let Ok(sockets) = netstat2::get_sockets_info(
-        AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
-        ProtocolFlags::TCP,
-    ) else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = sockets
-        .into_iter()
-        .filter(|s| {
-            matches!(&s.protocol_socket_info,
-                ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)
-        })
-        .flat_map(|s| s.associated_pids)
-        // Wine (and some sandboxes) report no owner as PID 0: nobody to name.
-        .filter(|pid| *pid != 0)
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+    platform::listening_pids(port, std::iter::empty())
 }
 
 /// Everything listening on `port`, described (for a blocked start).
 pub fn port_holders(port: u16) -> Vec<PortHolder> {
     let pids = listening_pids(port);
-    let sys_pids: Vec<SysPid> = pids.iter().map(|p| SysPid::from_u32(*p)).collect();
     let Ok(mut system) = System::new() else {
         return Vec::new();
     };
-    system.refresh_processes_specifics(ProcessesToUpdate::Some(&sys_pids), true, refresh_kind());
-    let procs: HashMap<u32, ProcView> = system
-        .processes()
-        .iter()
-        .map(|(pid, p)| (pid.as_u32(), view(*pid, p)))
-        .collect();
-    let scanner = StrayScanner {
-        system,
-        identity: Err(TooBroad(String::new())),
-        port: Some(port),
-        me: std::process::id(),
-        my_user: None,
-    };
-    scanner.holders(port, &procs, &HashSet::new())
+    read_processes(&mut system, &pids, refresh_kind());
+    pids.into_iter()
+        .map(|pid| describe_holder(pid, system.process(SysPid::from_u32(pid)), false))
+        .collect()
 }
 
 #[cfg(test)]
@@ -842,16 +1118,12 @@ mod tests {
 
     #[test]
     fn descendants_walk_the_tree() {
-        let mut procs = HashMap::new();
-        for (pid, parent) in [(10, 1), (11, 10), (12, 11), (13, 1), (14, 10)] {
-            let mut p = proc_("x", &["x"], "/");
-            p.pid = pid;
-            p.parent = Some(parent);
-            procs.insert(pid, p);
-        }
-        let mut d = descendants(10, &procs);
+        let children =
+            Children::from_parents([(10, 1), (11, 10), (12, 11), (13, 1), (14, 10)].into_iter());
+        let mut d = children.descendants(10);
         d.sort_unstable();
         assert_eq!(d, [10, 11, 12, 14]);
+        assert_eq!(children.descendants(99), [99]);
     }
 }
 

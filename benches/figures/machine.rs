@@ -106,6 +106,14 @@ pub fn cpu_time_precise(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// CPU time of the calling thread so far (its schedstat: nanoseconds on CPU).
+pub fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        text.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
 /// Number of entries in a /proc folder (threads, file descriptors).
 pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())

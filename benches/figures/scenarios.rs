@@ -754,20 +754,27 @@ fn private_memory(pid: u32) -> u64 {
         * 1024
 }
 
-/// `StrayScanner::scan` over a process table grown to ~500 processes with `sleep`s.
+/// `StrayScanner::scan` over a process table grown to ~500 processes with `sleep`s: the first
+/// scan (it reads the whole table), the periodic one when nothing changed (what runs every 5 s,
+/// and what the target is judged on), and one right after 100 new processes appeared.
 fn stray_scan(s: &Settings) -> Vec<Row> {
     const TARGET_PROCS: usize = 500;
+    const NEW_PROCS: usize = 100;
+    let sleep = || {
+        Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stop = |sleepers: Vec<Child>| {
+        for mut c in sleepers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
     let before = support::processes().len();
-    let mut sleepers: Vec<Child> = Vec::new();
-    for _ in before..TARGET_PROCS {
-        sleepers.push(
-            Command::new("sleep")
-                .arg("600")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let sleepers: Vec<Child> = (before..TARGET_PROCS).map(|_| sleep()).collect();
     let total = support::processes().len();
     let dir = tempfile::tempdir().unwrap();
     let spec = LaunchSpec {
@@ -778,27 +785,58 @@ fn stray_scan(s: &Settings) -> Vec<Row> {
     };
     let identity = Identity::new(&spec, &StraysConfig::default(), dir.path());
     let mut scanner = StrayScanner::new(identity, Some(free_port())).unwrap();
-    let t = Instant::now();
+    let timed = |scanner: &mut StrayScanner| {
+        let t = Instant::now();
+        scanner.scan(None);
+        t.elapsed()
+    };
+    let cold = timed(&mut scanner);
+    // Untimed: whatever the first scan leaves for the next (a second look at processes that
+    // had only just started) is not the cost of a periodic scan with nothing new.
     scanner.scan(None);
-    let cold = t.elapsed();
-    let warm: Vec<Duration> = (0..s.runs * 3)
-        .map(|_| {
-            let t = Instant::now();
-            scanner.scan(None);
-            t.elapsed()
-        })
-        .collect();
-    for mut c in sleepers {
-        let _ = c.kill();
-        let _ = c.wait();
+    let warm: Vec<Duration> = (0..s.runs * 3).map(|_| timed(&mut scanner)).collect();
+    let cpu_runs = 100;
+    let cpu0 = machine::thread_cpu_time().unwrap();
+    for _ in 0..cpu_runs {
+        scanner.scan(None);
     }
-    let m = median(&warm).unwrap();
+    let warm_cpu = (machine::thread_cpu_time().unwrap() - cpu0) / cpu_runs;
+    let mut after_new = Vec::new();
+    let mut next = Vec::new();
+    for _ in 0..s.runs {
+        let new: Vec<Child> = (0..NEW_PROCS).map(|_| sleep()).collect();
+        after_new.push(timed(&mut scanner));
+        next.push(timed(&mut scanner));
+        stop(new);
+        scanner.scan(None); // the gone ones leave the table
+    }
+    stop(sleepers);
+    let w = median(&warm).unwrap();
+    let cold_note = if cold > Duration::from_millis(20) {
+        " (over 20 ms: the first scan reads the whole table)"
+    } else {
+        ""
+    };
     vec![
         Row::new(
-            format!("stray scan over {total} processes (StrayScanner::scan)"),
-            format!("{}; first scan {}", summary(&warm), ms(cold)),
+            format!("stray scan over {total} processes, periodic (every 5 s; nothing new)"),
+            format!("{}; CPU {} per scan", summary(&warm), ms(warm_cpu)),
         )
-        .target("≤ 20 ms", m <= Duration::from_millis(20)),
+        .target("≤ 20 ms (judged here)", w <= Duration::from_millis(20)),
+        Row::new(
+            format!("stray scan over {total} processes, first (reads the whole table)"),
+            format!("{}{cold_note}", ms(cold)),
+        )
+        .note("report (≤ 20 ms is judged on the periodic scan)"),
+        Row::new(
+            format!("stray scan right after {NEW_PROCS} new processes"),
+            format!(
+                "{}; the scan after that {}",
+                summary(&after_new),
+                summary(&next)
+            ),
+        )
+        .note("report"),
     ]
 }
 

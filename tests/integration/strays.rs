@@ -286,33 +286,41 @@ fn stop_kills_an_adopted_tree() {
     assert!(!alive(by_hand.pid()) && !alive(child));
 }
 
-#[test]
-fn a_reused_pid_is_never_killed() {
-    use backend_warden::strays::{Identity, StrayScanner};
-    let dir = backend_dir();
-    let port = free_port();
-    // A live process that matches the identity, not a descendant of this test process (the
-    // scanner never judges its own tree): started through a shell that exits at once.
+/// The backend in `dir` on `port`, started through a shell that exits at once: a live copy that
+/// is not a descendant of this test process (a scanner never judges its own tree).
+fn start_detached(dir: &Path, port: u16) -> KillOnDrop {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "cd '{}' && '{}' main.py --port {port} >/dev/null 2>&1 & echo $!",
-            dir.path().display(),
+            dir.display(),
             python().display()
         ))
         .output()
         .unwrap();
-    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let _cleanup = KillOnDrop(pid);
-    wait_serving(port);
+    KillOnDrop(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+}
+
+/// A scanner for the backend `python main.py` in `dir`.
+fn scanner_for(dir: &Path) -> backend_warden::strays::StrayScanner {
+    use backend_warden::strays::{Identity, StrayScanner};
     let spec = backend_warden::process::LaunchSpec {
         program: python().to_string_lossy().into_owned(),
         args: vec!["main.py".into()],
-        cwd: dir.path().to_path_buf(),
+        cwd: dir.to_path_buf(),
         env: Default::default(),
     };
-    let identity = Identity::new(&spec, &Default::default(), dir.path());
-    let mut scanner = StrayScanner::new(identity, None).unwrap();
+    StrayScanner::new(Identity::new(&spec, &Default::default(), dir), None).unwrap()
+}
+
+#[test]
+fn a_reused_pid_is_never_killed() {
+    let dir = backend_dir();
+    let port = free_port();
+    let copy = start_detached(dir.path(), port);
+    let pid = copy.0;
+    wait_serving(port);
+    let mut scanner = scanner_for(dir.path());
     let scan = scanner.scan(None);
     let mut stray = scan
         .strays
@@ -326,6 +334,35 @@ fn a_reused_pid_is_never_killed() {
     assert!(report.killed.is_empty(), "{report:?}");
     assert!(report.left[0].1.contains("another process"), "{report:?}");
     assert!(alive(pid));
+}
+
+#[test]
+fn later_scans_see_strays_come_and_go() {
+    let dir = backend_dir();
+    let mut scanner = scanner_for(dir.path());
+    // The first scan reads the whole table; the later ones only what changed since.
+    let first = scanner.scan(None);
+    assert!(first.strays.is_empty(), "{first:?}");
+    let port = free_port();
+    let copy = start_detached(dir.path(), port);
+    let found = wait_until(SECS(10), "the new copy in a scan", || {
+        scanner
+            .scan(None)
+            .strays
+            .into_iter()
+            .find(|s| s.pid == copy.0)
+    });
+    assert!(found.cmdline.contains("main.py"), "{found:?}");
+    // Its memory is read again each scan (it grows as Python loads the server).
+    wait_serving(port);
+    let later = scanner.scan(None);
+    assert_eq!(later.strays.len(), 1, "{later:?}");
+    assert!(later.strays[0].memory_bytes > 1_000_000, "{later:?}");
+    sigkill(copy.0);
+    wait_until(SECS(10), "the copy gone from a scan", || {
+        let scan = scanner.scan(None);
+        scan.strays.iter().all(|s| s.pid != copy.0).then_some(())
+    });
 }
 
 struct KillOnDrop(u32);

@@ -1,0 +1,51 @@
+//! Other systems (Windows, macOS): no cheap way to tell which processes are new, so every scan
+//! reads the whole table; netstat2 names the owners of the listening sockets. Same signatures
+//! as `linux.rs`. May import `std`, `sysinfo` and `netstat2`; nothing of the warden's own.
+
+use std::collections::HashMap;
+
+use sysinfo::{Pid as SysPid, Process};
+
+use super::Plan;
+
+/// Tells which processes each scan must read: all of them, here.
+#[derive(Debug)]
+pub struct TableWatch;
+
+impl TableWatch {
+    /// A watch that asks for a full read every time.
+    pub fn new() -> TableWatch {
+        TableWatch
+    }
+
+    /// Everything, every time.
+    pub fn plan(&mut self, _table: &HashMap<SysPid, Process>, _full: bool) -> Plan {
+        Plan::Full
+    }
+}
+
+/// PIDs with a listening TCP socket on `port` (IPv4 or IPv6), dead ones included (Windows
+/// reports sockets inherited by a child under the dead parent's PID). The likely holders are
+/// no help here: the socket table names its owners itself.
+pub fn listening_pids(port: u16, _likely: impl IntoIterator<Item = Vec<u32>>) -> Vec<u32> {
+    use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
+    let Ok(sockets) = netstat2::get_sockets_info(
+        AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
+        ProtocolFlags::TCP,
+    ) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = sockets
+        .into_iter()
+        .filter(|s| {
+            matches!(&s.protocol_socket_info,
+                ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)
+        })
+        .flat_map(|s| s.associated_pids)
+        // Wine (and some sandboxes) report no owner as PID 0: nobody to name.
+        .filter(|pid| *pid != 0)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
