@@ -129,7 +129,7 @@ pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> io::Resul
     // not reach the backend behind the warden's back. No code runs between fork and exec, so
     // std can use posix_spawn (a vfork: a restart costs a fraction of a fork of the warden).
     command.process_group(0);
-    let token = guard.announce()?;
+    let token = guard.announce();
     command.env(TREE_ENV, &token);
     Ok(Launch { token })
 }
@@ -331,13 +331,17 @@ impl TreeGuard {
         }
     }
 
-    /// A new token for a launch about to happen, made known to the guardian first.
-    fn announce(&mut self) -> io::Result<String> {
+    /// A new token for a launch about to happen, made known to the guardian first. Without
+    /// a guardian the launch still goes ahead: only the safety net is missing (and a guardian
+    /// started later learns the token).
+    fn announce(&mut self) -> String {
         self.launches += 1;
         let token = format!("{}-{}", self.prefix, self.launches);
         self.pending.push(token.clone());
-        self.send(&format!("?{token}\n"))?;
-        Ok(token)
+        if let Err(e) = self.send(&format!("?{token}\n")) {
+            tracing::error!(error = %e, "could not tell the guardian about a launch");
+        }
+        token
     }
 
     /// Registers a tree to kill if the warden dies.
