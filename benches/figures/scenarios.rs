@@ -254,6 +254,7 @@ fn kill_and_time(w: &mut Warden, first_pid: u32, port: u16, runs: usize) -> Cras
         times.new_pid.push(between(killed_at, started));
         times.healthy.push(between(killed_at, up));
         times.own_start.push(between(started, first_answer));
+        times.detected.push(between(first_answer, up));
         times
             .added
             .push(between(killed_at, started) + between(first_answer, up));
