@@ -475,6 +475,7 @@ impl Runner {
             // Without a waiter the exit would go unnoticed: do not run the backend blind.
             error!(pid, "could not start a thread to wait for the backend");
             let _ = held.tree.kill();
+            let _ = self.guard.forget(&held.tree);
             return Input::SpawnFailed {
                 error: "could not start a thread to wait for the backend".into(),
             };

@@ -49,9 +49,14 @@ impl ExitWaiter {
     pub fn wait_then(self, on_exit: impl FnOnce()) -> io::Result<ExitStatus> {
         match self {
             ExitWaiter::Child(mut child) => {
-                exited_unreaped(child.id());
-                on_exit();
-                let status = child.wait()?;
+                let status = if exited_unreaped(child.id()) {
+                    on_exit();
+                    child.wait()?
+                } else {
+                    let status = child.wait()?;
+                    on_exit();
+                    status
+                };
                 Ok(ExitStatus {
                     code: status.code(),
                     signal: status.signal(),
@@ -71,20 +76,24 @@ impl ExitWaiter {
     }
 }
 
-/// Blocks until our child `pid` has exited, leaving it a zombie (`WNOWAIT`). Where the OS has
-/// no `waitid`, returns at once: the caller's `wait` then does the waiting.
-fn exited_unreaped(pid: Pid) {
+/// Blocks until our child `pid` has exited, leaving it a zombie (`WNOWAIT`); true if it did.
+/// Where the OS has no `waitid` (macOS), returns false at once: the caller must wait (and
+/// reap) first.
+fn exited_unreaped(pid: Pid) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     loop {
         use nix::sys::wait::{Id, WaitPidFlag, waitid};
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
         match waitid(Id::Pid(nix_pid(pid)), flags) {
             Err(Errno::EINTR) => continue,
-            _ => return,
+            result => return result.is_ok(),
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let _ = pid;
+    {
+        let _ = pid;
+        false
+    }
 }
 
 /// Whether `pid` runs (a zombie does not).
@@ -158,7 +167,7 @@ pub(super) fn launched(
 }
 
 pub(super) fn not_launched(launch: Launch, guard: &mut TreeGuard) {
-    let _ = guard.send(&format!("!{}\n", launch.token));
+    guard.cancel(&launch.token);
 }
 
 /// Kills a tree from another thread (see [`Tree::killer`]).
@@ -342,6 +351,12 @@ impl TreeGuard {
             tracing::error!(error = %e, "could not tell the guardian about a launch");
         }
         token
+    }
+
+    /// Drops the token of a launch that failed.
+    fn cancel(&mut self, token: &str) {
+        self.pending.retain(|t| t != token);
+        let _ = self.send(&format!("!{token}\n"));
     }
 
     /// Registers a tree to kill if the warden dies.
