@@ -2,7 +2,7 @@
 //! slow or hanging endpoint never stalls the engine. May import `std`, `ureq` and the
 //! supervisor's input types.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -76,16 +76,13 @@ impl Resolver for LiteralFirst {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let literal = uri.host().and_then(|host| {
-            // An IPv6 literal comes in brackets.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let ip = host.parse::<IpAddr>().ok()?;
-            let port = uri.port_u16().unwrap_or_else(|| match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
-            });
-            Some(SocketAddr::new(ip, port))
-        });
+        // "host:port" with the scheme's default port filled in, as ureq's resolver builds it;
+        // an IP literal (IPv6 in brackets) parses as a socket address as it is.
+        let literal = uri
+            .scheme()
+            .zip(uri.authority())
+            .and_then(|(scheme, authority)| DefaultResolver::host_and_port(scheme, authority))
+            .and_then(|addr| addr.parse::<SocketAddr>().ok());
         match literal {
             Some(addr) => {
                 let mut addrs = self.empty();

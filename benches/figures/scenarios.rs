@@ -152,20 +152,6 @@ fn uvicorn_python() -> Option<PathBuf> {
 const NO_PYTHON: &str = "skipped: set BACKEND_WARDEN_TEST_PYTHON to a venv Python with uvicorn \
                          and fastapi (tests/setup.sh makes target/test-venv)";
 
-/// A copy of the test FastAPI app in a temp dir.
-fn fastapi_app() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/fastapi_app/app.py"
-        ),
-        dir.path().join("app.py"),
-    )
-    .unwrap();
-    dir
-}
-
 /// A warden config running uvicorn on `port` (with `--reload` if asked).
 fn uvicorn_config(python: &Path, app: &Path, port: u16, reload: bool) -> String {
     let reload = if reload { "'--reload', " } else { "" };
@@ -345,7 +331,7 @@ fn uvicorn_crash(s: &Settings) -> Vec<Row> {
     let Some(python) = uvicorn_python() else {
         return vec![Row::new(figure, NO_PYTHON)];
     };
-    let app = fastapi_app();
+    let app = support::fastapi_app();
     let port = free_port();
     let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, false));
     let pid = w.started_pid();
@@ -362,7 +348,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
     let Some(python) = uvicorn_python() else {
         return vec![Row::new(figure, NO_PYTHON)];
     };
-    let app = fastapi_app();
+    let app = support::fastapi_app();
     let port = port_below_ephemeral();
     let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
     let mut reloader = w.started_pid();
@@ -535,7 +521,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
         ));
         return rows;
     };
-    let app = fastapi_app();
+    let app = support::fastapi_app();
     let mut survivors = 0;
     let mut size = 0;
     for _ in 0..runs {
@@ -681,7 +667,7 @@ fn measure_idle(s: &Settings, mut w: Warden) -> Idle {
     healthy_line(&mut w, pid);
     let warden = w.pid();
     let guardian = support::wait_until(SECS(5), "the guardian", || {
-        machine::children(warden)
+        support::children_of(warden)
             .into_iter()
             .find(|c| machine::cmdline(*c).contains("__guardian"))
     });

@@ -101,10 +101,7 @@ pub fn launch(spec: &LaunchSpec, guard: &mut TreeGuard) -> Result<Launched, Laun
     {
         command.env("PYTHONUNBUFFERED", "1");
     }
-    let launch = imp::prepare(&mut command, guard).map_err(|source| LaunchError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let launch = imp::prepare(&mut command, guard);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(source) => {

@@ -133,14 +133,14 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
 /// token (see [`TreeGuard`]).
 pub const TREE_ENV: &str = "BACKEND_WARDEN_TREE";
 
-pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> io::Result<Launch> {
+pub(super) fn prepare(command: &mut Command, guard: &mut TreeGuard) -> Launch {
     // Its own process group: the group is the tree, and Ctrl+C in the warden's terminal does
     // not reach the backend behind the warden's back. No code runs between fork and exec, so
     // std can use posix_spawn (a vfork: a restart costs a fraction of a fork of the warden).
     command.process_group(0);
     let token = guard.announce();
     command.env(TREE_ENV, &token);
-    Ok(Launch { token })
+    Launch { token }
 }
 
 /// A launch under way: the guardian knows its token before the backend exists.

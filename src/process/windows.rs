@@ -141,9 +141,9 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
 
 /// The child starts suspended and runs only once it is in the job (see `launched`), so the
 /// job covers it from its first instruction; `_guard` has nothing to do.
-pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> io::Result<Launch> {
+pub(super) fn prepare(command: &mut Command, _guard: &mut TreeGuard) -> Launch {
     command.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
-    Ok(Launch)
+    Launch
 }
 
 /// A launch under way (nothing to remember on Windows).

@@ -124,22 +124,6 @@ fn alive_with_tag(pid: u32, tag: &str) -> bool {
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(tag))
 }
 
-/// The direct children of `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// Watches the process table every ~10 ms and records every moment at which two live
 /// processes carried the tag. A sample reads /proc one process after another, so a sample
 /// that sees two is confirmed by a second look: if both are still alive after the first pass

@@ -78,14 +78,6 @@ fn stray_pids(status: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    let text =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    text.split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_copy_started_by_hand_is_found_and_killed_and_decoys_live() {
     let dir = backend_dir();

@@ -312,6 +312,37 @@ pub fn live_in_group(pgrp: u32) -> Vec<u32> {
 }
 
 /// Whether `pid` is alive (and not a zombie).
+/// The direct children of `pid`, from every thread of it (Linux 3.5+:
+/// /proc/PID/task/TID/children).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A copy of the test FastAPI app (tests/fixtures/fastapi_app) in a temp dir.
+pub fn fastapi_app() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/fastapi_app/app.py"
+        ),
+        dir.path().join("app.py"),
+    )
+    .unwrap();
+    dir
+}
+
 pub fn alive(pid: u32) -> bool {
     processes().iter().any(|p| p.pid == pid && p.state != 'Z')
 }

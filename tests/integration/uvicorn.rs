@@ -7,15 +7,7 @@ use crate::support::*;
 
 /// A warden supervising `uvicorn app:app --reload` on a copy of the test app.
 fn uvicorn_warden() -> (Warden, u16, tempfile::TempDir) {
-    let app = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/fastapi_app/app.py"
-        ),
-        app.path().join("app.py"),
-    )
-    .unwrap();
+    let app = fastapi_app();
     let port = free_port();
     let config = format!(
         "[backend]\ncommand = {py}\n\
