@@ -149,6 +149,35 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
 
+/// `print!` for the CLI's answers: a reader that has gone away (`status | head`) ends the
+/// command quietly, as it ends any other tool. Rust ignores SIGPIPE, so `print!` would panic
+/// with a backtrace instead.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!`, the same way (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_stdout(text: std::fmt::Arguments) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        exit_on_output_error(&e);
+    }
+}
+
+/// Ends the process for an error writing standard output: quietly (exit 0) when the reader
+/// has gone away, else with the error.
+fn exit_on_output_error(e: &io::Error) -> ! {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("backend-warden: cannot write to standard output: {e}");
+    std::process::exit(EXIT_FAILED.into())
+}
+
 /// The longest a CLI client waits for an answer; the warden bounds its own waits well below.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -162,6 +191,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            // `logs` copies with `?`: a closed reader ends up here.
+            if let Some(io_error) = e.chain().find_map(|c| c.downcast_ref::<io::Error>())
+                && io_error.kind() == io::ErrorKind::BrokenPipe
+            {
+                exit_on_output_error(io_error);
+            }
             eprintln!("backend-warden: {e:#}");
             ExitCode::from(EXIT_FAILED)
         }
@@ -211,7 +246,7 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
                 Response::Error { message } => (String::new(), message),
                 Response::Killed { .. } => (String::new(), String::new()),
             };
-            println!(
+            outln!(
                 "Backend Warden is already running{pid}: {status}.\n\
                  Use `backend-warden status` to see it, or `backend-warden quit` to stop it."
             );
@@ -255,9 +290,9 @@ fn ask(paths: &Paths, request: &Request) -> Result<Response, ExitCode> {
 
 fn print_status(status: &StatusReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(status)?);
+        outln!("{}", serde_json::to_string_pretty(status)?);
     } else {
-        println!("{}", status.details());
+        outln!("{}", status.details());
     }
     Ok(())
 }
@@ -287,7 +322,7 @@ fn control(paths: &Paths, command: Command, args: ControlArgs) -> Result<ExitCod
             if args.json {
                 print_status(&status, true)?;
             } else if ok {
-                println!("{message} ({})", status.summary());
+                outln!("{message} ({})", status.summary());
             } else {
                 eprintln!("backend-warden: {message}");
             }
@@ -306,7 +341,7 @@ fn quit(paths: &Paths, keep_backend: bool) -> Result<ExitCode> {
     match ask(paths, &Request::Quit { keep_backend }) {
         Ok(Response::Done { ok, message, .. }) => {
             if ok {
-                println!("{message}");
+                outln!("{message}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("backend-warden: {message}");
@@ -323,13 +358,13 @@ fn kill_strays(paths: &Paths, dry_run: bool) -> Result<ExitCode> {
         Ok(Response::Killed { report, dry_run }) => {
             let verb = if dry_run { "would kill" } else { "killed" };
             if report.killed.is_empty() && report.left.is_empty() {
-                println!("no strays: nothing to kill");
+                outln!("no strays: nothing to kill");
             }
             for (pid, what) in &report.killed {
-                println!("{verb} PID {pid} and its children: {what}");
+                outln!("{verb} PID {pid} and its children: {what}");
             }
             for (pid, why) in &report.left {
-                println!("left PID {pid}: {why}");
+                outln!("left PID {pid}: {why}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -367,7 +402,7 @@ fn logs(paths: &Paths, follow: bool, only_path: bool) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     if only_path {
-        println!("{}", path.display());
+        outln!("{}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
     if !follow {
@@ -430,12 +465,12 @@ fn follow_log(path: &Path) -> Result<ExitCode> {
 fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
     match action {
         ConfigCmd::Path => {
-            println!("{}", paths.config_file.display());
+            outln!("{}", paths.config_file.display());
             Ok(ExitCode::SUCCESS)
         }
         ConfigCmd::Init { force } => {
             app::write_template(&paths.config_file, force)?;
-            println!(
+            outln!(
                 "wrote {}\nuntil you fill in [backend], the warden supervises its built-in demo backend",
                 paths.config_file.display()
             );
@@ -443,7 +478,7 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
         }
         ConfigCmd::Reload => match ask(paths, &Request::Reload) {
             Ok(Response::Done { message, .. }) => {
-                println!("{message}");
+                outln!("{message}");
                 Ok(ExitCode::SUCCESS)
             }
             Ok(Response::Error { message }) => {
@@ -469,7 +504,7 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
                     paths.config_file.display()
                 ),
             }
-            print!("{}", config.to_toml());
+            out!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -480,17 +515,17 @@ fn autostart_command(action: AutostartCmd) -> Result<ExitCode> {
     match action {
         AutostartCmd::Enable => {
             autostart::enable().context("cannot enable start at login")?;
-            println!("Backend Warden starts at login ({})", autostart::location());
+            outln!("Backend Warden starts at login ({})", autostart::location());
         }
         AutostartCmd::Disable => {
             autostart::disable().context("cannot disable start at login")?;
-            println!("Backend Warden no longer starts at login");
+            outln!("Backend Warden no longer starts at login");
         }
         AutostartCmd::Status => {
             if autostart::is_enabled() {
-                println!("enabled ({})", autostart::location());
+                outln!("enabled ({})", autostart::location());
             } else {
-                println!("disabled");
+                outln!("disabled");
             }
         }
     }

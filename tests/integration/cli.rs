@@ -364,3 +364,32 @@ fn without_a_display_the_tray_says_to_run_headless() {
     // Nothing is left holding the instance lock.
     assert_eq!(cli_in(home.path(), &["status"]).status.code(), Some(3));
 }
+
+/// `status | head` and `logs | head`: a reader that closed the pipe ends the command quietly
+/// (no panic, no backtrace, exit 0), before and after anything was written.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let mut w = Warden::start(&demo_config(&tag("closed-pipe"), free_port(), &[], ""));
+    w.healthy();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["logs"],
+        &["config", "path"],
+    ] {
+        // A pipe whose reading end is closed before the command starts: every write fails.
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(exe())
+            .args(args)
+            .env("BACKEND_WARDEN_HOME", w.home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
+    }
+    assert!(w.terminate().success());
+}
