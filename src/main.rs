@@ -164,18 +164,12 @@ macro_rules! outln {
 fn write_stdout(text: std::fmt::Arguments) {
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
-        exit_on_output_error(&e);
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Anything else (a full disk): say so, and let the command finish with its own code.
+        eprintln!("backend-warden: cannot write to standard output: {e}");
     }
-}
-
-/// Ends the process for an error writing standard output: quietly (exit 0) when the reader
-/// has gone away, else with the error.
-fn exit_on_output_error(e: &io::Error) -> ! {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    eprintln!("backend-warden: cannot write to standard output: {e}");
-    std::process::exit(EXIT_FAILED.into())
 }
 
 /// The longest a CLI client waits for an answer; the warden bounds its own waits well below.
@@ -192,10 +186,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // `logs` copies with `?`: a closed reader ends up here.
-            if let Some(io_error) = e.chain().find_map(|c| c.downcast_ref::<io::Error>())
-                && io_error.kind() == io::ErrorKind::BrokenPipe
+            if e.chain()
+                .filter_map(|c| c.downcast_ref::<io::Error>())
+                .any(|io_error| io_error.kind() == io::ErrorKind::BrokenPipe)
             {
-                exit_on_output_error(io_error);
+                return ExitCode::SUCCESS;
             }
             eprintln!("backend-warden: {e:#}");
             ExitCode::from(EXIT_FAILED)
