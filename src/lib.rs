@@ -25,6 +25,5 @@ pub mod runner;
 pub mod status;
 pub mod strays;
 pub mod supervisor;
-pub mod tray;
 pub mod view;
 pub mod watch;

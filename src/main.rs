@@ -9,6 +9,11 @@
 // Only affects Windows; ignored elsewhere.
 #![windows_subsystem = "windows"]
 
+// The tray: on Windows built into this program (it costs no extra library there); elsewhere it
+// is `backend-warden-tray` (see `run_warden`).
+#[cfg(windows)]
+mod desktop;
+
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,8 +22,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use backend_warden::app::{self, Claim, ConfigSource};
-use backend_warden::config::ConfigError;
+use backend_warden::app::{
+    self, ConfigSource, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, config_error,
+};
 use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
@@ -145,10 +151,6 @@ enum AutostartCmd {
     Status,
 }
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_NOT_RUNNING: u8 = 3;
-
 /// `print!` for the CLI's answers: a reader that has gone away (`status | head`) ends the
 /// command quietly, as it ends any other tool. Rust ignores SIGPIPE, so `print!` would panic
 /// with a backtrace instead.
@@ -215,7 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let paths = Paths::resolve(cli.config.as_deref())?;
     match command {
-        Cmd::Run { headless } => run_warden(&paths, headless),
+        Cmd::Run { headless } => run_warden(&paths, cli.config.as_deref(), headless),
         Cmd::Status { json } => status(&paths, json),
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
@@ -229,36 +231,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Becomes the warden, or hands over to the running one.
-fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
-    let primary = match app::claim(paths, &Request::Show)? {
-        Claim::Primary(primary) => primary,
-        Claim::Handed(response) => {
-            let (pid, status) = match response {
-                Response::Status { status } | Response::Done { status, .. } => {
-                    (format!(" (PID {})", status.warden_pid), status.summary())
-                }
-                Response::Error { message } => (String::new(), message),
-                Response::Killed { .. } => (String::new(), String::new()),
-            };
-            outln!(
-                "Backend Warden is already running{pid}: {status}.\n\
-                 Use `backend-warden status` to see it, or `backend-warden quit` to stop it."
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let (config, source) = match app::load_config(paths) {
-        Ok(loaded) => loaded,
-        Err(e) => return Ok(config_error(&e)),
-    };
-    let plan = app::plan(paths, config, source)?;
+/// Runs the warden: headless here, or the tray. On Linux and macOS the tray is a program of its
+/// own (`backend-warden-tray`, beside this one), so that nothing else loads the GUI libraries:
+/// this process becomes it (same PID, same arguments that matter).
+fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<ExitCode> {
     if headless {
-        app::run_headless(paths, plan, primary)?;
-    } else {
-        app::run_tray(paths, plan, primary)?;
+        return app::run_warden(paths, app::run_headless);
     }
-    Ok(ExitCode::SUCCESS)
+    #[cfg(windows)]
+    {
+        let _ = config;
+        app::run_warden(paths, desktop::run_tray)
+    }
+    #[cfg(not(windows))]
+    {
+        use std::os::unix::process::CommandExt;
+        let tray = process::sibling_program(process::TRAY_PROGRAM)
+            .context("cannot find this program's folder")?;
+        let mut command = std::process::Command::new(&tray);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        // Returns only if the tray program could not be started.
+        let e = command.exec();
+        eprintln!(
+            "backend-warden: cannot start the tray program {}: {e}\n\
+             Reinstall Backend Warden (from source: `cargo build --release` builds both \
+             programs), or run `backend-warden run --headless` to supervise the backend without \
+             a tray icon.",
+            tray.display()
+        );
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
 }
 
 /// Sends a request to the running warden; `Err(code)` is the exit code to end with.
@@ -525,9 +529,4 @@ fn autostart_command(action: AutostartCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("backend-warden: config error: {e}");
-    ExitCode::from(EXIT_USAGE)
 }

@@ -1113,12 +1113,18 @@ fn output(_: &Settings) -> Vec<Row> {
 
 /// Size of the release binary.
 fn binary_size(_: &Settings) -> Vec<Row> {
-    let path = support::exe();
-    let bytes = std::fs::metadata(path).unwrap().len();
+    let size = |path: &str| {
+        let bytes = std::fs::metadata(path).unwrap().len();
+        format!("{:.1} MiB ({bytes} bytes)", mib(bytes))
+    };
     vec![
         Row::new(
-            "release binary size (stripped, thin LTO)",
-            format!("{:.1} MiB ({bytes} bytes)", mib(bytes)),
+            "release binaries (stripped, thin LTO)",
+            format!(
+                "backend-warden {}; backend-warden-tray {}",
+                size(support::exe()),
+                size(support::tray_exe())
+            ),
         )
         .note("report"),
     ]

@@ -1,14 +1,12 @@
 //! App wiring: single instance, config, engine, control endpoint. `claim` and `run_headless`
 //! are what the binary's `run --headless` calls; they take their paths as arguments so several
 //! instances can run side by side (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring
-//! is in `desktop.rs`.
+//! belongs to the tray program (`src/desktop`), not to the library.
 
-mod desktop;
-
-pub use desktop::run_tray;
-
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -101,7 +99,7 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
 /// The built-in demo backend: this binary's hidden `demo-backend` subcommand on a free
 /// loopback port, with its health endpoint.
 fn demo_backend(config: &Config) -> Result<Backend> {
-    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let exe = crate::process::main_program().context("cannot find the backend-warden program")?;
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .context("cannot find a free loopback port for the demo backend")?
@@ -485,6 +483,52 @@ fn adoption_candidate(scanner: &mut StrayScanner, plan: &Plan) -> Option<u32> {
         "adopting the copy of the backend that is already running"
     );
     Some(stray.pid)
+}
+
+/// Exit code: the action failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage or config error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: no warden is running.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// Becomes the warden and runs it with `front` (headless, or the tray) until it ends, or hands
+/// over to the running warden and says so. What both programs do when asked to run.
+pub fn run_warden(
+    paths: &Paths,
+    front: impl FnOnce(&Paths, Plan, Primary) -> Result<()>,
+) -> Result<ExitCode> {
+    let primary = match claim(paths, &Request::Show)? {
+        Claim::Primary(primary) => primary,
+        Claim::Handed(response) => {
+            let (pid, status) = match response {
+                Response::Status { status } | Response::Done { status, .. } => {
+                    (format!(" (PID {})", status.warden_pid), status.summary())
+                }
+                Response::Error { message } => (String::new(), message),
+                Response::Killed { .. } => (String::new(), String::new()),
+            };
+            // Nobody may be reading (a launch from the desktop): nothing to do about it.
+            let _ = writeln!(
+                std::io::stdout(),
+                "Backend Warden is already running{pid}: {status}.\n\
+                 Use `backend-warden status` to see it, or `backend-warden quit` to stop it."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let (config, source) = match load_config(paths) {
+        Ok(loaded) => loaded,
+        Err(e) => return Ok(config_error(&e)),
+    };
+    front(paths, plan(paths, config, source)?, primary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the user about a config error; the exit code to end with.
+pub fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("backend-warden: config error: {e}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// Runs the engine in the foreground until Ctrl+C / SIGTERM or `quit`, then stops the backend

@@ -18,9 +18,10 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-/// The program that starts at login: this executable, with no arguments (the tray).
+/// The program that starts at login, with no arguments (the tray): `backend-warden`, also when
+/// the tray program asks.
 fn program() -> io::Result<PathBuf> {
-    std::env::current_exe()
+    crate::process::main_program()
 }
 
 /// Makes the warden start at login.

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io;
 use std::path::PathBuf;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::supervisor::Pid;
 
@@ -19,6 +21,38 @@ mod windows;
 use windows as imp;
 
 pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt, guardian_main};
+
+/// The command-line program: CLI, headless warden and the helpers (guardian, demo backend).
+pub const MAIN_PROGRAM: &str = "backend-warden";
+/// The program with the tray icon, installed beside [`MAIN_PROGRAM`].
+pub const TRAY_PROGRAM: &str = "backend-warden-tray";
+
+static MAIN_PROGRAM_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// The executable that answers the hidden helper subcommands (the guardian, `demo-backend`)
+/// and that starts at login: `backend-warden` itself, unless the running program said
+/// otherwise with [`set_main_program`]. Helpers never load the tray's GUI libraries.
+pub fn main_program() -> io::Result<PathBuf> {
+    match MAIN_PROGRAM_PATH.get() {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
+/// Makes [`main_program`] answer `path` from now on (the tray program sets it to the
+/// `backend-warden` beside it). Only the first call counts.
+pub fn set_main_program(path: PathBuf) {
+    let _ = MAIN_PROGRAM_PATH.set(path);
+}
+
+/// `name` (plus `.exe` on Windows) in the folder this program runs from.
+pub fn sibling_program(name: &str) -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| io::Error::other("this program's path has no folder"))?;
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+}
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -312,8 +312,7 @@ impl TreeGuard {
             None => false,
         };
         if !alive {
-            let exe = std::env::current_exe()?;
-            let mut child = Command::new(exe)
+            let mut child = Command::new(super::main_program()?)
                 .arg(GUARDIAN_SUBCOMMAND)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())

@@ -361,7 +361,7 @@ impl TreeGuard {
 /// Runs the helper that delivers CTRL_BREAK_EVENT ([`guardian_main`]) for `group` and waits
 /// for its answer.
 fn send_ctrl_break(group: Pid) -> io::Result<()> {
-    let mut helper = Command::new(std::env::current_exe()?)
+    let mut helper = Command::new(super::main_program()?)
         .arg(GUARDIAN_SUBCOMMAND)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -363,6 +364,74 @@ fn without_a_display_the_tray_says_to_run_headless() {
     assert!(err.contains("run --headless"), "{err}");
     // Nothing is left holding the instance lock.
     assert_eq!(cli_in(home.path(), &["status"]).status.code(), Some(3));
+}
+
+/// `backend-warden` passes `--config` on to the tray program it becomes: the tray reads that
+/// file (here a broken one, so it stops before it needs a display).
+#[test]
+fn the_tray_program_reads_the_config_it_was_given() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("elsewhere.toml");
+    std::fs::write(&config, "[backend]\ncomand = \"python\"\n").unwrap();
+    let out = Command::new(exe())
+        .arg("--config")
+        .arg(&config)
+        .env("BACKEND_WARDEN_HOME", home.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("elsewhere.toml:2"), "{err}");
+    assert!(err.contains("comand"), "{err}");
+}
+
+/// Each program says what is wrong when the other one is not beside it.
+#[test]
+fn a_program_without_its_sibling_says_so() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for (program, expected) in [
+        (exe(), "cannot start the tray program"),
+        (tray_exe(), "backend-warden is missing"),
+    ] {
+        let alone = dir.path().join(Path::new(program).file_name().unwrap());
+        std::fs::hard_link(program, &alone)
+            .or_else(|_| std::fs::copy(program, &alone).map(drop))
+            .unwrap();
+        let out = Command::new(&alone)
+            .env("BACKEND_WARDEN_HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        std::fs::remove_file(&alone).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{program}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{program}: {err}");
+    }
+}
+
+/// Only the tray loads the GUI toolkit: the headless warden, its guardian and the demo
+/// backend map no GTK library (they did when all were one program: 10 MiB each).
+#[cfg(target_os = "linux")]
+#[test]
+fn only_the_tray_loads_the_gui_toolkit() {
+    let mut w = Warden::start(&demo_config(&tag("lean"), free_port(), &[], ""));
+    w.healthy();
+    let warden = w.pid();
+    let guardian = wait_until(SECS(5), "the guardian", || {
+        children_of(warden).into_iter().find(|&c| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("__guardian"))
+        })
+    });
+    let backend = w.status()["pid"].as_u64().unwrap();
+    for pid in [u64::from(warden), u64::from(guardian), backend] {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(maps.contains("libc.so"), "{pid}: {maps}");
+        assert!(!maps.contains("libgtk"), "PID {pid} maps GTK:\n{maps}");
+    }
+    assert!(w.terminate().success());
 }
 
 /// `status | head` and `logs | head`: a reader that closed the pipe ends the command quietly

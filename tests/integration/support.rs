@@ -16,6 +16,11 @@ pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_backend-warden")
 }
 
+/// The tray program `backend-warden` becomes.
+pub fn tray_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_backend-warden-tray")
+}
+
 /// Polls `f` every few ms until it returns `Some`, or panics after `limit` with `what`.
 pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

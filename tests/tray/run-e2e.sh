@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-cargo build -q --bin backend-warden
+cargo build -q --bins   # backend-warden and backend-warden-tray, which it becomes
 export APP=$ROOT/target/debug/backend-warden
 export SHOTS=$ROOT/target/tray-e2e
 rm -rf "$SHOTS"; mkdir -p "$SHOTS"

@@ -1,6 +1,13 @@
 //! Desktop wiring: the same engine as headless mode, plus the tray on the main thread, desktop
 //! notifications, and the thread that carries out tray clicks (opening files, reloading the
 //! config, killing strays), so the UI thread never blocks.
+//!
+//! Not part of the library: only the programs that show the tray compile this module, so the
+//! GUI toolkit (GTK on Linux) is linked and loaded by `backend-warden-tray` alone, never by the
+//! CLI, the headless warden, the guardian or the demo backend. On Windows, where the tray costs
+//! no extra library, `backend-warden.exe` compiles it in as well.
+
+mod tray;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -11,20 +18,22 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use super::{Hooks, Plan, Primary, describe, start_engine, strays_summary, write_template};
-use crate::alerts::{Alert, AlertPolicy};
-use crate::control::Control;
-use crate::notifier::Notifier;
-use crate::paths::Paths;
-use crate::runner::EngineHandle;
-use crate::supervisor::Command;
-use crate::tray::{UiAction, UiEvent};
+use backend_warden::alerts::{Alert, AlertPolicy};
+use backend_warden::app::{
+    Hooks, Plan, Primary, describe, start_engine, strays_summary, write_template,
+};
+use backend_warden::control::Control;
+use backend_warden::notifier::Notifier;
+use backend_warden::paths::Paths;
+use backend_warden::runner::EngineHandle;
+use backend_warden::supervisor::Command;
+use tray::{UiAction, UiEvent};
 
 /// Runs the warden with its tray icon: the engine and control endpoint as in headless mode,
 /// the tray on this (the main) thread, alerts as desktop notifications. Returns only if the
 /// tray cannot be shown at all; otherwise the process ends when the tray closes.
 pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
-    if !crate::tray::display_available() {
+    if !tray::display_available() {
         anyhow::bail!(
             "no display for a tray icon (DISPLAY and WAYLAND_DISPLAY are unset); \
              run `backend-warden run --headless` to supervise the backend without one"
@@ -32,7 +41,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     }
     std::fs::create_dir_all(&plan.log_dir)
         .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
-    crate::logging::init(&plan.log_dir, true);
+    backend_warden::logging::init(&plan.log_dir, true);
     info!("{}", describe(&plan, paths));
     let notifier = Notifier::start().context("cannot start the notifier")?;
     let alerts = Arc::new(Mutex::new(AlertPolicy::new(plan.config.notify.clone())));
@@ -81,52 +90,56 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
 
     let (actions, clicks) = mpsc::channel();
     let config_file = paths.config_file.clone();
-    crate::tray::run(crate::autostart::is_enabled(), actions, move |proxy| {
-        let board = Arc::clone(&running.board);
-        let control = Arc::clone(&running.control);
-        let engine = running.engine.clone();
-        // Status to the UI: on every change, and twice a minute for the uptime.
-        let status_proxy = proxy.clone();
-        let status_control = Arc::clone(&control);
-        let _ = thread::Builder::new()
-            .name("tray-status".into())
-            .spawn(move || {
-                let mut seen = 0;
-                loop {
-                    let report = Box::new(status_control.report());
-                    if status_proxy.send_event(UiEvent::Status(report)).is_err() {
-                        return;
+    tray::run(
+        backend_warden::autostart::is_enabled(),
+        actions,
+        move |proxy| {
+            let board = Arc::clone(&running.board);
+            let control = Arc::clone(&running.control);
+            let engine = running.engine.clone();
+            // Status to the UI: on every change, and twice a minute for the uptime.
+            let status_proxy = proxy.clone();
+            let status_control = Arc::clone(&control);
+            let _ = thread::Builder::new()
+                .name("tray-status".into())
+                .spawn(move || {
+                    let mut seen = 0;
+                    loop {
+                        let report = Box::new(status_control.report());
+                        if status_proxy.send_event(UiEvent::Status(report)).is_err() {
+                            return;
+                        }
+                        seen = board.wait_change(seen, Duration::from_secs(30));
                     }
-                    seen = board.wait_change(seen, Duration::from_secs(30));
-                }
-            });
-        // Clicks, carried out off the UI thread.
-        let action_proxy = proxy.clone();
-        let _ = thread::Builder::new()
-            .name("tray-actions".into())
-            .spawn(move || {
-                let actions = TrayActions {
-                    engine,
-                    control,
-                    notifier,
-                    alerts,
-                    config_file,
-                    log_dir,
-                    proxy: action_proxy,
-                };
-                while let Ok(action) = clicks.recv() {
-                    actions.carry_out(action);
-                }
-            });
-        // When the engine has ended (Quit, SIGTERM), close the tray.
-        let _ = thread::Builder::new()
-            .name("tray-exit".into())
-            .spawn(move || {
-                running.wait();
-                info!("warden stopped");
-                let _ = proxy.send_event(UiEvent::Exit);
-            });
-    })
+                });
+            // Clicks, carried out off the UI thread.
+            let action_proxy = proxy.clone();
+            let _ = thread::Builder::new()
+                .name("tray-actions".into())
+                .spawn(move || {
+                    let actions = TrayActions {
+                        engine,
+                        control,
+                        notifier,
+                        alerts,
+                        config_file,
+                        log_dir,
+                        proxy: action_proxy,
+                    };
+                    while let Ok(action) = clicks.recv() {
+                        actions.carry_out(action);
+                    }
+                });
+            // When the engine has ended (Quit, SIGTERM), close the tray.
+            let _ = thread::Builder::new()
+                .name("tray-exit".into())
+                .spawn(move || {
+                    running.wait();
+                    info!("warden stopped");
+                    let _ = proxy.send_event(UiEvent::Exit);
+                });
+        },
+    )
 }
 
 /// Carries out tray clicks (file, process and engine work the UI thread must not do).
@@ -216,9 +229,9 @@ impl TrayActions {
             },
             UiAction::SetAutostart(on) => {
                 let result = if on {
-                    crate::autostart::enable()
+                    backend_warden::autostart::enable()
                 } else {
-                    crate::autostart::disable()
+                    backend_warden::autostart::disable()
                 };
                 if let Err(e) = result {
                     self.notifier
@@ -226,7 +239,7 @@ impl TrayActions {
                 }
                 let _ = self
                     .proxy
-                    .send_event(UiEvent::Autostart(crate::autostart::is_enabled()));
+                    .send_event(UiEvent::Autostart(backend_warden::autostart::is_enabled()));
             }
             UiAction::About => self.notifier.show(Alert::info(
                 format!("Backend Warden {}", env!("CARGO_PKG_VERSION")),

@@ -13,9 +13,9 @@ use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
 use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
-use crate::icon::{self, Look};
-use crate::status::StatusReport;
-use crate::view::TrayView;
+use backend_warden::icon::{self, Look};
+use backend_warden::status::StatusReport;
+use backend_warden::view::TrayView;
 
 /// What a click asks for; the app carries it out off the UI thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
