@@ -26,12 +26,12 @@ impl HealthProbe {
         on_result: impl Fn(Pid, Probe) + Send + 'static,
     ) -> std::io::Result<HealthProbe> {
         let (requests, pending) = mpsc::channel::<Pid>();
-        let agent = agent(timeout);
         thread::Builder::new()
             .name("health-probe".into())
             .spawn(move || {
+                let mut prober = Prober::new(url, timeout);
                 while let Ok(pid) = pending.recv() {
-                    on_result(pid, probe_once(&agent, &url));
+                    on_result(pid, prober.probe(pid));
                 }
             })?;
         Ok(HealthProbe { requests })
@@ -43,19 +43,89 @@ impl HealthProbe {
     }
 }
 
-/// One probe of `url`, now, on the calling thread.
-pub fn check_once(url: &str, timeout: Duration) -> Probe {
-    probe_once(&agent(timeout), url)
+/// A fresh connection at least this often (in probes) while one is kept alive: a backend
+/// that stops accepting connections but still serves an open one is noticed within as many
+/// probes (30 s at the default 2 s interval).
+const PROBES_PER_CONNECTION: u32 = 15;
+
+/// Probes over one kept-alive connection per backend process: a probe every two seconds, all
+/// day, then costs a request and its answer, not a TCP handshake and teardown besides. The
+/// connection (its agent) belongs to one backend PID and is never used for another, so a probe
+/// never talks to a process of an older tree.
+struct Prober {
+    url: String,
+    timeout: Duration,
+    current: Option<Connection>,
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+struct Connection {
+    pid: Pid,
+    agent: ureq::Agent,
+    /// Probes made through this agent.
+    probes: u32,
+    /// The last probe succeeded, so the agent keeps an open connection to reuse.
+    kept: bool,
+}
+
+impl Prober {
+    fn new(url: String, timeout: Duration) -> Prober {
+        Prober {
+            url,
+            timeout,
+            current: None,
+        }
+    }
+
+    fn probe(&mut self, pid: Pid) -> Probe {
+        let reusable = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.pid == pid && c.probes < PROBES_PER_CONNECTION);
+        if !reusable {
+            self.current = None;
+        }
+        let timeout = self.timeout;
+        let connection = self.current.get_or_insert_with(|| Connection {
+            pid,
+            agent: agent(timeout, true),
+            probes: 0,
+            kept: false,
+        });
+        connection.probes += 1;
+        let mut result = probe_once(&connection.agent, &self.url);
+        if connection.kept && matches!(result, Err(ProbeError::Connection(_))) {
+            // The kept connection was closed by the backend (its keep-alive timeout, or it
+            // went away): only a failure on a new connection counts.
+            *connection = Connection {
+                pid,
+                agent: agent(timeout, true),
+                probes: 1,
+                kept: false,
+            };
+            result = probe_once(&connection.agent, &self.url);
+        }
+        connection.kept = result.is_ok();
+        result.unwrap_or_else(|e| e.into_probe())
+    }
+}
+
+/// One probe of `url`, now, on the calling thread.
+pub fn check_once(url: &str, timeout: Duration) -> Probe {
+    probe_once(&agent(timeout, false), url).unwrap_or_else(|e| e.into_probe())
+}
+
+/// An agent for probes of `timeout`; with `keep_alive`, it keeps its connection open between
+/// probes (for a few seconds, less than servers' usual keep-alive timeout: uvicorn's and
+/// Node's are 5 s).
+fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         // Probes go to the loopback address; a proxy from the environment must not see them.
         .proxy(None)
-        // A fresh connection each time: after a restart a pooled one would be stale.
-        .max_idle_connections(0)
+        .max_idle_connections(usize::from(keep_alive))
+        .max_idle_connections_per_host(usize::from(keep_alive))
+        .max_idle_age(Duration::from_secs(4))
         .build();
     ureq::Agent::with_parts(config, DefaultConnector::new(), LiteralFirst::default())
 }
@@ -94,31 +164,54 @@ impl Resolver for LiteralFirst {
     }
 }
 
-fn probe_once(agent: &ureq::Agent, url: &str) -> Probe {
+/// Why a probe failed.
+#[derive(Debug)]
+enum ProbeError {
+    /// An answer, but not a 2xx one, or no answer in time: the backend's doing.
+    Answer(String),
+    /// The connection failed (refused, reset, closed before the answer, ...).
+    Connection(String),
+}
+
+impl ProbeError {
+    fn into_probe(self) -> Probe {
+        match self {
+            ProbeError::Answer(error) | ProbeError::Connection(error) => Probe::Failed { error },
+        }
+    }
+}
+
+fn probe_once(agent: &ureq::Agent, url: &str) -> Result<Probe, ProbeError> {
     let started = Instant::now();
     match agent.get(url).call() {
-        Ok(response) if response.status().is_success() => Probe::Ok {
-            latency: started.elapsed(),
-        },
-        Ok(response) => Probe::Failed {
-            error: format!("{url} answered {}", response.status()),
-        },
-        Err(ureq::Error::Timeout(_)) => Probe::Failed {
-            error: format!("{url} did not answer within the timeout"),
-        },
-        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Probe::Failed {
-                error: format!("{url}: connection refused"),
-            }
+        Ok(response) if response.status().is_success() => {
+            // Read the body to the end, so that the connection can be used again.
+            let _ = response.into_body().read_to_vec();
+            Ok(Probe::Ok {
+                latency: started.elapsed(),
+            })
         }
-        Err(e) => Probe::Failed {
-            error: format!("{url}: {e}"),
-        },
+        Ok(response) => Err(ProbeError::Answer(format!(
+            "{url} answered {}",
+            response.status()
+        ))),
+        Err(ureq::Error::Timeout(_)) => Err(ProbeError::Answer(format!(
+            "{url} did not answer within the timeout"
+        ))),
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(ProbeError::Connection(format!("{url}: connection refused")))
+        }
+        Err(e) => Err(ProbeError::Connection(format!("{url}: {e}"))),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     fn resolve(url: &str) -> Vec<SocketAddr> {
@@ -149,6 +242,94 @@ mod tests {
             resolve("http://10.1.2.3/x"),
             ["10.1.2.3:80".parse().unwrap()]
         );
+    }
+
+    /// A loopback HTTP/1.1 server answering 200; counts the connections it accepted. With
+    /// `one_answer_per_connection` it closes a connection when a second request arrives on it,
+    /// without answering (as a server whose keep-alive timeout ran out as the probe was sent).
+    fn server(one_answer_per_connection: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    let (mut request, mut answered) = (Vec::new(), false);
+                    let mut byte = [0u8; 1];
+                    while let Ok(1) = stream.read(&mut byte) {
+                        request.push(byte[0]);
+                        if request.ends_with(b"\r\n\r\n") {
+                            request.clear();
+                            if answered && one_answer_per_connection {
+                                return;
+                            }
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                            answered = true;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn ok(probe: &Probe) -> bool {
+        matches!(probe, Probe::Ok { .. })
+    }
+
+    #[test]
+    fn probes_of_one_backend_share_a_connection_and_a_new_backend_gets_its_own() {
+        let (url, accepted) = server(false);
+        let mut prober = Prober::new(url, Duration::from_secs(2));
+        for _ in 0..5 {
+            assert!(ok(&prober.probe(100)));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Another PID (a restarted backend): never the old connection.
+        assert!(ok(&prober.probe(200)));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // A fresh connection every PROBES_PER_CONNECTION probes.
+        for _ in 1..PROBES_PER_CONNECTION {
+            assert!(ok(&prober.probe(200)));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert!(ok(&prober.probe(200)));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_kept_connection_the_server_closed_is_not_a_failure() {
+        let (url, accepted) = server(true);
+        let mut prober = Prober::new(url, Duration::from_secs(2));
+        for _ in 0..4 {
+            let probe = prober.probe(100);
+            assert!(ok(&probe), "{probe:?}");
+        }
+        // Each probe after the first tried the kept connection, then a new one.
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_refused_connection_fails_at_once() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut prober = Prober::new(
+            format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(2),
+        );
+        match prober.probe(100) {
+            Probe::Failed { error } => assert!(error.contains("refused"), "{error}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
