@@ -386,6 +386,10 @@ pub struct StrayScanner {
     young: Vec<u32>,
     /// What held the port at the last scan: the likeliest holders at the next one.
     last_holders: Vec<u32>,
+    /// The port's listening sockets and holders as last found.
+    listeners: platform::Listeners,
+    /// The last update read processes that had not been read before (new or reused PIDs).
+    new_processes: bool,
     identity: Result<Identity, TooBroad>,
     port: Option<u16>,
     me: u32,
@@ -592,6 +596,8 @@ impl StrayScanner {
             verdicts: HashMap::new(),
             young: Vec::new(),
             last_holders: Vec::new(),
+            listeners: platform::Listeners::default(),
+            new_processes: true,
             identity,
             port,
             me,
@@ -605,10 +611,16 @@ impl StrayScanner {
     }
 
     /// Brings the process table and the verdicts up to date: everything with `full` (or where
-    /// the platform cannot tell what changed), otherwise only what may have changed.
-    fn update(&mut self, full: bool) {
+    /// the platform cannot tell what changed), otherwise only what may have changed. The
+    /// `managed` backend is not read again: it is nobody's stray.
+    fn update(&mut self, full: bool, managed: Option<u32>) {
         let young = std::mem::take(&mut self.young);
-        match self.watch.plan(self.system.processes(), full) {
+        let plan = self.watch.plan(self.system.processes(), full);
+        self.new_processes = match &plan {
+            Plan::Full => true,
+            Plan::Changes { fresh, .. } => !fresh.is_empty(),
+        };
+        match plan {
             Plan::Full => {
                 self.system.refresh_processes_specifics(
                     ProcessesToUpdate::All,
@@ -642,7 +654,7 @@ impl StrayScanner {
                 others.extend(
                     self.verdicts
                         .iter()
-                        .filter(|(_, v)| v.matches)
+                        .filter(|(pid, v)| v.matches && Some(**pid) != managed)
                         .map(|(pid, _)| *pid),
                 );
                 others.sort_unstable();
@@ -710,7 +722,7 @@ impl StrayScanner {
     /// (an adopted one is not the warden's descendant): its tree is never a stray.
     pub fn scan(&mut self, managed: Option<u32>) -> Scan {
         let started = Instant::now();
-        self.update(false);
+        self.update(false, managed);
         let ours = OwnTree::new(&self.system, self.me, managed);
         let holders = self
             .port
@@ -784,6 +796,7 @@ impl StrayScanner {
     /// are: the managed backend and the last scan's holders, then the managed backend's tree
     /// and the matching processes.
     fn holders(&mut self, port: u16, ours: &OwnTree) -> Vec<PortHolder> {
+        let mut listeners = std::mem::take(&mut self.listeners);
         let likeliest: Vec<u32> = ours
             .managed
             .into_iter()
@@ -797,7 +810,15 @@ impl StrayScanner {
             pids.extend(self.matching());
             pids
         });
-        let pids = platform::listening_pids(port, std::iter::once(likeliest).chain(then));
+        // The same sockets and no new process: the same holders (unless one has exited).
+        let same_processes = |last: &[u32]| {
+            !self.new_processes
+                && last
+                    .iter()
+                    .all(|pid| self.system.process(SysPid::from_u32(*pid)).is_some())
+        };
+        let pids = listeners.holders(port, std::iter::once(likeliest).chain(then), same_processes);
+        self.listeners = listeners;
         // Holders that started since the table was read.
         let unknown: Vec<u32> = pids
             .iter()
@@ -829,7 +850,7 @@ impl StrayScanner {
         dry_run: bool,
     ) -> KillReport {
         let mut report = KillReport::default();
-        self.update(true);
+        self.update(true, managed);
         let pids: Vec<u32> = strays.iter().map(|s| s.pid).collect();
         read_processes(&mut self.system, &pids, reread_kind());
         self.judge(&pids, Judge::Again);

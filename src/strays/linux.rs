@@ -160,12 +160,51 @@ fn listed_pids() -> std::io::Result<Vec<u32>> {
         .collect())
 }
 
+/// The listening sockets on a port and their holders as last found, so that a scan that finds
+/// the same sockets, and no process that could have come to hold them, looks for no owners.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    port: u16,
+    inodes: HashSet<u32>,
+    pids: Vec<u32>,
+}
+
+impl Listeners {
+    /// PIDs with a listening TCP socket on `port`, as [`listening_pids`] finds them, or as
+    /// found last time when the kernel lists the same sockets and `same_processes` says no
+    /// process has started and none of the last holders has exited since (only a new process
+    /// inherits a socket; passing one to another process over a Unix socket is not noticed
+    /// until the sockets change).
+    pub fn holders(
+        &mut self,
+        port: u16,
+        likely: impl IntoIterator<Item = Vec<u32>>,
+        same_processes: impl FnOnce(&[u32]) -> bool,
+    ) -> Vec<u32> {
+        let inodes = listening_inodes(port);
+        if port == self.port && inodes == self.inodes && same_processes(&self.pids) {
+            return self.pids.clone();
+        }
+        let pids = owners(&inodes, likely);
+        *self = Listeners {
+            port,
+            inodes,
+            pids: pids.clone(),
+        };
+        pids
+    }
+}
+
 /// PIDs with a listening TCP socket on `port` (IPv4 or IPv6). The sockets come from the socket
 /// table alone; their owners are looked for among `likely` (groups of likely holders, the
 /// likeliest first; a group is only computed if the ones before leave a socket unaccounted
 /// for) and, failing that, among every open file on the machine.
 pub fn listening_pids(port: u16, likely: impl IntoIterator<Item = Vec<u32>>) -> Vec<u32> {
-    let listeners = listening_inodes(port);
+    owners(&listening_inodes(port), likely)
+}
+
+/// The processes holding `listeners` (socket inodes), looked for as [`listening_pids`] says.
+fn owners(listeners: &HashSet<u32>, likely: impl IntoIterator<Item = Vec<u32>>) -> Vec<u32> {
     if listeners.is_empty() {
         return Vec::new();
     }
@@ -421,5 +460,24 @@ mod tests {
         assert_eq!(listening_pids(port, []), [me]);
         drop(listener);
         assert!(listening_pids(port, [vec![me]]).is_empty());
+    }
+
+    #[test]
+    fn the_same_sockets_held_by_the_same_processes_are_not_looked_up_again() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = std::process::id();
+        let never = || std::iter::once_with(|| -> Vec<u32> { panic!("looked up again") });
+        let mut listeners = Listeners::default();
+        assert_eq!(listeners.holders(port, [vec![me]], |_| true), [me]);
+        assert_eq!(listeners.holders(port, never(), |last| last == [me]), [me]);
+        // A process may have started (or a holder exited): looked up again.
+        assert_eq!(listeners.holders(port, [vec![me]], |_| false), [me]);
+        // Another socket on the port: looked up again, even with the same processes.
+        drop(listener);
+        let again = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(listeners.holders(port, [vec![me]], |_| true), [me]);
+        drop(again);
+        assert!(listeners.holders(port, never(), |_| true).is_empty());
     }
 }

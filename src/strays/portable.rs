@@ -24,6 +24,23 @@ impl TableWatch {
     }
 }
 
+/// The holders of a port's listening sockets: the socket table names them, so nothing is
+/// kept between scans here.
+#[derive(Debug, Default)]
+pub struct Listeners;
+
+impl Listeners {
+    /// PIDs with a listening TCP socket on `port`, as [`listening_pids`] finds them.
+    pub fn holders(
+        &mut self,
+        port: u16,
+        likely: impl IntoIterator<Item = Vec<u32>>,
+        _same_processes: impl FnOnce(&[u32]) -> bool,
+    ) -> Vec<u32> {
+        listening_pids(port, likely)
+    }
+}
+
 /// PIDs with a listening TCP socket on `port` (IPv4 or IPv6), dead ones included (Windows
 /// reports sockets inherited by a child under the dead parent's PID). The likely holders are
 /// no help here: the socket table names its owners itself.
