@@ -43,6 +43,9 @@ impl HealthProbe {
     }
 }
 
+/// The probe's read buffer, and the most of response headers it accepts.
+const PROBE_BUFFER: usize = 16 * 1024;
+
 /// A fresh connection at least this often (in probes) while one is kept alive: a backend
 /// that stops accepting connections but still serves an open one is noticed within as many
 /// probes (30 s at the default 2 s interval).
@@ -126,6 +129,12 @@ fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
         .max_idle_connections(usize::from(keep_alive))
         .max_idle_connections_per_host(usize::from(keep_alive))
         .max_idle_age(Duration::from_secs(4))
+        // A health answer is a status line, a few headers and a small body: ureq's 128 KiB
+        // buffers each way (zeroed, so all resident, for as long as the connection is kept)
+        // would be most of the warden's memory.
+        .max_response_header_size(PROBE_BUFFER)
+        .input_buffer_size(PROBE_BUFFER)
+        .output_buffer_size(PROBE_BUFFER / 4)
         .build();
     ureq::Agent::with_parts(config, DefaultConnector::new(), LiteralFirst::default())
 }
@@ -248,6 +257,13 @@ mod tests {
     /// `one_answer_per_connection` it closes a connection when a second request arrives on it,
     /// without answering (as a server whose keep-alive timeout ran out as the probe was sent).
     fn server(one_answer_per_connection: bool) -> (String, Arc<AtomicUsize>) {
+        server_with_body(one_answer_per_connection, b"ok".to_vec())
+    }
+
+    fn server_with_body(
+        one_answer_per_connection: bool,
+        body: Vec<u8>,
+    ) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/health", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -256,6 +272,7 @@ mod tests {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 count.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
                 thread::spawn(move || {
                     let (mut request, mut answered) = (Vec::new(), false);
                     let mut byte = [0u8; 1];
@@ -266,8 +283,15 @@ mod tests {
                             if answered && one_answer_per_connection {
                                 return;
                             }
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(answer).is_err() {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            if stream
+                                .write_all(head.as_bytes())
+                                .and_then(|()| stream.write_all(&body))
+                                .is_err()
+                            {
                                 return;
                             }
                             answered = true;
@@ -313,6 +337,17 @@ mod tests {
         }
         // Each probe after the first tried the kept connection, then a new one.
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_buffer_is_read_through_on_one_connection() {
+        let (url, accepted) = server_with_body(false, vec![b'x'; 8 * PROBE_BUFFER]);
+        let mut prober = Prober::new(url, Duration::from_secs(2));
+        for _ in 0..3 {
+            let probe = prober.probe(100);
+            assert!(ok(&probe), "{probe:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
