@@ -1,17 +1,17 @@
 //! The backend's output: reader threads drain its stdout and stderr, and one writer thread
 //! appends each line, timestamped and marked `out`/`err`, to `backend.log`, rotated by size.
 //!
-//! The backend is never slowed down by the warden: readers hand lines over through a bounded
-//! queue without waiting; when the writer falls behind (a stalled disk), lines are dropped and
-//! counted, and the count is written once the writer catches up. Partial lines and non-UTF-8
+//! The backend is never slowed down by the warden: readers hand lines over through a queue
+//! bounded in bytes, without waiting; when the writer falls behind (a stalled disk), lines are
+//! dropped and counted, and the count is written once the writer catches up. Partial lines and non-UTF-8
 //! bytes are written as they came. May import `std` and `crate::supervisor` types only.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,8 +22,16 @@ use crate::supervisor::TAIL_LINES;
 /// prints megabytes without a newline cannot grow the warden's memory.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Records queued for the writer before readers start dropping.
-const QUEUE_RECORDS: usize = 4096;
+/// The reader's buffer: it starts at `READ_MIN` and grows to `READ_MAX` under a flood.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// Bytes queued for the writer (a record counts its line and `RECORD_COST`) before readers
+/// start dropping: a burst of short lines gets tens of thousands of records of slack, a flood
+/// of 64 KiB pieces never holds more than this.
+const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// What a queued record costs besides its bytes (the record, its allocation, the queue slot).
+const RECORD_COST: usize = 64;
 
 /// Which stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,13 @@ struct Record {
     /// The line goes on in the next record (cut at [`MAX_LINE`]), or the stream ended
     /// without a final newline.
     partial: bool,
+}
+
+impl Record {
+    /// What the record counts against [`QUEUE_BYTES`].
+    fn cost(&self) -> usize {
+        self.bytes.len() + RECORD_COST
+    }
 }
 
 /// A file that is rotated by size: `NAME`, `NAME.1` (newest) ... `NAME.keep` (oldest).
@@ -169,23 +184,38 @@ fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The last lines a backend printed, for failure reasons.
+/// The last lines a backend printed, for failure reasons. Kept as bytes (their start: enough
+/// for `TAIL_CHARS` characters) and made text only when asked for: a backend that floods its
+/// output costs a copy per line here, not a conversion.
 #[derive(Debug, Default)]
 struct Tail {
-    lines: VecDeque<String>,
+    lines: VecDeque<Vec<u8>>,
 }
+
+/// Characters of a tail line shown; a longer line ends in "…".
+const TAIL_CHARS: usize = 300;
+/// Bytes of a line kept: a character takes at most 4 bytes (an invalid sequence shows as one
+/// character), so a line cut here still shows over `TAIL_CHARS` characters, and ends in "…".
+const TAIL_BYTES: usize = 4 * TAIL_CHARS + 1;
 
 impl Tail {
     fn push(&mut self, bytes: &[u8]) {
-        const MAX_CHARS: usize = 300;
-        let mut line = String::from_utf8_lossy(bytes).into_owned();
-        if line.chars().count() > MAX_CHARS {
-            line = line.chars().take(MAX_CHARS).collect::<String>() + "…";
-        }
-        if self.lines.len() == TAIL_LINES {
-            self.lines.pop_front();
-        }
+        let mut line = if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        line.clear();
+        line.extend_from_slice(&bytes[..bytes.len().min(TAIL_BYTES)]);
         self.lines.push_back(line);
+    }
+
+    fn text(line: &[u8]) -> String {
+        let text = String::from_utf8_lossy(line);
+        match text.char_indices().nth(TAIL_CHARS) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.into_owned(),
+        }
     }
 }
 
@@ -193,7 +223,9 @@ impl Tail {
 /// and every capture are gone.
 #[derive(Debug, Clone)]
 pub struct BackendLog {
-    queue: SyncSender<Record>,
+    queue: Sender<Record>,
+    /// Bytes queued and not yet written (see [`QUEUE_BYTES`]).
+    queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     path: PathBuf,
 }
@@ -208,15 +240,21 @@ impl BackendLog {
         on_error: impl Fn(&io::Error) + Send + 'static,
     ) -> io::Result<BackendLog> {
         let path = dir.join("backend.log");
-        let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
+        let (queue, records) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let file = RotatingFile::new(path.clone(), max_size, keep);
-        let dropped_in_writer = Arc::clone(&dropped);
+        let writer = Queue {
+            records,
+            queued: Arc::clone(&queued),
+            dropped: Arc::clone(&dropped),
+        };
         thread::Builder::new()
             .name("backend-log".into())
-            .spawn(move || write_records(file, records, &dropped_in_writer, on_error))?;
+            .spawn(move || write_records(file, &writer, on_error))?;
         Ok(BackendLog {
             queue,
+            queued,
             dropped,
             path,
         })
@@ -238,13 +276,18 @@ impl BackendLog {
     }
 
     fn send(&self, record: Record) {
-        let len = record.bytes.len() as u64;
-        match self.queue.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(len.max(1), Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let cost = record.cost();
+        let room = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| {
+                (queued + cost <= QUEUE_BYTES).then_some(queued + cost)
+            });
+        if room.is_err() {
+            let len = record.bytes.len() as u64;
+            self.dropped.fetch_add(len.max(1), Ordering::Relaxed);
+        } else if self.queue.send(record).is_err() {
+            // The writer is gone (it only ends when every sender is): nothing to count.
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
         }
     }
 
@@ -274,7 +317,9 @@ impl BackendLog {
     }
 
     fn drain(&self, stream: Stream, mut reader: Box<dyn Read + Send>, tail: &Mutex<Tail>) {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small while the backend is quiet (it is resident for the backend's life), doubled
+        // whenever a read fills it, up to the pipe's own 64 KiB when it floods.
+        let mut buf = vec![0u8; READ_MIN];
         let mut line: Vec<u8> = Vec::new();
         let emit = |bytes: &[u8], partial: bool| {
             let mut bytes = bytes;
@@ -300,8 +345,9 @@ impl BackendLog {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
+            let full = n == buf.len();
             let mut chunk = &buf[..n];
-            while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+            while let Some(pos) = memchr::memchr(b'\n', chunk) {
                 if line.is_empty() {
                     emit(&chunk[..pos], false);
                 } else {
@@ -315,6 +361,9 @@ impl BackendLog {
             while line.len() >= MAX_LINE {
                 emit(&line[..MAX_LINE], true);
                 line.drain(..MAX_LINE);
+            }
+            if full && buf.len() < READ_MAX {
+                buf.resize(buf.len() * 2, 0);
             }
         }
         if !line.is_empty() {
@@ -350,16 +399,18 @@ impl Capture {
     /// The last lines printed, oldest first.
     pub fn tail(&self) -> Vec<String> {
         let tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
-        tail.lines.iter().cloned().collect()
+        tail.lines.iter().map(|line| Tail::text(line)).collect()
     }
 }
 
-fn write_records(
-    mut file: RotatingFile,
+/// The writer's end of the queue.
+struct Queue {
     records: Receiver<Record>,
-    dropped: &AtomicU64,
-    on_error: impl Fn(&io::Error),
-) {
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+}
+
+fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::Error)) {
     // An episode of failures starts with the first failed write and ends with a flush that
     // succeeds; `on_error` hears of each episode once.
     let mut failing = false;
@@ -370,13 +421,14 @@ fn write_records(
         *failing = true;
     };
     let mut line = Vec::with_capacity(256);
-    while let Ok(first) = records.recv() {
+    let mut formatter = Formatter::default();
+    while let Ok(first) = queue.records.recv() {
         // Write what is queued into the buffer, then flush once the queue is empty: one write
         // per batch instead of one per line, and nothing waits longer than the batch.
         let mut next = Some(first);
         let mut batch_failed = false;
         while let Some(record) = next {
-            let lost = dropped.swap(0, Ordering::Relaxed);
+            let lost = queue.dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
                 let note = Record {
                     at: record.at,
@@ -385,15 +437,16 @@ fn write_records(
                         .into_bytes(),
                     partial: false,
                 };
-                format_record(&note, &mut line);
+                formatter.format(&note, &mut line);
                 let _ = file.write_record(&line);
             }
-            format_record(&record, &mut line);
+            formatter.format(&record, &mut line);
+            queue.queued.fetch_sub(record.cost(), Ordering::Relaxed);
             if let Err(e) = file.write_record(&line) {
                 batch_failed = true;
                 fail(&e, &mut failing);
             }
-            next = records.try_recv().ok();
+            next = queue.records.try_recv().ok();
         }
         match file.flush() {
             Ok(()) if !batch_failed => failing = false,
@@ -403,18 +456,49 @@ fn write_records(
     }
 }
 
-/// `2026-11-23T21:30:00.123Z out| text` — `|` after a whole line, `\` after a piece of one.
-fn format_record(record: &Record, out: &mut Vec<u8>) {
-    out.clear();
-    let _ = write!(
-        out,
-        "{} {}{} ",
-        humantime::format_rfc3339_millis(record.at),
-        record.stream.tag(),
-        if record.partial { '\\' } else { '|' }
-    );
-    out.extend_from_slice(&record.bytes);
-    out.push(b'\n');
+/// Formats records, the calendar part of the timestamp once per second: a backend that
+/// floods its output has every line stamped, and the date was most of the writer's work.
+#[derive(Debug, Default)]
+struct Formatter {
+    /// Seconds since the epoch of `prefix`.
+    second: Option<u64>,
+    /// `2026-11-23T21:30:00`.
+    prefix: Vec<u8>,
+}
+
+impl Formatter {
+    /// `2026-11-23T21:30:00.123Z out| text` — `|` after a whole line, `\` after a piece of one.
+    fn format(&mut self, record: &Record, out: &mut Vec<u8>) {
+        let since_epoch = record
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if self.second != Some(second) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            self.prefix.clear();
+            self.prefix
+                .extend_from_slice(text.trim_end_matches('Z').as_bytes());
+            self.second = Some(second);
+        }
+        let millis = since_epoch.subsec_millis();
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+            b' ',
+        ]);
+        out.extend_from_slice(record.stream.tag().as_bytes());
+        out.push(if record.partial { b'\\' } else { b'|' });
+        out.push(b' ');
+        out.extend_from_slice(&record.bytes);
+        out.push(b'\n');
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +511,90 @@ mod tests {
             .lines()
             .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
             .collect()
+    }
+
+    #[test]
+    fn the_queue_holds_a_bounded_number_of_bytes_and_counts_the_rest() {
+        // No writer: the test holds the queue's other end.
+        let (queue, records) = mpsc::channel();
+        let log = BackendLog {
+            queue,
+            queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            path: PathBuf::from("unused"),
+        };
+        let line = vec![b'x'; 100];
+        let fits = QUEUE_BYTES / (line.len() + RECORD_COST);
+        for _ in 0..fits + 10 {
+            log.note(std::str::from_utf8(&line).unwrap());
+        }
+        assert_eq!(records.try_iter().count(), fits);
+        assert!(log.queued.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        assert_eq!(log.dropped.load(Ordering::Relaxed), 10 * 100);
+        // Big pieces: far fewer records fit in the same bytes.
+        log.queued.store(0, Ordering::Relaxed);
+        let piece = vec![b'y'; MAX_LINE];
+        for _ in 0..100 {
+            log.note(std::str::from_utf8(&piece).unwrap());
+        }
+        assert_eq!(
+            records.try_iter().count(),
+            QUEUE_BYTES / (MAX_LINE + RECORD_COST)
+        );
+    }
+
+    #[test]
+    fn records_are_stamped_to_the_millisecond_across_seconds() {
+        let mut formatter = Formatter::default();
+        let mut out = Vec::new();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for (offset_ms, stream, partial) in [
+            (0, Stream::Out, false),
+            (5, Stream::Err, true),
+            (999, Stream::Warden, false),
+            (1_000, Stream::Out, false),
+            (86_400_042, Stream::Out, true),
+        ] {
+            let at = base + Duration::from_millis(offset_ms);
+            let record = Record {
+                at,
+                stream,
+                bytes: b"hello".to_vec(),
+                partial,
+            };
+            formatter.format(&record, &mut out);
+            let expected = format!(
+                "{} {}{} hello\n",
+                humantime::format_rfc3339_millis(at),
+                stream.tag(),
+                if partial { '\\' } else { '|' }
+            );
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+        }
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_and_shortens_long_ones() {
+        let mut tail = Tail::default();
+        for n in 0..TAIL_LINES + 3 {
+            tail.push(format!("line {n}").as_bytes());
+        }
+        let texts: Vec<String> = tail.lines.iter().map(|l| Tail::text(l)).collect();
+        assert_eq!(texts.len(), TAIL_LINES);
+        assert_eq!(texts[0], "line 3");
+        assert_eq!(texts[TAIL_LINES - 1], format!("line {}", TAIL_LINES + 2));
+        // Exactly TAIL_CHARS characters stay whole; more end in "…", counted in characters
+        // (4-byte ones here), with invalid bytes shown as replacement characters.
+        let exact = "é".repeat(TAIL_CHARS);
+        tail.push(exact.as_bytes());
+        let long = "𝄞".repeat(TAIL_CHARS + 50);
+        tail.push(long.as_bytes());
+        tail.push(&[b'a', 0xff, b'b']);
+        let texts: Vec<String> = tail.lines.iter().map(|l| Tail::text(l)).collect();
+        let n = texts.len();
+        assert_eq!(texts[n - 3], exact);
+        assert_eq!(texts[n - 2], format!("{}…", "𝄞".repeat(TAIL_CHARS)));
+        assert_eq!(texts[n - 1], "a\u{fffd}b");
     }
 
     #[test]
