@@ -5,10 +5,11 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::output::RotatingFile;
 
@@ -57,11 +58,17 @@ impl<'a> MakeWriter<'a> for WardenLog {
     }
 }
 
+/// The filter `BACKEND_WARDEN_LOG` asks for (`debug`, `backend_warden=trace,info`: a level for
+/// everything, or per target), or the default when it is unset or not a filter.
+fn filter(directives: Option<&str>) -> Targets {
+    directives
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_target("backend_warden", tracing::Level::INFO))
+}
+
 /// Sends the warden's events to `log_dir/warden.log`, and to stderr when `to_stderr`.
 pub fn init(log_dir: &Path, to_stderr: bool) {
-    let filter = || {
-        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("backend_warden=info"))
-    };
+    let filter = || filter(std::env::var(LOG_ENV).ok().as_deref());
     let file = RotatingFile::new(log_dir.join("warden.log"), WARDEN_LOG_MAX, WARDEN_LOG_KEEP);
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
@@ -79,4 +86,30 @@ pub fn init(log_dir: &Path, to_stderr: bool) {
         .with(file_layer)
         .with(stderr_layer)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::filter;
+
+    #[test]
+    fn the_environment_sets_the_level_for_everything_or_per_target() {
+        let default = filter(None);
+        assert!(default.would_enable("backend_warden::runner", &Level::INFO));
+        assert!(!default.would_enable("backend_warden::runner", &Level::DEBUG));
+        assert!(!default.would_enable("ureq", &Level::ERROR));
+        let debug = filter(Some("debug"));
+        assert!(debug.would_enable("backend_warden::runner", &Level::DEBUG));
+        assert!(debug.would_enable("ureq", &Level::DEBUG));
+        let per_target = filter(Some("backend_warden=trace,warn"));
+        assert!(per_target.would_enable("backend_warden::strays", &Level::TRACE));
+        assert!(per_target.would_enable("ureq", &Level::WARN));
+        assert!(!per_target.would_enable("ureq", &Level::INFO));
+        // Not a filter: the default.
+        let garbage = filter(Some("backend_warden=loud"));
+        assert!(garbage.would_enable("backend_warden::runner", &Level::INFO));
+        assert!(!garbage.would_enable("backend_warden::runner", &Level::DEBUG));
+    }
 }
