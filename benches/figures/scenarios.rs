@@ -1119,7 +1119,7 @@ fn binary_size(_: &Settings) -> Vec<Row> {
     };
     vec![
         Row::new(
-            "release binaries (stripped, thin LTO)",
+            "release binaries (stripped; opt-level z, fat LTO)",
             format!(
                 "backend-warden {}; backend-warden-tray {}",
                 size(support::exe()),
