@@ -1,8 +1,9 @@
 //! `backend-warden-tray`: the warden with its tray icon. `backend-warden` (with no command, or
-//! `run`) becomes this program; autostart and the desktop menu entries start it through
-//! `backend-warden` too. It is a program of its own so that only the tray loads the GUI
-//! libraries (GTK and its dependencies on Linux): the CLI, the headless warden and the helpers
-//! it starts (guardian, demo backend) are the `backend-warden` beside it, and stay small.
+//! `run`) becomes this program, and the autostart entry names `backend-warden` too, so users
+//! and scripts never need this name. It is a program of its own so that only the tray loads
+//! the GUI libraries (GTK and its dependencies on Linux): the CLI, the headless warden and the
+//! helpers it starts (guardian, demo backend) are the `backend-warden` beside it, and stay
+//! small.
 
 // Only affects Windows (where the MSI ships `backend-warden.exe`, which has the tray built in).
 #![windows_subsystem = "windows"]

@@ -1,6 +1,7 @@
-//! App wiring: single instance, config, engine, control endpoint. `claim` and `run_headless`
-//! are what the binary's `run --headless` calls; they take their paths as arguments so several
-//! instances can run side by side (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring
+//! App wiring: single instance, config, engine, control endpoint. `run_warden` with
+//! `run_headless` is what `backend-warden run --headless` does (the tray program passes its own
+//! front end); they take their paths as arguments so several instances can run side by side
+//! (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring
 //! belongs to the tray program (`src/desktop`), not to the library.
 
 use std::io::Write;
