@@ -4,8 +4,11 @@
 //!
 //! A process is new or *reused* (a PID handed out again) only if the kernel allocated its PID
 //! since the last scan; /proc/loadavg names the last PID allocated, so the candidates are the
-//! listed PIDs in the cyclic range (last scan's last PID, this one's], plus listed PIDs the
-//! table has never seen. Everything else in the table is the same process as before.
+//! PIDs in the cyclic range (last scan's last PID, this one's]. Everything else in the table is
+//! the same process as before. A small range (threads take PIDs too: a few a second on a quiet
+//! machine) is looked at PID by PID; /proc is listed only for a large one, and once a minute
+//! to notice exits, which nothing needs at once: the processes that match are read every scan
+//! anyway, and an exited PID handed out again falls in a later range.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,6 +21,13 @@ use super::Plan;
 /// counter may have gone round the whole PID space): read everything.
 const MAX_TRUSTED_RANGE: u32 = 4096;
 
+/// At most this many PIDs handed out since the last scan are looked at one by one; for more,
+/// /proc is listed.
+const MAX_PROBED: u32 = 64;
+
+/// Scans between two listings of /proc (a minute at the default 5 s).
+const LISTING_EVERY: u32 = 12;
+
 /// Tells which processes each scan must read.
 #[derive(Debug)]
 pub struct TableWatch {
@@ -25,6 +35,8 @@ pub struct TableWatch {
     last_pid: Option<u32>,
     /// /proc/sys/kernel/pid_max: PIDs are below it and wrap there.
     pid_max: u32,
+    /// Scans since /proc was last listed.
+    since_listing: u32,
 }
 
 impl TableWatch {
@@ -33,6 +45,7 @@ impl TableWatch {
         TableWatch {
             last_pid: None,
             pid_max: read_pid_max(),
+            since_listing: 0,
         }
     }
 
@@ -57,6 +70,16 @@ impl TableWatch {
         if allocated == Allocated::Unknown {
             return Plan::Full;
         }
+        let pids = allocated.pids(self.pid_max);
+        if self.since_listing + 1 < LISTING_EVERY && pids.len() <= MAX_PROBED as usize {
+            self.since_listing += 1;
+            let fresh = pids.into_iter().filter(|pid| is_process(*pid)).collect();
+            return Plan::Changes {
+                fresh,
+                gone: Vec::new(),
+            };
+        }
+        self.since_listing = 0;
         let Ok(listed) = listed_pids() else {
             return Plan::Full;
         };
@@ -78,6 +101,15 @@ enum Allocated {
 }
 
 impl Allocated {
+    /// The PIDs of the range, in order of allocation (none for `Unknown`).
+    fn pids(self, pid_max: u32) -> Vec<u32> {
+        match self {
+            Allocated::Nothing | Allocated::Unknown => Vec::new(),
+            Allocated::Range { after, upto } if after < upto => (after + 1..=upto).collect(),
+            Allocated::Range { after, upto } => (after + 1..pid_max).chain(1..=upto).collect(),
+        }
+    }
+
     fn contains(self, pid: u32) -> bool {
         match self {
             Allocated::Nothing => false,
@@ -151,6 +183,18 @@ fn read_pid_max() -> u32 {
         .and_then(|s| s.trim().parse().ok())
         // The kernel's default without the sysctl: a range check against it fails safe.
         .unwrap_or(32768)
+}
+
+/// Whether `pid` is a live process: /proc/PID exists for a thread's ID too (unlisted), so its
+/// thread group must be itself.
+fn is_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Tgid:"))
+            .and_then(|tgid| tgid.trim().parse::<u32>().ok())
+            == Some(pid)
+    })
 }
 
 /// The PIDs /proc lists: thread-group leaders, never thread IDs.
@@ -405,6 +449,51 @@ mod tests {
                 "{previous} -> {now} (pid_max {pid_max})"
             );
         }
+    }
+
+    #[test]
+    fn a_range_is_looked_at_pid_by_pid_in_allocation_order() {
+        assert_eq!(
+            Allocated::Range {
+                after: 10,
+                upto: 13
+            }
+            .pids(100),
+            [11, 12, 13]
+        );
+        assert_eq!(
+            Allocated::Range { after: 97, upto: 2 }.pids(100),
+            [98, 99, 1, 2]
+        );
+        assert!(Allocated::Nothing.pids(100).is_empty());
+        assert!(Allocated::Unknown.pids(100).is_empty());
+    }
+
+    #[test]
+    fn only_live_thread_group_leaders_are_processes() {
+        let me = std::process::id();
+        assert!(is_process(me));
+        // A thread's ID opens as /proc/TID too, but is not a process.
+        let (ready, wait) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            ready.send(()).unwrap();
+            let _ = stopped.recv();
+        });
+        wait.recv().unwrap();
+        let tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|tid| *tid != me)
+            .collect();
+        assert!(!tids.is_empty());
+        assert!(tids.iter().all(|tid| !is_process(*tid)), "{tids:?}");
+        drop(stop);
+        thread.join().unwrap();
+        // No process has a PID of pid_max or more. (Not a spawned and reaped child: the other
+        // tests here look for the processes holding their sockets, and a child between its
+        // spawn and its exec holds them too.)
+        assert!(!is_process(read_pid_max()));
     }
 
     #[test]
