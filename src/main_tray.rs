@@ -17,7 +17,7 @@ use clap::Parser;
 
 use backend_warden::app::{self, EXIT_FAILED};
 use backend_warden::paths::{HOME_ENV, Paths};
-use backend_warden::process::{self, MAIN_PROGRAM};
+use backend_warden::process;
 
 /// The Backend Warden tray: keeps exactly one copy of your local backend alive and honest.
 #[derive(Debug, Parser)]
@@ -38,8 +38,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The helpers (guardian, demo backend) and the autostart entry are `backend-warden`.
-    match process::sibling_program(MAIN_PROGRAM) {
-        Ok(main_program) if main_program.is_file() => process::set_main_program(main_program),
+    match process::main_program() {
+        Ok(main_program) if main_program.is_file() => {}
         Ok(main_program) => {
             eprintln!(
                 "backend-warden-tray: {} is missing: the tray needs the program it was installed \

@@ -7,7 +7,6 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
 
 use crate::supervisor::Pid;
 
@@ -27,22 +26,16 @@ pub const MAIN_PROGRAM: &str = "backend-warden";
 /// The program with the tray icon, installed beside [`MAIN_PROGRAM`].
 pub const TRAY_PROGRAM: &str = "backend-warden-tray";
 
-static MAIN_PROGRAM_PATH: OnceLock<PathBuf> = OnceLock::new();
-
 /// The executable that answers the hidden helper subcommands (the guardian, `demo-backend`)
-/// and that starts at login: `backend-warden` itself, unless the running program said
-/// otherwise with [`set_main_program`]. Helpers never load the tray's GUI libraries.
+/// and that starts at login: this program, or, when this is the tray program, the
+/// `backend-warden` beside it, so that helpers never load the tray's GUI libraries.
 pub fn main_program() -> io::Result<PathBuf> {
-    match MAIN_PROGRAM_PATH.get() {
-        Some(path) => Ok(path.clone()),
-        None => std::env::current_exe(),
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().is_some_and(|stem| stem == TRAY_PROGRAM) {
+        sibling_program(MAIN_PROGRAM)
+    } else {
+        Ok(exe)
     }
-}
-
-/// Makes [`main_program`] answer `path` from now on (the tray program sets it to the
-/// `backend-warden` beside it). Only the first call counts.
-pub fn set_main_program(path: PathBuf) {
-    let _ = MAIN_PROGRAM_PATH.set(path);
 }
 
 /// `name` (plus `.exe` on Windows) in the folder this program runs from.
