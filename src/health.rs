@@ -88,27 +88,36 @@ impl Prober {
             self.current = None;
         }
         let timeout = self.timeout;
-        let connection = self.current.get_or_insert_with(|| Connection {
+        let connection = self
+            .current
+            .get_or_insert_with(|| Connection::new(pid, timeout));
+        let reused = connection.kept;
+        let mut result = connection.probe(&self.url);
+        if reused && matches!(result, Err(ProbeError::Connection(_))) {
+            // The kept connection was closed by the backend (its keep-alive timeout, or it
+            // went away): only a failure on a new connection counts.
+            *connection = Connection::new(pid, timeout);
+            result = connection.probe(&self.url);
+        }
+        result.unwrap_or_else(|e| e.into_probe())
+    }
+}
+
+impl Connection {
+    fn new(pid: Pid, timeout: Duration) -> Connection {
+        Connection {
             pid,
             agent: agent(timeout, true),
             probes: 0,
             kept: false,
-        });
-        connection.probes += 1;
-        let mut result = probe_once(&connection.agent, &self.url);
-        if connection.kept && matches!(result, Err(ProbeError::Connection(_))) {
-            // The kept connection was closed by the backend (its keep-alive timeout, or it
-            // went away): only a failure on a new connection counts.
-            *connection = Connection {
-                pid,
-                agent: agent(timeout, true),
-                probes: 1,
-                kept: false,
-            };
-            result = probe_once(&connection.agent, &self.url);
         }
-        connection.kept = result.is_ok();
-        result.unwrap_or_else(|e| e.into_probe())
+    }
+
+    fn probe(&mut self, url: &str) -> Result<Probe, ProbeError> {
+        self.probes += 1;
+        let result = probe_once(&self.agent, url);
+        self.kept = result.is_ok();
+        result
     }
 }
 

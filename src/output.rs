@@ -3,8 +3,9 @@
 //!
 //! The backend is never slowed down by the warden: readers hand lines over through a queue
 //! bounded in bytes, without waiting; when the writer falls behind (a stalled disk), lines are
-//! dropped and counted, and the count is written once the writer catches up. Partial lines and non-UTF-8
-//! bytes are written as they came. May import `std` and `crate::supervisor` types only.
+//! dropped and counted, and the count is written once the writer catches up. Partial lines and
+//! non-UTF-8 bytes are written as they came. May import `std`, `memchr`, `humantime` and
+//! `crate::supervisor` types only.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -482,20 +483,15 @@ impl Formatter {
                 .extend_from_slice(text.trim_end_matches('Z').as_bytes());
             self.second = Some(second);
         }
-        let millis = since_epoch.subsec_millis();
         out.clear();
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&[
-            b'.',
-            b'0' + (millis / 100) as u8,
-            b'0' + (millis / 10 % 10) as u8,
-            b'0' + (millis % 10) as u8,
-            b'Z',
-            b' ',
-        ]);
-        out.extend_from_slice(record.stream.tag().as_bytes());
-        out.push(if record.partial { b'\\' } else { b'|' });
-        out.push(b' ');
+        let _ = write!(
+            out,
+            ".{:03}Z {}{} ",
+            since_epoch.subsec_millis(),
+            record.stream.tag(),
+            if record.partial { '\\' } else { '|' }
+        );
         out.extend_from_slice(&record.bytes);
         out.push(b'\n');
     }

@@ -810,14 +810,11 @@ impl StrayScanner {
             pids.extend(self.matching());
             pids
         });
-        // The same sockets and no new process: the same holders (unless one has exited).
-        let same_processes = |last: &[u32]| {
-            !self.new_processes
-                && last
-                    .iter()
-                    .all(|pid| self.system.process(SysPid::from_u32(*pid)).is_some())
-        };
-        let pids = listeners.holders(port, std::iter::once(likeliest).chain(then), same_processes);
+        let pids = listeners.holders(
+            port,
+            std::iter::once(likeliest).chain(then),
+            !self.new_processes,
+        );
         self.listeners = listeners;
         // Holders that started since the table was read.
         let unknown: Vec<u32> = pids

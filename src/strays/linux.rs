@@ -73,7 +73,10 @@ impl TableWatch {
         let pids = allocated.pids(self.pid_max);
         if self.since_listing + 1 < LISTING_EVERY && pids.len() <= MAX_PROBED as usize {
             self.since_listing += 1;
-            let fresh = pids.into_iter().filter(|pid| is_process(*pid)).collect();
+            let fresh = pids
+                .into_iter()
+                .filter(|pid| is_live_process(*pid))
+                .collect();
             return Plan::Changes {
                 fresh,
                 gone: Vec::new(),
@@ -187,7 +190,7 @@ fn read_pid_max() -> u32 {
 
 /// Whether `pid` is a live process: /proc/PID exists for a thread's ID too (unlisted), so its
 /// thread group must be itself.
-fn is_process(pid: u32) -> bool {
+fn is_live_process(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
         status
             .lines()
@@ -215,18 +218,22 @@ pub struct Listeners {
 
 impl Listeners {
     /// PIDs with a listening TCP socket on `port`, as [`listening_pids`] finds them, or as
-    /// found last time when the kernel lists the same sockets and `same_processes` says no
-    /// process has started and none of the last holders has exited since (only a new process
+    /// found last time when the kernel lists the same sockets, `no_new_processes` says no
+    /// process has started since, and every last holder still runs (only a new process
     /// inherits a socket; passing one to another process over a Unix socket is not noticed
     /// until the sockets change).
     pub fn holders(
         &mut self,
         port: u16,
         likely: impl IntoIterator<Item = Vec<u32>>,
-        same_processes: impl FnOnce(&[u32]) -> bool,
+        no_new_processes: bool,
     ) -> Vec<u32> {
         let inodes = listening_inodes(port);
-        if port == self.port && inodes == self.inodes && same_processes(&self.pids) {
+        if no_new_processes
+            && port == self.port
+            && inodes == self.inodes
+            && self.pids.iter().all(|pid| is_live_process(*pid))
+        {
             return self.pids.clone();
         }
         let pids = owners(&inodes, likely);
@@ -472,7 +479,7 @@ mod tests {
     #[test]
     fn only_live_thread_group_leaders_are_processes() {
         let me = std::process::id();
-        assert!(is_process(me));
+        assert!(is_live_process(me));
         // A thread's ID opens as /proc/TID too, but is not a process.
         let (ready, wait) = std::sync::mpsc::channel();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -487,13 +494,13 @@ mod tests {
             .filter(|tid| *tid != me)
             .collect();
         assert!(!tids.is_empty());
-        assert!(tids.iter().all(|tid| !is_process(*tid)), "{tids:?}");
+        assert!(tids.iter().all(|tid| !is_live_process(*tid)), "{tids:?}");
         drop(stop);
         thread.join().unwrap();
         // No process has a PID of pid_max or more. (Not a spawned and reaped child: the other
         // tests here look for the processes holding their sockets, and a child between its
         // spawn and its exec holds them too.)
-        assert!(!is_process(read_pid_max()));
+        assert!(!is_live_process(read_pid_max()));
     }
 
     #[test]
@@ -558,15 +565,18 @@ mod tests {
         let me = std::process::id();
         let never = || std::iter::once_with(|| -> Vec<u32> { panic!("looked up again") });
         let mut listeners = Listeners::default();
-        assert_eq!(listeners.holders(port, [vec![me]], |_| true), [me]);
-        assert_eq!(listeners.holders(port, never(), |last| last == [me]), [me]);
-        // A process may have started (or a holder exited): looked up again.
-        assert_eq!(listeners.holders(port, [vec![me]], |_| false), [me]);
+        assert_eq!(listeners.holders(port, [vec![me]], true), [me]);
+        assert_eq!(listeners.holders(port, never(), true), [me]);
+        // A process may have started: looked up again.
+        assert_eq!(listeners.holders(port, [vec![me]], false), [me]);
+        // A last holder has exited: looked up again.
+        listeners.pids = vec![read_pid_max()];
+        assert_eq!(listeners.holders(port, [vec![me]], true), [me]);
         // Another socket on the port: looked up again, even with the same processes.
         drop(listener);
         let again = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        assert_eq!(listeners.holders(port, [vec![me]], |_| true), [me]);
+        assert_eq!(listeners.holders(port, [vec![me]], true), [me]);
         drop(again);
-        assert!(listeners.holders(port, never(), |_| true).is_empty());
+        assert!(listeners.holders(port, never(), true).is_empty());
     }
 }

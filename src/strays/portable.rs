@@ -35,7 +35,7 @@ impl Listeners {
         &mut self,
         port: u16,
         likely: impl IntoIterator<Item = Vec<u32>>,
-        _same_processes: impl FnOnce(&[u32]) -> bool,
+        _no_new_processes: bool,
     ) -> Vec<u32> {
         listening_pids(port, likely)
     }
