@@ -119,13 +119,6 @@ pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
-/// The command line of `pid`, arguments joined by spaces.
-pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1024.0 / 1024.0
 }

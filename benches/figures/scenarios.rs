@@ -669,7 +669,7 @@ fn measure_idle(s: &Settings, mut w: Warden) -> Idle {
     let guardian = support::wait_until(SECS(5), "the guardian", || {
         support::children_of(warden)
             .into_iter()
-            .find(|c| machine::cmdline(*c).contains("__guardian"))
+            .find(|c| support::cmdline(*c).contains("__guardian"))
     });
     thread::sleep(SECS(3)); // the first stray scans and probes are over
     let cpu0 = machine::cpu_time(warden).unwrap();

@@ -27,6 +27,7 @@ use backend_warden::notifier::Notifier;
 use backend_warden::paths::Paths;
 use backend_warden::runner::EngineHandle;
 use backend_warden::supervisor::Command;
+use backend_warden::{autostart, logging};
 use tray::{UiAction, UiEvent};
 
 /// Runs the warden with its tray icon: the engine and control endpoint as in headless mode,
@@ -41,7 +42,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     }
     std::fs::create_dir_all(&plan.log_dir)
         .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
-    backend_warden::logging::init(&plan.log_dir, true);
+    logging::init(&plan.log_dir, true);
     info!("{}", describe(&plan, paths));
     let notifier = Notifier::start().context("cannot start the notifier")?;
     let alerts = Arc::new(Mutex::new(AlertPolicy::new(plan.config.notify.clone())));
@@ -90,56 +91,52 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
 
     let (actions, clicks) = mpsc::channel();
     let config_file = paths.config_file.clone();
-    tray::run(
-        backend_warden::autostart::is_enabled(),
-        actions,
-        move |proxy| {
-            let board = Arc::clone(&running.board);
-            let control = Arc::clone(&running.control);
-            let engine = running.engine.clone();
-            // Status to the UI: on every change, and twice a minute for the uptime.
-            let status_proxy = proxy.clone();
-            let status_control = Arc::clone(&control);
-            let _ = thread::Builder::new()
-                .name("tray-status".into())
-                .spawn(move || {
-                    let mut seen = 0;
-                    loop {
-                        let report = Box::new(status_control.report());
-                        if status_proxy.send_event(UiEvent::Status(report)).is_err() {
-                            return;
-                        }
-                        seen = board.wait_change(seen, Duration::from_secs(30));
+    tray::run(autostart::is_enabled(), actions, move |proxy| {
+        let board = Arc::clone(&running.board);
+        let control = Arc::clone(&running.control);
+        let engine = running.engine.clone();
+        // Status to the UI: on every change, and twice a minute for the uptime.
+        let status_proxy = proxy.clone();
+        let status_control = Arc::clone(&control);
+        let _ = thread::Builder::new()
+            .name("tray-status".into())
+            .spawn(move || {
+                let mut seen = 0;
+                loop {
+                    let report = Box::new(status_control.report());
+                    if status_proxy.send_event(UiEvent::Status(report)).is_err() {
+                        return;
                     }
-                });
-            // Clicks, carried out off the UI thread.
-            let action_proxy = proxy.clone();
-            let _ = thread::Builder::new()
-                .name("tray-actions".into())
-                .spawn(move || {
-                    let actions = TrayActions {
-                        engine,
-                        control,
-                        notifier,
-                        alerts,
-                        config_file,
-                        log_dir,
-                        proxy: action_proxy,
-                    };
-                    while let Ok(action) = clicks.recv() {
-                        actions.carry_out(action);
-                    }
-                });
-            // When the engine has ended (Quit, SIGTERM), close the tray.
-            let _ = thread::Builder::new()
-                .name("tray-exit".into())
-                .spawn(move || {
-                    running.wait();
-                    info!("warden stopped");
-                    let _ = proxy.send_event(UiEvent::Exit);
-                });
-        },
-    )
+                    seen = board.wait_change(seen, Duration::from_secs(30));
+                }
+            });
+        // Clicks, carried out off the UI thread.
+        let action_proxy = proxy.clone();
+        let _ = thread::Builder::new()
+            .name("tray-actions".into())
+            .spawn(move || {
+                let actions = TrayActions {
+                    engine,
+                    control,
+                    notifier,
+                    alerts,
+                    config_file,
+                    log_dir,
+                    proxy: action_proxy,
+                };
+                while let Ok(action) = clicks.recv() {
+                    actions.carry_out(action);
+                }
+            });
+        // When the engine has ended (Quit, SIGTERM), close the tray.
+        let _ = thread::Builder::new()
+            .name("tray-exit".into())
+            .spawn(move || {
+                running.wait();
+                info!("warden stopped");
+                let _ = proxy.send_event(UiEvent::Exit);
+            });
+    })
 }
 
 /// Carries out tray clicks (file, process and engine work the UI thread must not do).
@@ -229,9 +226,9 @@ impl TrayActions {
             },
             UiAction::SetAutostart(on) => {
                 let result = if on {
-                    backend_warden::autostart::enable()
+                    autostart::enable()
                 } else {
-                    backend_warden::autostart::disable()
+                    autostart::disable()
                 };
                 if let Err(e) = result {
                     self.notifier
@@ -239,7 +236,7 @@ impl TrayActions {
                 }
                 let _ = self
                     .proxy
-                    .send_event(UiEvent::Autostart(backend_warden::autostart::is_enabled()));
+                    .send_event(UiEvent::Autostart(autostart::is_enabled()));
             }
             UiAction::About => self.notifier.show(Alert::info(
                 format!("Backend Warden {}", env!("CARGO_PKG_VERSION")),

@@ -285,14 +285,11 @@ pub fn processes() -> Vec<Proc> {
         let mut fields = stat[close + 1..].split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let pgrp = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
         out.push(Proc {
             pid,
             pgrp,
             state,
-            cmdline,
+            cmdline: cmdline(pid),
         });
     }
     out
@@ -316,7 +313,6 @@ pub fn live_in_group(pgrp: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Whether `pid` is alive (and not a zombie).
 /// The direct children of `pid`, from every thread of it (Linux 3.5+:
 /// /proc/PID/task/TID/children).
 pub fn children_of(pid: u32) -> Vec<u32> {
@@ -348,6 +344,14 @@ pub fn fastapi_app() -> tempfile::TempDir {
     dir
 }
 
+/// The command line of `pid`, arguments joined by spaces (empty if it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Whether `pid` is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     processes().iter().any(|p| p.pid == pid && p.state != 'Z')
 }
