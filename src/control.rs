@@ -2,7 +2,7 @@
 //! waiting clients watches the board until the engine has settled. Runs on the IPC
 //! connection threads; never touches processes itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -26,7 +26,7 @@ pub struct WaitLimits {
 pub struct Control {
     engine: EngineHandle,
     board: Arc<StatusBoard>,
-    fixed: Fixed,
+    fixed: RwLock<Fixed>,
     limits: WaitLimits,
     on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     strays: Option<StrayWatch>,
@@ -44,6 +44,8 @@ pub struct Reloaded {
     pub policy: Policy,
     /// The whole config (for the parts outside the engine, such as `[notify]`).
     pub config: Config,
+    /// True when the config names no backend and the built-in demo runs instead.
+    pub demo: bool,
 }
 
 impl Control {
@@ -59,7 +61,7 @@ impl Control {
         Control {
             engine,
             board,
-            fixed,
+            fixed: RwLock::new(fixed),
             limits,
             on_show,
             strays: None,
@@ -81,8 +83,14 @@ impl Control {
             .as_ref()
             .ok_or_else(|| "this warden cannot reload its config".to_string())?;
         let reloaded = reloader()?;
+        let (port, demo) = (reloaded.backend.port, reloaded.demo);
         if !self.engine.reload(reloaded.backend, reloaded.policy) {
             return Err("the engine has stopped".into());
+        }
+        {
+            let mut fixed = self.fixed.write().unwrap_or_else(PoisonError::into_inner);
+            fixed.port = port;
+            fixed.demo = demo;
         }
         Ok((
             "config reloaded; [logs] and [strays] changes apply at the next warden start".into(),
@@ -97,7 +105,7 @@ impl Control {
                 .kill(dry_run)
                 .ok_or_else(|| "the stray watch has stopped".to_string()),
             None => Err(self
-                .fixed
+                .fixed()
                 .strays_disabled
                 .clone()
                 .unwrap_or_else(|| "stray detection is off".into())),
@@ -116,13 +124,17 @@ impl Control {
             self.board
                 .current()
                 .unwrap_or_else(Supervisor::new_snapshot),
-            &self.fixed,
+            &self.fixed(),
             self.board.scan(),
         )
     }
 
+    fn fixed(&self) -> std::sync::RwLockReadGuard<'_, Fixed> {
+        self.fixed.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        Box::new(StatusReport::new(snap, &self.fixed, self.board.scan()))
+        Box::new(StatusReport::new(snap, &self.fixed(), self.board.scan()))
     }
 
     /// Answers one request.

@@ -86,7 +86,8 @@ pub struct StatusReport {
     pub warden_pid: u32,
 }
 
-/// The parts of a report that do not change while the warden runs.
+/// The parts of a report the engine does not report: set at start, and the backend's port and
+/// demo flag again at each config reload.
 #[derive(Debug, Clone)]
 pub struct Fixed {
     /// See [`StatusReport::port`].

@@ -435,15 +435,17 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
     let paths = paths.clone();
     Box::new(move || {
         let (config, source) = load_config(&paths).map_err(|e| e.to_string())?;
-        let backend = match (&config.backend, &demo_backend) {
-            (None, Some(demo)) => Backend {
-                health_timeout: config.health.timeout,
-                ..demo.clone()
-            },
+        let (backend, demo) = match (&config.backend, &demo_backend) {
+            (None, Some(demo)) => {
+                let backend = Backend {
+                    health_timeout: config.health.timeout,
+                    ..demo.clone()
+                };
+                (backend, true)
+            }
             _ => {
-                plan(&paths, config.clone(), source)
-                    .map_err(|e| format!("{e:#}"))?
-                    .backend
+                let plan = plan(&paths, config.clone(), source).map_err(|e| format!("{e:#}"))?;
+                (plan.backend, plan.demo)
             }
         };
         let policy = Policy::from_config(&config, backend.health_url.is_some());
@@ -451,6 +453,7 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
             backend,
             policy,
             config,
+            demo,
         })
     })
 }

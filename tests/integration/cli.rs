@@ -464,3 +464,27 @@ fn a_closed_stdout_ends_the_command_quietly() {
     }
     assert!(w.terminate().success());
 }
+
+/// `config reload` changes what `status` says about the backend: its port, and whether it is
+/// the built-in demo (both used to keep their values from the warden's start).
+#[test]
+fn status_follows_a_reloaded_config() {
+    let mut w = Warden::start_in(tempfile::tempdir().unwrap()); // no config: the demo
+    w.healthy();
+    assert_eq!(w.status()["demo"], true);
+    let port = free_port();
+    std::fs::write(
+        w.home().join("config.toml"),
+        demo_config(&tag("reloaded"), port, &[], ""),
+    )
+    .unwrap();
+    let out = w.cli(&["config", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let status = w.status();
+    assert_eq!(status["port"], port, "{status}");
+    assert_eq!(status["demo"], false, "{status}");
+    let details = text(&w.cli(&["status"]).stdout);
+    assert!(details.contains(&format!(":{port}")), "{details}");
+    assert!(!details.contains("built-in demo"), "{details}");
+    assert!(w.terminate().success());
+}
