@@ -543,8 +543,8 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # action = "notify"
 # Adopt a single healthy copy found running at start (default false).
 # adopt = false
-# Explicit identity instead (all given rules must match):
-# cmdline_contains = ["main.py"]
+# Explicit rules narrow that identity (they never widen it); rarely needed:
+# cmdline_contains = ["--port 54112"]
 
 # [watch]
 # A change to the backend's code marks it stale ("notify", default), restarts
@@ -884,6 +884,24 @@ impl Checker {
                 .map(PathBuf::from),
             exe_name: self.non_empty_string(S, table, "exe_name", "exe_name = \"python\""),
         };
+        if let Some(DeValue::Array(parts)) = table.get("cmdline_contains").map(|v| v.get_ref()) {
+            for part in parts.iter() {
+                if let DeValue::String(text) = part.get_ref()
+                    && crate::strays::rule_too_loose(text)
+                {
+                    self.report(
+                        part.span().start,
+                        "strays.cmdline_contains".to_owned(),
+                        format!(
+                            "{text:?} would also match programs that only mention that file \
+                             (`vim {text}`, `tail -f {text}`, `python -m pylint {text}`); the \
+                             identity derived from [backend] already knows the app: leave this \
+                             rule out, or name how the app runs, e.g. [\"--port 54112\"]"
+                        ),
+                    );
+                }
+            }
+        }
         if config.has_rules() && config.cwd.is_none() {
             let specific = config.cmdline_contains.iter().any(|part| {
                 let part = part.trim().to_lowercase();
@@ -905,7 +923,7 @@ impl Checker {
                     key.to_owned(),
                     "this rule is too broad: it would match every such program on the machine, \
                      not just copies of your backend; add what identifies the app, e.g. \
-                     cmdline_contains = [\"main.py\"] or [\"app:app\"], or cwd = the \
+                     cmdline_contains = [\"app:app\"] or [\"manage.py runserver\"], or cwd = the \
                      backend's folder"
                         .to_owned(),
                 );
@@ -1644,7 +1662,7 @@ keep = 2
 scan_interval = "2s"
 action = "kill"
 adopt = true
-cmdline_contains = ["main.py"]
+cmdline_contains = ["manage.py runserver"]
 
 [notify]
 strays = false
@@ -1697,7 +1715,7 @@ on_change = "restart"
                 scan_interval: Duration::from_secs(2),
                 action: StrayAction::Kill,
                 adopt: true,
-                cmdline_contains: vec!["main.py".into()],
+                cmdline_contains: vec!["manage.py runserver".into()],
                 cwd: None,
                 exe_name: None,
             },
@@ -1730,11 +1748,21 @@ on_change = "restart"
             assert!(message.contains("too broad"), "{message}");
         }
         for ok in [
-            "[strays]\nexe_name = \"python\"\ncmdline_contains = [\"main.py\"]\n",
+            "[strays]\nexe_name = \"python\"\ncmdline_contains = [\"manage.py runserver\"]\n",
             "[strays]\nexe_name = \"python\"\ncwd = \"/srv/api\"\n",
             "[strays]\naction = \"kill\"\n",
         ] {
             assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for loose in ["main.py", "src/main.py"] {
+            let text = format!("[strays]\ncwd = \"/srv/api\"\ncmdline_contains = [{loose:?}]\n");
+            let (line, _, key, message) = invalid(&text);
+            assert_eq!(
+                (line, key.as_str()),
+                (3, "strays.cmdline_contains"),
+                "{text}"
+            );
+            assert!(message.contains("vim"), "{message}");
         }
         let (_, _, key, message) = invalid("[strays]\naction = \"nuke\"\n");
         assert_eq!(key, "strays.action");
@@ -1847,7 +1875,7 @@ on_change = "restart"
                 ..LogsConfig::default()
             },
             strays: StraysConfig {
-                cmdline_contains: vec!["main.py".into()],
+                cmdline_contains: vec!["--port 54112".into()],
                 ..StraysConfig::default()
             },
             ..Config::default()

@@ -46,6 +46,8 @@ pub struct Reloaded {
     pub config: Config,
     /// True when the config names no backend and the built-in demo runs instead.
     pub demo: bool,
+    /// What the stray watch looks for now.
+    pub strays: crate::strays::WatchSettings,
 }
 
 impl Control {
@@ -84,26 +86,44 @@ impl Control {
             .ok_or_else(|| "this warden cannot reload its config".to_string())?;
         let reloaded = reloader()?;
         let (port, demo) = (reloaded.backend.port, reloaded.demo);
+        let strays_disabled = reloaded
+            .strays
+            .identity
+            .as_ref()
+            .err()
+            .map(ToString::to_string);
         if !self.engine.reload(reloaded.backend, reloaded.policy) {
             return Err("the engine has stopped".into());
+        }
+        // The identity follows [backend] and [strays] at once, with a scan right away.
+        if let Some(watch) = &self.strays {
+            watch.reconfigure(reloaded.strays);
         }
         {
             let mut fixed = self.fixed.write().unwrap_or_else(PoisonError::into_inner);
             fixed.port = port;
             fixed.demo = demo;
+            fixed.strays_disabled = strays_disabled;
         }
         Ok((
-            "config reloaded; [logs] and [strays] changes apply at the next warden start".into(),
+            "config reloaded; [logs] changes apply at the next warden start".into(),
             reloaded.config,
         ))
     }
 
     /// Kills the strays (or says what it would kill).
-    pub fn kill_strays(&self, dry_run: bool) -> Result<KillReport, String> {
+    pub fn kill_strays(&self, dry_run: bool, include_debug: bool) -> Result<KillReport, String> {
         match &self.strays {
-            Some(watch) => watch
-                .kill(dry_run)
-                .ok_or_else(|| "the stray watch has stopped".to_string()),
+            Some(watch) => {
+                let report = watch
+                    .kill(dry_run, include_debug)
+                    .ok_or_else(|| "the stray watch has stopped".to_string())?;
+                if !dry_run && !report.killed.is_empty() {
+                    // A start that strays blocked goes ahead (the engine decides).
+                    self.engine.strays_killed();
+                }
+                Ok(report)
+            }
             None => Err(self
                 .fixed()
                 .strays_disabled
@@ -149,7 +169,10 @@ impl Control {
                 response
             }
             Request::Control { command, wait } => self.control(command, wait),
-            Request::KillStrays { dry_run } => match self.kill_strays(dry_run) {
+            Request::KillStrays {
+                dry_run,
+                include_debug,
+            } => match self.kill_strays(dry_run, include_debug) {
                 Ok(report) => Response::Killed { report, dry_run },
                 Err(message) => Response::Error { message },
             },

@@ -80,6 +80,10 @@ enum Cmd {
         /// Only print what would be killed.
         #[arg(long)]
         dry_run: bool,
+        /// Also stop copies run under a debugger (debugpy, pydevd, node --inspect), which are
+        /// left alone otherwise.
+        #[arg(long)]
+        include_debug: bool,
     },
     /// Print or follow the backend's log.
     Logs {
@@ -222,7 +226,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
         Cmd::Restart(args) => control(&paths, Command::Restart, args),
-        Cmd::KillStrays { dry_run } => kill_strays(&paths, dry_run),
+        Cmd::KillStrays {
+            dry_run,
+            include_debug,
+        } => kill_strays(&paths, dry_run, include_debug),
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
@@ -352,8 +359,12 @@ fn quit(paths: &Paths, keep_backend: bool) -> Result<ExitCode> {
     }
 }
 
-fn kill_strays(paths: &Paths, dry_run: bool) -> Result<ExitCode> {
-    match ask(paths, &Request::KillStrays { dry_run }) {
+fn kill_strays(paths: &Paths, dry_run: bool, include_debug: bool) -> Result<ExitCode> {
+    let request = Request::KillStrays {
+        dry_run,
+        include_debug,
+    };
+    match ask(paths, &request) {
         Ok(Response::Killed { report, dry_run }) => {
             let verb = if dry_run { "would kill" } else { "killed" };
             if report.killed.is_empty() && report.left.is_empty() {
@@ -502,6 +513,18 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
                     "no config file at {}: the built-in demo backend runs with these defaults",
                     paths.config_file.display()
                 ),
+            }
+            // What stray detection will take for a copy of the backend, in words.
+            if config.backend.is_some() {
+                let plan = app::plan(paths, config.clone(), source)?;
+                match backend_warden::strays::Identity::new(
+                    &plan.backend.spec,
+                    &config.strays,
+                    paths.config_dir(),
+                ) {
+                    Ok(identity) => eprintln!("strays: {}", identity.describe()),
+                    Err(why) => eprintln!("strays: {why}"),
+                }
             }
             out!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)

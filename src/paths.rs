@@ -78,6 +78,14 @@ impl Paths {
         })
     }
 
+    /// What tells this warden apart from another of the same user: `BACKEND_WARDEN_HOME` when
+    /// set, else the config file's folder.
+    pub fn warden_home(&self) -> PathBuf {
+        self.home
+            .clone()
+            .unwrap_or_else(|| self.config_dir().to_path_buf())
+    }
+
     /// The folder relative paths in the config are resolved against.
     pub fn config_dir(&self) -> &Path {
         self.config_file.parent().unwrap_or(Path::new("."))

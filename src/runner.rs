@@ -217,6 +217,11 @@ impl EngineHandle {
             .is_ok()
     }
 
+    /// Reports that the user killed strays (a start they blocked may go ahead).
+    pub fn strays_killed(&self) {
+        self.send(Input::StraysKilled);
+    }
+
     /// Asks the engine to adopt a running copy of the backend instead of starting one.
     pub fn adopt(&self, pid: Pid) -> bool {
         self.inputs.send(Message::Adopt(pid)).is_ok()
@@ -434,15 +439,34 @@ impl Runner {
         if let Some(port) = self.backend.port
             && port_taken(port)
         {
-            let holders = strays::port_holders(port);
-            if !holders.is_empty() {
-                let scan = match &self.strays {
-                    Some(watch) => watch.scan().unwrap_or_default(),
-                    None => Scan::default(),
+            let (scan, killed) = match &self.strays {
+                Some(watch) => watch.prepare_start().unwrap_or_default(),
+                None => (Scan::default(), None),
+            };
+            if let Some(report) = &killed {
+                self.log.note(&format!(
+                    "killed {} stray cop{} holding port {port} ([strays] action = \"kill\")",
+                    report.killed.len(),
+                    if report.killed.len() == 1 { "y" } else { "ies" }
+                ));
+            }
+            if killed.is_none() || port_taken(port) {
+                let holders = if scan.port_holders.is_empty() {
+                    strays::port_holders(port)
+                } else {
+                    scan.port_holders.clone()
                 };
-                let error = port_conflict(port, &holders, &scan);
-                self.log.note(&format!("not started: {error}"));
-                return Input::SpawnFailed { error };
+                match port_conflict(port, &holders, &scan, strays::port_listened(port)) {
+                    PortConflict::None => {}
+                    PortConflict::Strays(reason) => {
+                        self.log.note(&format!("not started: {reason}"));
+                        return Input::PortBlocked { reason };
+                    }
+                    PortConflict::Other(error) => {
+                        self.log.note(&format!("not started: {error}"));
+                        return Input::SpawnFailed { error };
+                    }
+                }
             }
         }
         let launched = match process::launch(&self.backend.spec, &mut self.guard) {
@@ -620,19 +644,82 @@ fn port_taken(port: u16) -> bool {
         })
 }
 
-/// "port 54112 is held by python3 PID 1234 (python main.py), started 10:02: ..." with what to
-/// do about it: kill-strays when the holder is a stray copy, else stop it or change the port.
-fn port_conflict(port: u16, holders: &[strays::PortHolder], scan: &Scan) -> String {
+/// Why the backend's port is not free for a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortConflict {
+    /// Nobody listens (a bind failed while the last run's connections linger): start.
+    None,
+    /// Strays of this backend hold it: Kill strays frees it (the start waits for that).
+    Strays(String),
+    /// Something else holds it.
+    Other(String),
+}
+
+/// What holds `port`, in words a user can act on: an orphaned worker or a copy of this backend
+/// (Kill strays frees it), another warden's backend, another program (stop it or change the
+/// port), or a listener whose owner this user cannot see (another user's).
+fn port_conflict(
+    port: u16,
+    holders: &[strays::PortHolder],
+    scan: &Scan,
+    listened: bool,
+) -> PortConflict {
+    use crate::status::StrayKind;
+    if let Some(other) = scan.others.iter().find(|o| o.holds_port) {
+        return PortConflict::Other(format!(
+            "port {port} is held by a copy of this backend that another Backend Warden manages \
+             (PID {}, {}): quit that warden, or give one of them another backend.port",
+            other.pid,
+            other.describe()
+        ));
+    }
+    let holding: Vec<&crate::status::Stray> = scan.strays.iter().filter(|s| s.holds_port).collect();
+    if let Some(stray) = holding.first() {
+        let what = format!(
+            "{} PID {} ({})",
+            stray.name,
+            stray.pid,
+            shorten(&stray.cmdline, 100)
+        );
+        return PortConflict::Strays(match stray.kind {
+            StrayKind::OrphanedWorker => format!(
+                "an orphaned worker of an earlier copy of this backend holds port {port} — Kill \
+                 strays frees it: {what}"
+            ),
+            StrayKind::Copy => format!(
+                "a copy of this backend started outside the warden holds port {port} — Kill \
+                 strays frees it: {what}"
+            ),
+            StrayKind::DebugSession => format!(
+                "a debug session of this backend holds port {port}: stop it in your debugger, \
+                 or use Kill strays including the debug session: {what}"
+            ),
+        });
+    }
+    // Every holder counts: no tree of ours runs while a start waits for the port.
     let named: Vec<String> = holders.iter().map(|h| h.describe()).collect();
-    let stray = holders
-        .iter()
-        .any(|h| scan.strays.iter().any(|s| s.pid == h.pid || s.holds_port));
-    let advice = if stray {
-        "it is a stray copy of the backend: run `backend-warden kill-strays` (or use Kill strays in the tray menu), then start"
+    if !named.is_empty() {
+        return PortConflict::Other(format!(
+            "port {port} is held by {}; it is not a copy of this backend: stop that program, or \
+             change backend.port",
+            named.join(", ")
+        ));
+    }
+    if listened && holders.is_empty() {
+        return PortConflict::Other(format!(
+            "port {port} is held by a process of another user, or one this user cannot see; \
+             stop it, or change backend.port"
+        ));
+    }
+    PortConflict::None
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
     } else {
-        "it is not a copy of this backend: stop that program, or change backend.port"
-    };
-    format!("port {port} is held by {}; {advice}", named.join(", "))
+        text.chars().take(max).collect::<String>() + "…"
+    }
 }
 
 /// One log line per transition, with fields.

@@ -27,6 +27,87 @@ pub struct Stray {
     pub memory_bytes: u64,
     /// Whether it listens on the backend's port.
     pub holds_port: bool,
+    /// What it is: a copy started by hand, an orphaned worker of one, a debug session.
+    #[serde(default)]
+    pub kind: StrayKind,
+    /// Wrappers that started it and belong to it (`npm run`, `sh -c`, a restart loop in a
+    /// script of the project), outermost first: `kill-strays` stops them first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrappers: Vec<Wrapper>,
+    /// Its start time at the kernel's full resolution (clock ticks since boot on Linux), so
+    /// that a kill never hits a PID reused within the same second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+/// What kind of stray a process is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrayKind {
+    /// A copy of the backend started outside the warden.
+    #[default]
+    Copy,
+    /// A worker (multiprocessing child) of an earlier copy whose parent is gone, or that holds
+    /// the backend's port: uvicorn's `--reload` worker after its reloader died.
+    OrphanedWorker,
+    /// A copy run under a debugger (debugpy, pydevd, `node --inspect`): left alone by
+    /// `kill-strays` unless asked (`--include-debug`).
+    DebugSession,
+}
+
+impl StrayKind {
+    /// "a copy", "an orphaned worker", "a debug session".
+    pub fn words(self) -> &'static str {
+        match self {
+            StrayKind::Copy => "a copy",
+            StrayKind::OrphanedWorker => "an orphaned worker",
+            StrayKind::DebugSession => "a debug session",
+        }
+    }
+}
+
+/// A wrapper process of a stray (see [`Stray::wrappers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wrapper {
+    /// Its PID.
+    pub pid: u32,
+    /// Its command line.
+    pub cmdline: String,
+    /// When it started (seconds since the Unix epoch).
+    pub started_at: u64,
+    /// Its start time at full resolution (see [`Stray::start_ticks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+/// A copy of this backend that another warden manages (two homes pointing at one project):
+/// never a stray, never killed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignCopy {
+    /// Its PID.
+    pub pid: u32,
+    /// Its command line.
+    pub cmdline: String,
+    /// The PID of the warden that manages it, if known.
+    pub warden_pid: Option<u32>,
+    /// That warden's home (`BACKEND_WARDEN_HOME` or its config folder), if known.
+    pub home: Option<PathBuf>,
+    /// Whether its tree listens on this backend's port.
+    pub holds_port: bool,
+}
+
+impl ForeignCopy {
+    /// "managed by another warden (home /x, PID 12)".
+    pub fn describe(&self) -> String {
+        let home = self.home.as_ref().map_or_else(
+            || "unknown home".to_string(),
+            |h| format!("home {}", h.display()),
+        );
+        match self.warden_pid {
+            Some(pid) => format!("managed by another warden ({home}, PID {pid})"),
+            None => format!("managed by another warden ({home})"),
+        }
+    }
 }
 
 /// The running backend's code changed after it started (`status --json` → `stale`).
@@ -61,6 +142,9 @@ pub struct StatusReport {
     pub health: Health,
     /// Copies of the backend the warden does not own.
     pub strays: Vec<Stray>,
+    /// Copies of this backend that another warden manages (never strays).
+    #[serde(default)]
+    pub other_wardens: Vec<ForeignCopy>,
     /// Everything listening on the backend's port (ours included; `alive: false` for a PID
     /// that has exited while its socket lives on).
     pub port_holders: Vec<PortHolder>,
@@ -115,6 +199,7 @@ impl StatusReport {
             health: snap.health,
             strays: scan.strays,
             port_holders: scan.port_holders,
+            other_wardens: scan.others,
             strays_disabled: fixed.strays_disabled.clone(),
             failed_reason: snap.failed_reason,
             backoff_remaining_ms: snap.backoff_remaining.map(millis),
@@ -224,12 +309,37 @@ impl StatusReport {
                 .as_ref()
                 .map(|c| format!(" in {}", c.display()))
                 .unwrap_or_default();
+            let kind = match stray.kind {
+                StrayKind::Copy => String::new(),
+                kind => format!("{} · ", kind.words()),
+            };
             let _ = writeln!(
                 out,
-                "stray      PID {}: {}{cwd} ({} MB{port})",
+                "stray      PID {}: {kind}{}{cwd} ({} MB{port})",
                 stray.pid,
                 stray.cmdline,
                 stray.memory_bytes / 1_000_000
+            );
+            for wrapper in &stray.wrappers {
+                let _ = writeln!(
+                    out,
+                    "           started by PID {}: {}",
+                    wrapper.pid, wrapper.cmdline
+                );
+            }
+        }
+        for other in &self.other_wardens {
+            let port = if other.holds_port {
+                ", holds the port"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "copy       PID {}: {} · {}{port}",
+                other.pid,
+                other.cmdline,
+                other.describe()
             );
         }
         for holder in self.port_holders.iter().filter(|h| !h.ours) {
@@ -298,6 +408,7 @@ mod tests {
             last_exit: None,
             health: Health::default(),
             strays: vec![],
+            other_wardens: vec![],
             port_holders: vec![],
             strays_disabled: None,
             failed_reason: None,

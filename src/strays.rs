@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sysinfo::{Pid as SysPid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
-use crate::config::{GENERIC_PROGRAMS, StraysConfig};
-use crate::process::LaunchSpec;
-use crate::status::Stray;
+use crate::status::{ForeignCopy, Stray, StrayKind, Wrapper};
 
 // Which processes a scan reads, and who holds a socket: one file per OS, same signatures.
 #[cfg(target_os = "linux")]
@@ -30,95 +28,8 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 use portable as platform;
 
-/// Paths compare case-insensitively where the platform's file systems usually do.
-const CASE_INSENSITIVE_PATHS: bool = cfg!(any(windows, target_os = "macos"));
-
-/// What a copy of our backend looks like.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The executable's family ("python" for python3.11, python.exe, ...), if it must match.
-    exe_family: Option<String>,
-    /// Arguments that must all appear in the command line, each as a whole argument (or as
-    /// the tail of a path argument, for scripts).
-    markers: Vec<String>,
-    /// Strings that must all appear somewhere in the command line (explicit rules).
-    contains: Vec<String>,
-    /// The working directory, if it must match.
-    cwd: Option<PathBuf>,
-}
-
-/// Why no identity could be derived.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "stray detection is off: nothing in [backend] identifies the app (`{0}` alone would match \
-     every such program); add [strays] cmdline_contains = [\"...\"] naming your app"
-)]
-pub struct TooBroad(pub String);
-
-/// The lowercase name of an executable without directory, `.exe` and version suffix.
-pub fn exe_family(name: &str) -> String {
-    let file = name
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or(name)
-        .to_lowercase();
-    let stem = file.strip_suffix(".exe").unwrap_or(&file);
-    stem.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '-')
-        .to_string()
-}
-
-/// The arguments that name the app: positional arguments, `-m MODULE`, minus values of
-/// options (`--port 54112`). An option's value is recognised when the option has no `=` and
-/// the next argument does not start with `-`; flags such as `--reload` are skipped.
-fn app_markers(args: &[String]) -> Vec<String> {
-    let mut markers = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        if arg == "-m" || arg == "-c" {
-            if let Some(module) = args.get(i + 1) {
-                markers.push(format!("{arg} {module}"));
-            }
-            i += 2;
-            continue;
-        }
-        if arg.starts_with('-') {
-            let takes_value = !arg.contains('=')
-                && args.get(i + 1).is_some_and(|next| !next.starts_with('-'))
-                && !is_known_flag(arg);
-            i += if takes_value { 2 } else { 1 };
-            continue;
-        }
-        markers.push(arg.clone());
-        i += 1;
-    }
-    markers
-}
-
-/// Options that never take a value, so the argument after them is positional.
-fn is_known_flag(arg: &str) -> bool {
-    matches!(
-        arg,
-        "--reload" | "--debug" | "--verbose" | "-v" | "-u" | "-B" | "-O" | "--proxy-headers"
-    )
-}
-
-fn normalize_path(path: &Path) -> PathBuf {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if CASE_INSENSITIVE_PATHS {
-        PathBuf::from(path.to_string_lossy().to_lowercase())
-    } else {
-        path
-    }
-}
-
-fn same_text(a: &str, b: &str) -> bool {
-    if CASE_INSENSITIVE_PATHS {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        a == b
-    }
-}
+mod identity;
+pub use identity::{Identity, Launch, Match, TooBroad, exe_family, rule_too_loose};
 
 /// One process as the scanner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,102 +56,16 @@ pub struct ProcView {
     pub zombie: bool,
 }
 
-impl Identity {
-    /// The identity of the backend `spec` launches, or the explicit `[strays]` rules.
-    pub fn new(
-        spec: &LaunchSpec,
-        rules: &StraysConfig,
-        config_dir: &Path,
-    ) -> Result<Identity, TooBroad> {
-        if rules.has_rules() {
-            return Ok(Identity {
-                exe_family: rules.exe_name.as_deref().map(exe_family),
-                markers: Vec::new(),
-                contains: rules.cmdline_contains.clone(),
-                cwd: rules.cwd.as_ref().map(|cwd| {
-                    normalize_path(&if cwd.is_absolute() {
-                        cwd.clone()
-                    } else {
-                        config_dir.join(cwd)
-                    })
-                }),
-            });
-        }
-        let family = exe_family(&spec.program);
-        let markers = app_markers(&spec.args);
-        let specific = markers.iter().any(|m| {
-            let m = m.trim_start_matches("-m ").to_lowercase();
-            !GENERIC_PROGRAMS.contains(&m.as_str())
-        }) || !GENERIC_PROGRAMS.contains(&family.as_str());
-        if !specific {
-            return Err(TooBroad(
-                std::iter::once(spec.program.clone())
-                    .chain(spec.args.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ));
-        }
-        Ok(Identity {
-            exe_family: Some(family),
-            markers,
-            contains: Vec::new(),
-            cwd: Some(normalize_path(&spec.cwd)),
-        })
+impl ProcView {
+    /// How this process relates to the backend `identity` describes.
+    pub fn judged_by(&self, identity: &Identity) -> Option<Match> {
+        identity.judge(
+            &self.cmd,
+            self.exe.as_deref(),
+            &self.name,
+            self.cwd.as_deref(),
+        )
     }
-
-    /// Whether `p` is a copy of the backend.
-    pub fn matches(&self, p: &ProcView) -> bool {
-        if p.cmd.is_empty() {
-            return false; // kernel threads, zombies, processes we may not inspect
-        }
-        if let Some(family) = &self.exe_family {
-            let names = [
-                Some(exe_family(&p.name)),
-                p.exe.as_deref().map(|e| exe_family(&e.to_string_lossy())),
-                p.cmd.first().map(|a| exe_family(a)),
-            ];
-            if !names.iter().flatten().any(|n| n == family) {
-                return false;
-            }
-        }
-        if let Some(cwd) = &self.cwd {
-            match &p.cwd {
-                Some(theirs) if normalize_path(theirs) == *cwd => {}
-                _ => return false,
-            }
-        }
-        let args = &p.cmd[1..];
-        let has_marker = |marker: &str| {
-            if let Some(module) = marker.strip_prefix("-m ").or(marker.strip_prefix("-c ")) {
-                let flag = &marker[..2];
-                return args
-                    .windows(2)
-                    .any(|w| w[0] == flag && same_text(&w[1], module));
-            }
-            args.iter().any(|arg| {
-                same_text(arg, marker)
-                    || (looks_like_path(marker)
-                        && arg.len() > marker.len()
-                        && same_text(&arg[arg.len() - marker.len()..], marker)
-                        && arg[..arg.len() - marker.len()].ends_with(['/', '\\']))
-            })
-        };
-        if !self.markers.iter().all(|m| has_marker(m)) {
-            return false;
-        }
-        let joined = p.cmd.join(" ");
-        self.contains.iter().all(|part| {
-            if CASE_INSENSITIVE_PATHS {
-                joined.to_lowercase().contains(&part.to_lowercase())
-            } else {
-                joined.contains(part.as_str())
-            }
-        })
-    }
-}
-
-fn looks_like_path(marker: &str) -> bool {
-    marker.contains(['/', '\\']) || marker.contains('.')
 }
 
 /// A process listening on the backend's port.
@@ -315,6 +140,8 @@ pub struct Scan {
     pub strays: Vec<Stray>,
     /// Everything listening on the backend's port.
     pub port_holders: Vec<PortHolder>,
+    /// Copies of the backend that another warden manages: never strays.
+    pub others: Vec<ForeignCopy>,
     /// How long the scan took.
     pub took: Duration,
 }
@@ -347,7 +174,7 @@ enum Plan {
 #[derive(Debug, Clone, Copy)]
 struct Verdict {
     start_time: u64,
-    matches: bool,
+    verdict: Option<Match>,
 }
 
 /// A process first read this young (seconds) and showing its parent's command line may have
@@ -507,14 +334,28 @@ fn parent_of(system: &System, pid: u32) -> Option<u32> {
 struct Children(HashMap<u32, Vec<u32>>);
 
 impl Children {
+    /// The parent links of the table, except those that cannot be true: a child that started
+    /// before its parent has outlived the parent whose PID it names (Windows keeps a dead
+    /// parent's PID; PIDs are reused).
     fn of(system: &System) -> Children {
         Children::from_parents(
             system
                 .processes()
                 .iter()
                 .filter(|(_, p)| is_process(p))
-                .filter_map(|(pid, p)| Some((pid.as_u32(), p.parent()?.as_u32()))),
+                .filter_map(|(pid, p)| {
+                    let parent = p.parent()?;
+                    let born_after = system
+                        .process(parent)
+                        .is_none_or(|pp| pp.start_time() <= p.start_time());
+                    born_after.then_some((pid.as_u32(), parent.as_u32()))
+                }),
         )
+    }
+
+    /// The direct children of `pid`.
+    fn of_pid(&self, pid: u32) -> &[u32] {
+        self.0.get(&pid).map_or(&[], Vec::as_slice)
     }
 
     fn from_parents(pairs: impl Iterator<Item = (u32, u32)>) -> Children {
@@ -654,7 +495,7 @@ impl StrayScanner {
                 others.extend(
                     self.verdicts
                         .iter()
-                        .filter(|(pid, v)| v.matches && Some(**pid) != managed)
+                        .filter(|(pid, v)| v.verdict.is_some() && Some(**pid) != managed)
                         .map(|(pid, _)| *pid),
                 );
                 others.sort_unstable();
@@ -693,12 +534,16 @@ impl StrayScanner {
             if which == Judge::IfRestarted && known {
                 continue;
             }
-            let matches = is_process(p) && identity.matches(&view(SysPid::from_u32(pid), p));
+            let verdict = if is_process(p) {
+                view(SysPid::from_u32(pid), p).judged_by(identity)
+            } else {
+                None
+            };
             self.verdicts.insert(
                 pid,
                 Verdict {
                     start_time,
-                    matches,
+                    verdict,
                 },
             );
             if which != Judge::Again
@@ -714,7 +559,7 @@ impl StrayScanner {
     fn matching(&self) -> impl Iterator<Item = u32> + '_ {
         self.verdicts
             .iter()
-            .filter(|(_, v)| v.matches)
+            .filter(|(_, v)| v.verdict.is_some())
             .map(|(pid, _)| *pid)
     }
 
@@ -729,37 +574,78 @@ impl StrayScanner {
             .map(|port| self.holders(port, &ours))
             .unwrap_or_default();
         let holding: HashSet<u32> = holders.iter().map(|h| h.pid).collect();
-        let candidates: HashMap<u32, ProcView> = self
-            .matching()
-            .filter_map(|pid| {
+        let candidates: HashMap<u32, (ProcView, Match)> = self
+            .verdicts
+            .iter()
+            .filter_map(|(pid, v)| Some((*pid, v.verdict?)))
+            .filter_map(|(pid, verdict)| {
                 let p = view(
                     SysPid::from_u32(pid),
                     self.system.process(SysPid::from_u32(pid))?,
                 );
-                self.eligible(&p, &ours).then_some((pid, p))
+                (self.eligible(&p, &ours)
+                    && (verdict != Match::Worker || holding.contains(&pid) || self.orphaned(&p)))
+                .then_some((pid, (p, verdict)))
             })
             .collect();
         let mut strays = Vec::new();
+        let mut others = Vec::new();
         if !candidates.is_empty() {
             let children = Children::of(&self.system);
             // Only the top of each stray tree: its children go with it.
-            let trees: Vec<(&ProcView, Vec<u32>)> = candidates
+            let tops: Vec<&(ProcView, Match)> = candidates
                 .values()
-                .filter(|p| {
+                .filter(|(p, _)| {
                     !p.parent
                         .is_some_and(|parent| candidates.contains_key(&parent))
                 })
-                .map(|p| (p, children.descendants(p.pid)))
                 .collect();
+            let top_pids: Vec<u32> = tops.iter().map(|(p, _)| p.pid).collect();
+            let marks = self.managers(&top_pids);
             // The matching ones were read already; the rest of each tree is read for its memory.
+            let trees: Vec<Vec<u32>> = tops
+                .iter()
+                .map(|(p, _)| children.descendants(p.pid))
+                .collect();
             let rest: Vec<u32> = trees
                 .iter()
-                .flat_map(|(_, tree)| tree)
-                .filter(|pid| !self.verdicts.get(pid).is_some_and(|v| v.matches))
+                .flatten()
+                .filter(|pid| self.verdicts.get(pid).is_none_or(|v| v.verdict.is_none()))
                 .copied()
                 .collect();
             read_processes(&mut self.system, &rest, refresh_kind());
-            for (p, tree) in trees {
+            for ((p, verdict), tree) in tops.into_iter().zip(trees) {
+                let holds_port = tree.iter().any(|d| holding.contains(d));
+                if let Some(manager) = marks.get(&p.pid).and_then(|m| m.as_ref())
+                    && manager.0 != self.me
+                    && self.is_live_warden(manager.0)
+                {
+                    others.push(ForeignCopy {
+                        pid: p.pid,
+                        cmdline: p.cmd.join(" "),
+                        warden_pid: Some(manager.0),
+                        home: Some(manager.1.clone()),
+                        holds_port,
+                    });
+                    continue;
+                }
+                if let Some(warden) = self.warden_ancestor(p.pid) {
+                    // Its environment was cleared or unreadable, but a warden started it.
+                    others.push(ForeignCopy {
+                        pid: p.pid,
+                        cmdline: p.cmd.join(" "),
+                        warden_pid: Some(warden),
+                        home: None,
+                        holds_port,
+                    });
+                    continue;
+                }
+                let kind = match verdict {
+                    Match::Copy if self.debugged(p.pid) => StrayKind::DebugSession,
+                    Match::Copy => StrayKind::Copy,
+                    Match::Debug => StrayKind::DebugSession,
+                    Match::Worker => StrayKind::OrphanedWorker,
+                };
                 strays.push(Stray {
                     pid: p.pid,
                     name: p.name.clone(),
@@ -771,14 +657,19 @@ impl StrayScanner {
                         .filter_map(|d| self.system.process(SysPid::from_u32(*d)))
                         .map(Process::memory)
                         .sum(),
-                    holds_port: tree.iter().any(|d| holding.contains(d)),
+                    holds_port,
+                    kind,
+                    wrappers: self.wrappers(p, &ours, &children),
+                    start_ticks: platform::start_ticks(p.pid),
                 });
             }
         }
         strays.sort_by_key(|s| s.pid);
+        others.sort_by_key(|o| o.pid);
         Scan {
             strays,
             port_holders: holders,
+            others,
             took: started.elapsed(),
         }
     }
@@ -790,6 +681,146 @@ impl StrayScanner {
             && p.pid > 4
             && self.my_user.is_some()
             && p.user == self.my_user
+    }
+
+    /// Whether `p`'s parent is gone: re-parented to init or a subreaper that is no copy of the
+    /// backend's interpreter, or a parent link that cannot be its parent (it started later:
+    /// Windows keeps a dead parent's PID, and PIDs are reused).
+    fn orphaned(&self, p: &ProcView) -> bool {
+        let Some(parent) = p.parent else {
+            return true;
+        };
+        if parent <= 1 {
+            return true;
+        }
+        let Some(pp) = self.system.process(SysPid::from_u32(parent)) else {
+            return true;
+        };
+        if pp.start_time() > p.start_time {
+            return true;
+        }
+        // A multiprocessing child's parent is the interpreter that spawned it; anything else
+        // (systemd --user, a terminal's subreaper) took it in.
+        let family =
+            |name: &str| Launch::read(&[name.to_string()], None, name, Path::new("/")).family;
+        let parent_family = pp
+            .cmd()
+            .first()
+            .map(|a| family(&a.to_string_lossy()))
+            .unwrap_or_else(|| family(&pp.name().to_string_lossy()));
+        self.identity
+            .as_ref()
+            .is_ok_and(|id| parent_family != *id.family())
+    }
+
+    /// The warden named in each process's environment ([`crate::process::MANAGED_BY_ENV`]).
+    fn managers(&mut self, pids: &[u32]) -> HashMap<u32, Option<(u32, PathBuf)>> {
+        if pids.is_empty() {
+            return HashMap::new();
+        }
+        read_processes(
+            &mut self.system,
+            pids,
+            ProcessRefreshKind::nothing()
+                .without_tasks()
+                .with_environ(UpdateKind::OnlyIfNotSet),
+        );
+        let prefix = format!("{}=", crate::process::MANAGED_BY_ENV);
+        pids.iter()
+            .map(|pid| {
+                let mark = self.system.process(SysPid::from_u32(*pid)).and_then(|p| {
+                    p.environ().iter().find_map(|e| {
+                        let e = e.to_str()?;
+                        crate::process::parse_managed_by(e.strip_prefix(&prefix)?)
+                    })
+                });
+                (*pid, mark)
+            })
+            .collect()
+    }
+
+    /// Whether `pid` is a running warden of this user (its program is backend-warden).
+    fn is_live_warden(&mut self, pid: u32) -> bool {
+        read_processes(&mut self.system, &[pid], refresh_kind());
+        self.system.process(SysPid::from_u32(pid)).is_some_and(|p| {
+            is_warden_program(p) && p.user_id().map(|u| u.to_string()) == self.my_user
+        })
+    }
+
+    /// Another warden among `pid`'s ancestors, if any.
+    fn warden_ancestor(&self, pid: u32) -> Option<u32> {
+        let mut cursor = parent_of(&self.system, pid);
+        for _ in 0..64 {
+            let pid = cursor?;
+            if pid <= 1 {
+                return None;
+            }
+            let p = self.system.process(SysPid::from_u32(pid))?;
+            if pid != self.me && is_warden_program(p) {
+                return Some(pid);
+            }
+            cursor = p.parent().map(SysPid::as_u32);
+        }
+        None
+    }
+
+    /// Whether a debugger (debugpy's launcher, pydevd) started `pid`.
+    fn debugged(&self, pid: u32) -> bool {
+        let Ok(identity) = &self.identity else {
+            return false;
+        };
+        let mut cursor = parent_of(&self.system, pid);
+        for _ in 0..8 {
+            let Some(parent) = cursor.filter(|p| *p > 1) else {
+                return false;
+            };
+            let Some(p) = self.system.process(SysPid::from_u32(parent)) else {
+                return false;
+            };
+            if view(SysPid::from_u32(parent), p).judged_by(identity) == Some(Match::Debug) {
+                return true;
+            }
+            cursor = p.parent().map(SysPid::as_u32);
+        }
+        false
+    }
+
+    /// The wrappers that started `p` and exist only for it, outermost first: non-interactive
+    /// shells and package runners (`npm run`, `npx`, `sh -c`, `sh start_backend.sh`, `cmd /c
+    /// start.bat`) of the same user, in the project (their working directory or script), with
+    /// no other child. A user's terminal shell is never one.
+    fn wrappers(&self, p: &ProcView, ours: &OwnTree, children: &Children) -> Vec<Wrapper> {
+        let Ok(identity) = &self.identity else {
+            return Vec::new();
+        };
+        let project = identity.project();
+        let mut found = Vec::new();
+        let mut child = p.pid;
+        let mut cursor = p.parent;
+        while let Some(pid) = cursor.filter(|pid| *pid > 1) {
+            let Some(w) = self.system.process(SysPid::from_u32(pid)) else {
+                break;
+            };
+            let w = view(SysPid::from_u32(pid), w);
+            let only_child = children.of_pid(pid).iter().all(|c| *c == child);
+            if !self.eligible(&w, ours)
+                || !only_child
+                || w.start_time > p.start_time
+                || !is_wrapper(&w, project)
+            {
+                break;
+            }
+            found.push(Wrapper {
+                pid,
+                cmdline: w.cmd.join(" "),
+                started_at: w.start_time,
+                start_ticks: platform::start_ticks(pid),
+            });
+            child = pid;
+            cursor = w.parent;
+        }
+        found.reverse();
+        found
     }
 
     /// Everything listening on `port`. The owners are looked for first where they usually
@@ -836,24 +867,38 @@ impl StrayScanner {
             .collect()
     }
 
-    /// Kills each stray's whole tree: SIGTERM (where the platform has it), then after `grace`
-    /// a kill. Every PID is re-checked first, from a fresh read of the whole table (the
-    /// strays' identity fields too); with `dry_run` nothing is signalled.
+    /// Kills each stray's whole tree: its wrappers are frozen first (a restart loop must not
+    /// start a new copy), then SIGTERM (where the platform has it), then after `grace` a kill.
+    /// Every PID is re-checked first, from a fresh read (identity, owner, start time at full
+    /// resolution, each descendant started after its parent), and signalled only while it is
+    /// still that process (a pidfd on Linux). Debug sessions are left alone unless
+    /// `include_debug`; with `dry_run` nothing is signalled.
     pub fn kill(
         &mut self,
         strays: &[Stray],
         managed: Option<u32>,
         grace: Duration,
         dry_run: bool,
+        include_debug: bool,
     ) -> KillReport {
         let mut report = KillReport::default();
         self.update(true, managed);
-        let pids: Vec<u32> = strays.iter().map(|s| s.pid).collect();
+        let pids: Vec<u32> = strays
+            .iter()
+            .flat_map(|s| std::iter::once(s.pid).chain(s.wrappers.iter().map(|w| w.pid)))
+            .collect();
         read_processes(&mut self.system, &pids, reread_kind());
         self.judge(&pids, Judge::Again);
         let ours = OwnTree::new(&self.system, self.me, managed);
         let children = Children::of(&self.system);
-        let mut victims: Vec<(u32, u64)> = Vec::new();
+        let holding: HashSet<u32> = self
+            .port
+            .map(|port| platform::listening_pids(port, [self.last_holders.clone()]))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut wrappers: Vec<Victim> = Vec::new();
+        let mut victims: Vec<Victim> = Vec::new();
         for stray in strays {
             let pid = SysPid::from_u32(stray.pid);
             let fresh = self
@@ -861,47 +906,122 @@ impl StrayScanner {
                 .process(pid)
                 .filter(|p| is_process(p))
                 .map(|p| view(pid, p));
+            let ticks = platform::start_ticks(stray.pid);
+            let verdict = fresh
+                .as_ref()
+                .and_then(|p| p.judged_by(self.identity.as_ref().ok()?));
             let why_not = match &fresh {
                 None => Some("it has exited".to_string()),
-                Some(p) if p.start_time != stray.started_at => Some(format!(
-                    "PID {} now belongs to another process (started at a different time)",
-                    stray.pid
-                )),
+                Some(p)
+                    if p.start_time != stray.started_at
+                        || (stray.start_ticks.is_some() && ticks != stray.start_ticks) =>
+                {
+                    Some(format!(
+                        "PID {} now belongs to another process (started at a different time)",
+                        stray.pid
+                    ))
+                }
                 Some(p) if !self.eligible(p, &ours) => {
                     Some("it belongs to the warden, another user or the system".to_string())
                 }
-                Some(p) if !self.identity.as_ref().is_ok_and(|id| id.matches(p)) => {
+                Some(p)
+                    if verdict.is_none()
+                        || (verdict == Some(Match::Worker)
+                            && !holding.contains(&p.pid)
+                            && !self.orphaned(p)) =>
+                {
                     Some("it no longer matches the backend's identity".to_string())
                 }
+                Some(_)
+                    if self
+                        .managers(&[stray.pid])
+                        .remove(&stray.pid)
+                        .flatten()
+                        .is_some_and(|(w, _)| w != self.me && self.is_live_warden(w)) =>
+                {
+                    Some("another warden manages it".to_string())
+                }
+                Some(_) if stray.kind == StrayKind::DebugSession && !include_debug => Some(
+                    "it is a debug session: left alone (kill-strays --include-debug, or the \
+                     menu's item naming it, stops it too)"
+                        .to_string(),
+                ),
                 Some(_) => None,
             };
             if let Some(why) = why_not {
                 report.left.push((stray.pid, why));
                 continue;
             }
+            // Wrappers: each must still be that process and still the copy's ancestor.
+            for wrapper in &stray.wrappers {
+                let same = self
+                    .system
+                    .process(SysPid::from_u32(wrapper.pid))
+                    .is_some_and(|p| {
+                        p.start_time() == wrapper.started_at
+                            && platform::start_ticks(wrapper.pid) == wrapper.start_ticks
+                            && !ours.contains(&self.system, wrapper.pid)
+                    })
+                    && children.descendants(wrapper.pid).contains(&stray.pid);
+                if same {
+                    wrappers.push(Victim {
+                        pid: wrapper.pid,
+                        started: wrapper.started_at,
+                        ticks: wrapper.start_ticks,
+                    });
+                }
+            }
             for pid in children.descendants(stray.pid) {
                 if let Some(p) = self.system.process(SysPid::from_u32(pid))
                     && !ours.contains(&self.system, pid)
                 {
-                    victims.push((pid, p.start_time()));
+                    victims.push(Victim {
+                        pid,
+                        started: p.start_time(),
+                        ticks: platform::start_ticks(pid),
+                    });
                 }
             }
+            let kind = match stray.kind {
+                StrayKind::Copy => String::new(),
+                kind => format!("{}: ", kind.words()),
+            };
             report.killed.push((
                 stray.pid,
-                format!("{} ({})", stray.name, shorten(&stray.cmdline, 100)),
+                format!("{kind}{} ({})", stray.name, shorten(&stray.cmdline, 100)),
             ));
         }
-        if dry_run || victims.is_empty() {
+        if dry_run || (victims.is_empty() && wrappers.is_empty()) {
             return report;
         }
+        // A parent link read from a table built over time (or, on Windows, a dead parent's PID
+        // kept by its children) must not pull in a process that started before its parent.
+        victims.retain(|v| {
+            self.system
+                .process(SysPid::from_u32(v.pid))
+                .and_then(|p| p.parent())
+                .and_then(|parent| {
+                    let parent = parent.as_u32();
+                    let pp = self.system.process(SysPid::from_u32(parent))?;
+                    Some(match (platform::start_ticks(parent), v.ticks) {
+                        (Some(parent_ticks), Some(ticks)) => parent_ticks <= ticks,
+                        _ => pp.start_time() <= v.started,
+                    })
+                })
+                .unwrap_or(true)
+        });
+        platform::freeze(&self.system, &wrappers);
         self.signal_all(&victims, sysinfo::Signal::Term);
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(Instant::now);
         while Instant::now() < deadline && self.any_alive(&victims) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.signal_all(&victims, sysinfo::Signal::Kill);
+        let everyone: Vec<Victim> = wrappers.iter().chain(&victims).copied().collect();
+        self.signal_all(&everyone, sysinfo::Signal::Kill);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && self.any_alive(&victims) {
+        while Instant::now() < deadline && self.any_alive(&everyone) {
             std::thread::sleep(Duration::from_millis(10));
         }
         // The victims that are gone left the table: their verdicts go too.
@@ -911,45 +1031,133 @@ impl StrayScanner {
         report
     }
 
-    /// Signals each (pid, start time) that is still the same process.
-    fn signal_all(&mut self, victims: &[(u32, u64)], signal: sysinfo::Signal) {
-        let pids: Vec<u32> = victims.iter().map(|(p, _)| *p).collect();
+    /// Signals each victim that is still the same process.
+    fn signal_all(&mut self, victims: &[Victim], signal: sysinfo::Signal) {
+        let pids: Vec<u32> = victims.iter().map(|v| v.pid).collect();
         read_processes(
             &mut self.system,
             &pids,
             ProcessRefreshKind::nothing().without_tasks(),
         );
-        for (pid, started) in victims {
-            if let Some(p) = self.system.process(SysPid::from_u32(*pid))
-                && p.start_time() == *started
-                && p.kill_with(signal).is_none()
+        for victim in victims {
+            if let Some(p) = self.system.process(SysPid::from_u32(victim.pid))
+                && p.start_time() == victim.started
             {
-                // The platform has no such signal (Windows and SIGTERM): go straight to kill.
-                p.kill();
+                platform::signal(p, victim.ticks, signal);
             }
         }
     }
 
-    fn any_alive(&mut self, victims: &[(u32, u64)]) -> bool {
-        let pids: Vec<u32> = victims.iter().map(|(p, _)| *p).collect();
+    fn any_alive(&mut self, victims: &[Victim]) -> bool {
+        let pids: Vec<u32> = victims.iter().map(|v| v.pid).collect();
         read_processes(
             &mut self.system,
             &pids,
             ProcessRefreshKind::nothing().without_tasks(),
         );
-        victims.iter().any(|(pid, started)| {
+        victims.iter().any(|v| {
             self.system
-                .process(SysPid::from_u32(*pid))
+                .process(SysPid::from_u32(v.pid))
                 .is_some_and(|p| {
-                    p.start_time() == *started && p.status() != sysinfo::ProcessStatus::Zombie
+                    p.start_time() == v.started
+                        && p.status() != sysinfo::ProcessStatus::Zombie
+                        && (v.ticks.is_none() || platform::start_ticks(v.pid) == v.ticks)
                 })
         })
     }
+
+    /// Judges by a new identity and port from now on (a config reload).
+    pub fn reconfigure(&mut self, identity: Result<Identity, TooBroad>, port: Option<u16>) {
+        self.identity = identity;
+        self.port = port;
+        self.verdicts.clear();
+        self.young.clear();
+        self.last_holders.clear();
+        self.listeners = platform::Listeners::default();
+        let all: Vec<u32> = self.system.processes().keys().map(|p| p.as_u32()).collect();
+        read_processes(&mut self.system, &all, refresh_kind());
+        self.judge(&all, Judge::New);
+    }
+}
+
+/// A process to signal, as it was when it was chosen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Victim {
+    pid: u32,
+    started: u64,
+    ticks: Option<u64>,
+}
+
+/// Whether `p` is one of this program's executables (a warden, its tray, its guardian).
+fn is_warden_program(p: &Process) -> bool {
+    let names = [
+        Some(p.name().to_string_lossy().into_owned()),
+        p.exe().map(|e| e.to_string_lossy().into_owned()),
+    ];
+    names
+        .iter()
+        .flatten()
+        .any(|n| exe_family(n).starts_with("backend-warden"))
+}
+
+/// Whether `w` is a wrapper that can only be running for a copy of the backend in `project`:
+/// a non-interactive shell or a package runner, in the project or running a script of it.
+fn is_wrapper(w: &ProcView, project: &Path) -> bool {
+    const SHELLS: &[&str] = &[
+        "sh",
+        "bash",
+        "dash",
+        "zsh",
+        "ksh",
+        "fish",
+        "cmd",
+        "powershell",
+        "pwsh",
+    ];
+    const RUNNERS: &[&str] = &[
+        "npm", "npx", "yarn", "pnpm", "uv", "poetry", "pipenv", "pdm", "hatch",
+    ];
+    let Some(first) = w.cmd.first() else {
+        return false;
+    };
+    // Node rewrites its title: npm shows as one argument "npm exec json-server db.json".
+    let family = exe_family(first.split_whitespace().next().unwrap_or(first));
+    let script = w.cmd[1..]
+        .iter()
+        .find(|a| !a.starts_with('-') && !a.starts_with('/'));
+    let runner = RUNNERS.contains(&family.as_str())
+        || (matches!(family.as_str(), "python" | "node")
+            && script.is_some_and(|s| RUNNERS.contains(&exe_family(s).as_str())));
+    let shell = SHELLS.contains(&family.as_str())
+        && w.cmd[1..].iter().any(|a| {
+            !a.starts_with('-')
+                || matches!(
+                    a.to_lowercase().as_str(),
+                    "-c" | "/c" | "-command" | "-file"
+                )
+        });
+    if !runner && !shell {
+        return false;
+    }
+    let in_project = |path: &Path| identity::normalize_path(path).starts_with(project);
+    let cwd_in = w.cwd.as_deref().is_some_and(in_project);
+    let script_in = w.cwd.as_deref().is_some_and(|cwd| {
+        w.cmd[1..]
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .any(|a| cwd.join(a).is_file() && in_project(&cwd.join(a)))
+    });
+    cwd_in || script_in
 }
 
 /// PIDs with a listening TCP socket on `port` (IPv4 or IPv6), dead ones included.
 pub fn listening_pids(port: u16) -> Vec<u32> {
     platform::listening_pids(port, std::iter::empty())
+}
+
+/// Whether anything listens on `port`, even where its owner cannot be seen.
+pub fn port_listened(port: u16) -> bool {
+    platform::port_listened(port)
 }
 
 /// Everything listening on `port`, described (for a blocked start).
@@ -967,22 +1175,24 @@ pub fn port_holders(port: u16) -> Vec<PortHolder> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn spec(program: &str, args: &[&str], cwd: &str) -> LaunchSpec {
-        LaunchSpec {
-            program: program.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            cwd: cwd.into(),
-            env: BTreeMap::new(),
-        }
+    #[test]
+    fn descendants_walk_the_tree() {
+        let children =
+            Children::from_parents([(10, 1), (11, 10), (12, 11), (13, 1), (14, 10)].into_iter());
+        let mut d = children.descendants(10);
+        d.sort_unstable();
+        assert_eq!(d, [10, 11, 12, 14]);
+        assert_eq!(children.descendants(99), [99]);
+        assert_eq!(children.of_pid(10), [11, 14]);
+        assert!(children.of_pid(12).is_empty());
     }
 
-    fn proc_(name: &str, cmd: &[&str], cwd: &str) -> ProcView {
+    fn wrapper(cmd: &[&str], cwd: &Path) -> ProcView {
         ProcView {
-            pid: 100,
+            pid: 50,
             parent: Some(1),
-            name: name.into(),
+            name: cmd[0].rsplit('/').next().unwrap().into(),
             exe: None,
             cmd: cmd.iter().map(|a| a.to_string()).collect(),
             cwd: Some(cwd.into()),
@@ -994,154 +1204,42 @@ mod tests {
     }
 
     #[test]
-    fn exe_families() {
-        for (name, family) in [
-            ("python3.11", "python"),
-            ("/usr/bin/python3", "python"),
-            (r"C:\Python312\python.exe", "python"),
-            ("PYTHON.EXE", "python"),
-            ("uvicorn", "uvicorn"),
-            ("node20", "node"),
-        ] {
-            assert_eq!(exe_family(name), family, "{name}");
-        }
-    }
-
-    #[test]
-    fn markers_name_the_app_not_the_options() {
-        let m =
-            |args: &[&str]| app_markers(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
-        assert_eq!(m(&["main.py"]), ["main.py"]);
-        assert_eq!(
-            m(&["-m", "uvicorn", "app:app", "--reload", "--port", "54112"]),
-            ["-m uvicorn", "app:app"]
-        );
-        assert_eq!(m(&["-u", "main.py", "--port=8000"]), ["main.py"]);
-        assert_eq!(m(&["--host", "127.0.0.1", "serve.py"]), ["serve.py"]);
-    }
-
-    #[test]
-    fn identity_is_precise() {
-        let id = Identity::new(
-            &spec("python", &["main.py"], "/srv/api"),
-            &StraysConfig::default(),
-            Path::new("/"),
+    fn wrappers_are_non_interactive_shells_and_runners_of_the_project() {
+        let project = tempfile::tempdir().unwrap();
+        let p = identity::normalize_path(project.path());
+        std::fs::write(
+            p.join("start_backend.sh"),
+            "while true; do python main.py; done",
         )
         .unwrap();
-        // (process, is it a copy of our backend?)
-        let table = [
-            (proc_("python3", &["python3", "main.py"], "/srv/api"), true),
-            (
-                proc_(
-                    "python3.11",
-                    &["/usr/bin/python3.11", "-u", "main.py"],
-                    "/srv/api",
-                ),
-                true,
-            ),
-            (
-                proc_("python3", &["python3", "/srv/api/main.py"], "/srv/api"),
-                true,
-            ),
-            // same script, other folder: another project's main.py
-            (
-                proc_("python3", &["python3", "main.py"], "/srv/other"),
-                false,
-            ),
-            // a different script in the same folder
-            (
-                proc_("python3", &["python3", "worker.py"], "/srv/api"),
-                false,
-            ),
-            // an unrelated python
-            (
-                proc_("python3", &["python3", "-m", "http.server"], "/srv/api"),
-                false,
-            ),
-            // not python
-            (proc_("node", &["node", "main.py"], "/srv/api"), false),
-            // main.py as a substring of another argument is not main.py
-            (
-                proc_("python3", &["python3", "not_main.py"], "/srv/api"),
-                false,
-            ),
-            // a process whose command line we cannot read
-            (proc_("python3", &[], "/srv/api"), false),
+        let elsewhere = tempfile::tempdir().unwrap();
+        let e = identity::normalize_path(elsewhere.path());
+        // (command line, working directory, a wrapper of a copy in `project`?)
+        let table: [(&[&str], &Path, bool); 10] = [
+            (&["sh", "start_backend.sh"], &p, true),
+            (&["/bin/bash", "start_backend.sh"], &e, false), // no such script there
+            (&["sh", "-c", "json-server db.json"], &p, true),
+            (&["npm run start"], &p, true), // node's rewritten title
+            (&["npm", "exec", "json-server"], &p, true),
+            (&["cmd.exe", "/c", "start.bat"], &p, true),
+            (&["bash"], &p, false),                       // a terminal's shell
+            (&["-bash"], &p, false),                      // a login shell
+            (&["bash", "-l"], &p, false),                 // interactive, with a flag
+            (&["sh", "-c", "python main.py"], &e, false), // not in the project
         ];
-        for (p, want) in table {
-            assert_eq!(id.matches(&p), want, "{:?}", p.cmd);
+        for (cmd, cwd, want) in table {
+            assert_eq!(
+                is_wrapper(&wrapper(cmd, cwd), &p),
+                want,
+                "{cmd:?} in {cwd:?}"
+            );
         }
-    }
-
-    #[test]
-    fn uvicorn_identity() {
-        let id = Identity::new(
-            &spec(
-                "/venv/bin/python",
-                &["-m", "uvicorn", "app:app", "--reload", "--port", "54112"],
-                "/srv/api",
-            ),
-            &StraysConfig::default(),
-            Path::new("/"),
-        )
-        .unwrap();
-        let by_hand = proc_(
-            "python",
-            &["python", "-m", "uvicorn", "app:app", "--port", "9000"],
-            "/srv/api",
-        );
-        assert!(id.matches(&by_hand), "other port, same app: a copy");
-        let other_app = proc_(
-            "python",
-            &["python", "-m", "uvicorn", "other:app"],
-            "/srv/api",
-        );
-        assert!(!id.matches(&other_app));
-    }
-
-    #[test]
-    fn generic_commands_without_an_app_are_too_broad() {
-        let err = Identity::new(
-            &spec("python", &["-m", "uvicorn"], "/srv/api"),
-            &StraysConfig::default(),
-            Path::new("/"),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("cmdline_contains"), "{err}");
-        // a program of its own is specific enough (with its cwd)
-        assert!(
-            Identity::new(
-                &spec("./api-server", &[], "/srv/api"),
-                &StraysConfig::default(),
-                Path::new("/")
-            )
-            .is_ok()
-        );
-    }
-
-    #[test]
-    fn explicit_rules_replace_the_derived_identity() {
-        let rules = StraysConfig {
-            cmdline_contains: vec!["manage.py runserver".into()],
-            ..StraysConfig::default()
-        };
-        let id = Identity::new(&spec("python", &["x.py"], "/a"), &rules, Path::new("/")).unwrap();
-        assert!(id.matches(&proc_(
-            "python",
-            &["python", "manage.py", "runserver"],
-            "/anywhere"
-        )));
-        assert!(!id.matches(&proc_("python", &["python", "x.py"], "/a")));
-    }
-
-    #[test]
-    fn descendants_walk_the_tree() {
-        let children =
-            Children::from_parents([(10, 1), (11, 10), (12, 11), (13, 1), (14, 10)].into_iter());
-        let mut d = children.descendants(10);
-        d.sort_unstable();
-        assert_eq!(d, [10, 11, 12, 14]);
-        assert_eq!(children.descendants(99), [99]);
+        // A script of the project run from elsewhere, by its path.
+        let script = p.join("start_backend.sh");
+        assert!(is_wrapper(
+            &wrapper(&["bash", script.to_str().unwrap()], &e),
+            &p
+        ));
     }
 }
 
@@ -1151,8 +1249,25 @@ enum WatchRequest {
     Scan(std::sync::mpsc::Sender<Scan>),
     Kill {
         dry_run: bool,
+        include_debug: bool,
         reply: std::sync::mpsc::Sender<KillReport>,
     },
+    Reconfigure(Box<WatchSettings>),
+    PrepareStart(std::sync::mpsc::Sender<(Scan, Option<KillReport>)>),
+}
+
+/// What the watch looks for and does: set at start and again by each config reload.
+pub struct WatchSettings {
+    /// What a copy of the backend is (an error turns detection off, with the reason).
+    pub identity: Result<Identity, TooBroad>,
+    /// The backend's port, if known.
+    pub port: Option<u16>,
+    /// Time between two scans.
+    pub interval: Duration,
+    /// Kill new strays at once (`action = "kill"`).
+    pub auto_kill: bool,
+    /// How long a stray gets between SIGTERM and the kill.
+    pub grace: Duration,
 }
 
 /// The stray watch: a thread that scans every `scan_interval` and on demand, publishes the
@@ -1169,7 +1284,7 @@ pub struct WatchHooks {
     pub managed: Box<dyn Fn() -> Option<u32> + Send>,
     /// Every scan's result.
     pub publish: Box<dyn Fn(&Scan) + Send>,
-    /// A new, non-empty set of strays was found.
+    /// A stray appeared that the last scan did not have (a set that only shrinks is no news).
     pub alert: Box<dyn Fn(&Scan) + Send>,
     /// Strays were killed automatically (`action = "kill"`).
     pub killed: Box<dyn Fn(&KillReport) + Send>,
@@ -1179,12 +1294,16 @@ impl StrayWatch {
     /// Starts the watch thread. The first scan happens at once.
     pub fn start(
         mut scanner: StrayScanner,
-        interval: Duration,
-        auto_kill: bool,
-        grace: Duration,
+        settings: WatchSettings,
         hooks: WatchHooks,
     ) -> std::io::Result<StrayWatch> {
         let (requests, inbox) = std::sync::mpsc::channel::<WatchRequest>();
+        let WatchSettings {
+            mut interval,
+            mut auto_kill,
+            mut grace,
+            ..
+        } = settings;
         std::thread::Builder::new()
             .name("stray-watch".into())
             .spawn(move || {
@@ -1193,24 +1312,58 @@ impl StrayWatch {
                 loop {
                     let mut reply_scan = None;
                     match request.take() {
-                        Some(WatchRequest::Kill { dry_run, reply }) => {
+                        Some(WatchRequest::Kill {
+                            dry_run,
+                            include_debug,
+                            reply,
+                        }) => {
                             let managed = (hooks.managed)();
                             let fresh = scanner.scan(managed);
-                            let report = scanner.kill(&fresh.strays, managed, grace, dry_run);
+                            let report =
+                                scanner.kill(&fresh.strays, managed, grace, dry_run, include_debug);
                             let _ = reply.send(report);
                         }
                         Some(WatchRequest::Scan(reply)) => reply_scan = Some(reply),
+                        Some(WatchRequest::PrepareStart(reply)) => {
+                            // With action = "kill", strays that hold the port go before the
+                            // start; otherwise the start waits for the user's choice.
+                            let managed = (hooks.managed)();
+                            let mut scan = scanner.scan(managed);
+                            let mut killed = None;
+                            let holding: Vec<Stray> = scan
+                                .strays
+                                .iter()
+                                .filter(|s| s.holds_port && s.kind != StrayKind::DebugSession)
+                                .cloned()
+                                .collect();
+                            if auto_kill && !holding.is_empty() {
+                                let report = scanner.kill(&holding, managed, grace, false, false);
+                                (hooks.killed)(&report);
+                                scan = scanner.scan(managed);
+                                killed = Some(report);
+                            }
+                            known = scan.strays.iter().map(|s| s.pid).collect();
+                            let _ = reply.send((scan, killed));
+                        }
+                        Some(WatchRequest::Reconfigure(settings)) => {
+                            scanner.reconfigure(settings.identity, settings.port);
+                            interval = settings.interval;
+                            auto_kill = settings.auto_kill;
+                            grace = settings.grace;
+                            known.clear();
+                        }
                         Some(WatchRequest::ScanNow) | None => {}
                     }
                     let mut last = scanner.scan((hooks.managed)());
-                    let pids: Vec<u32> = last.strays.iter().map(|s| s.pid).collect();
-                    if !pids.is_empty() && pids != known {
-                        (hooks.alert)(&last);
+                    let news = last.strays.iter().any(|s| !known.contains(&s.pid));
+                    if news {
                         if auto_kill {
                             let managed = (hooks.managed)();
-                            let report = scanner.kill(&last.strays, managed, grace, false);
+                            let report = scanner.kill(&last.strays, managed, grace, false, false);
                             (hooks.killed)(&report);
                             last = scanner.scan(managed);
+                        } else {
+                            (hooks.alert)(&last);
                         }
                     }
                     known = last.strays.iter().map(|s| s.pid).collect();
@@ -1240,12 +1393,32 @@ impl StrayWatch {
         answer.recv().ok()
     }
 
-    /// Kills the strays of a fresh scan (nothing with `dry_run`) and reports what happened.
-    pub fn kill(&self, dry_run: bool) -> Option<KillReport> {
+    /// Kills the strays of a fresh scan (nothing with `dry_run`; debug sessions only with
+    /// `include_debug`) and reports what happened.
+    pub fn kill(&self, dry_run: bool, include_debug: bool) -> Option<KillReport> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.requests
-            .send(WatchRequest::Kill { dry_run, reply })
+            .send(WatchRequest::Kill {
+                dry_run,
+                include_debug,
+                reply,
+            })
             .ok()?;
         answer.recv().ok()
+    }
+
+    /// Before a start on a port that is taken: a fresh scan, after killing the strays that hold
+    /// the port if `action = "kill"` (with what was killed).
+    pub fn prepare_start(&self) -> Option<(Scan, Option<KillReport>)> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests.send(WatchRequest::PrepareStart(reply)).ok()?;
+        answer.recv().ok()
+    }
+
+    /// Looks for the copies of a reloaded config's backend from now on, and scans at once.
+    pub fn reconfigure(&self, settings: WatchSettings) {
+        let _ = self
+            .requests
+            .send(WatchRequest::Reconfigure(Box::new(settings)));
     }
 }

@@ -149,6 +149,11 @@ pub enum Input {
     Adopted { pid: Pid },
     /// The runner could not spawn the backend (command not found, cwd missing, ...).
     SpawnFailed { error: String },
+    /// The runner did not spawn the backend because stray copies of it hold its port: the
+    /// start waits for the user's choice (Kill strays), and resumes after [`Input::StraysKilled`].
+    PortBlocked { reason: String },
+    /// The user killed strays: a start they blocked goes ahead.
+    StraysKilled,
     /// The backend's main process exited; `tail` holds its last output lines.
     Exited {
         pid: Pid,
@@ -403,6 +408,8 @@ pub struct Supervisor {
     stale: Option<Stale>,
     /// A code change arrived while starting: restart once the start has settled.
     restart_when_settled: bool,
+    /// `failed` because strays held the port: killing them resumes the start.
+    blocked_by_strays: bool,
 }
 
 impl Supervisor {
@@ -431,6 +438,7 @@ impl Supervisor {
             failed_reason: None,
             stale: None,
             restart_when_settled: false,
+            blocked_by_strays: false,
         }
     }
 
@@ -537,6 +545,18 @@ impl Supervisor {
                 let reason = format!("could not start the backend: {error}");
                 self.fail(reason, &mut fx);
             }
+            Input::PortBlocked { reason } => {
+                if self.state == State::Starting && self.child.is_none() {
+                    self.fail(format!("could not start the backend: {reason}"), &mut fx);
+                    self.blocked_by_strays = true;
+                }
+            }
+            Input::StraysKilled => {
+                if self.state == State::Failed && self.blocked_by_strays && !self.shutting_down {
+                    self.reset_crash_history();
+                    self.start(&mut fx);
+                }
+            }
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
@@ -596,6 +616,7 @@ impl Supervisor {
 
     /// Spawn now, or as soon as the previous tree is gone: never two trees at once.
     fn start(&mut self, fx: &mut Vec<Effect>) {
+        self.blocked_by_strays = false;
         self.backoff_until = None;
         self.failed_reason = None;
         self.state = State::Starting;
@@ -841,6 +862,7 @@ impl Supervisor {
 
     fn fail(&mut self, reason: String, fx: &mut Vec<Effect>) {
         self.state = State::Failed;
+        self.blocked_by_strays = false;
         self.backoff_until = None;
         self.recovering = false;
         self.failed_reason = Some(reason.clone());
@@ -1611,6 +1633,55 @@ mod tests {
         let fx = h.feed(Input::Tick);
         assert_eq!(h.sup.state(), State::Unhealthy);
         assert!(matches!(events(&fx)[..], [Event::Unhealthy { .. }]));
+    }
+
+    #[test]
+    fn a_start_blocked_by_strays_waits_for_kill_strays() {
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        let fx = h.feed(Input::PortBlocked {
+            reason: "an orphaned worker of an earlier copy holds port 54112".into(),
+        });
+        assert_eq!(h.sup.state(), State::Failed);
+        assert!(
+            matches!(events(&fx)[..], [Event::GaveUp { reason }] if reason.contains("orphaned"))
+        );
+        assert_eq!(
+            h.sup.next_deadline(),
+            None,
+            "no retry loop: the user chooses"
+        );
+        // (input, spawns expected): a kill of the strays resumes the start, once.
+        h.at(5 * S);
+        assert_eq!(spawns(&h.feed(Input::StraysKilled)), 1);
+        assert_eq!(h.sup.state(), State::Starting);
+        h.feed(Input::Spawned { pid: 9 });
+        assert_eq!(
+            spawns(&h.feed(Input::StraysKilled)),
+            0,
+            "running: nothing to resume"
+        );
+    }
+
+    #[test]
+    fn killing_strays_does_not_start_a_backend_that_failed_for_another_reason() {
+        for failure in [
+            Input::SpawnFailed {
+                error: "command \"pyhton\" not found".into(),
+            },
+            Input::Command(Command::Stop),
+        ] {
+            let mut h = Harness::new(policy());
+            h.cmd(Command::Start);
+            h.feed(failure);
+            assert_eq!(spawns(&h.feed(Input::StraysKilled)), 0);
+        }
+        // A port block after the user stopped: no start either.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::PortBlocked { reason: "x".into() });
+        h.cmd(Command::Stop);
+        assert_eq!(spawns(&h.feed(Input::StraysKilled)), 0);
     }
 
     #[test]

@@ -156,6 +156,7 @@ mod tests {
             last_exit: None,
             health: Health::default(),
             strays: vec![],
+            other_wardens: vec![],
             port_holders: vec![],
             strays_disabled: None,
             failed_reason: None,
@@ -246,6 +247,9 @@ mod tests {
                 started_at: 0,
                 memory_bytes: 0,
                 holds_port: false,
+                kind: Default::default(),
+                wrappers: vec![],
+                start_ticks: None,
             });
         }
         let v = TrayView::of(&r);

@@ -24,7 +24,9 @@ use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
 use crate::runner::{Backend, EngineHandle, Runner, StatusBoard};
 use crate::status::{Fixed, StatusReport};
-use crate::strays::{Identity, Scan, StrayScanner, StrayWatch, WatchHooks};
+use crate::strays::{
+    Identity, KillReport, Scan, StrayScanner, StrayWatch, WatchHooks, WatchSettings,
+};
 use crate::supervisor::{Command, Event, Policy, Supervisor};
 use crate::watch::{CodeWatch, WatchFilter};
 
@@ -88,6 +90,12 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
         }
         None => (demo_backend(&config)?, true),
     };
+    let mut backend = backend;
+    // Marks the tree as this warden's, so that another warden never takes it for a stray.
+    backend.spec.env.insert(
+        crate::process::MANAGED_BY_ENV.into(),
+        crate::process::managed_by_value(&paths.warden_home()),
+    );
     Ok(Plan {
         config,
         source,
@@ -212,6 +220,8 @@ pub struct Hooks {
     pub on_strays: Box<dyn Fn(&Scan) + Send>,
     /// A second launch asked the warden to show itself.
     pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+    /// Strays were killed without asking (`[strays] action = "kill"`): one call per kill.
+    pub on_strays_killed: Box<dyn Fn(&KillReport) + Send>,
 }
 
 impl Hooks {
@@ -223,20 +233,77 @@ impl Hooks {
             on_show: Box::new(
                 |status| info!(status = %status.summary(), "another launch asked for the status"),
             ),
+            on_strays_killed: Box::new(|report| info!("{}", strays_killed_summary(report))),
         }
     }
 }
 
 /// "2 strays: PIDs 111, 222 (run `backend-warden kill-strays`)".
 pub fn strays_summary(scan: &Scan) -> String {
-    let pids: Vec<String> = scan.strays.iter().map(|s| s.pid.to_string()).collect();
+    use crate::status::StrayKind;
     let n = scan.strays.len();
+    let list: Vec<String> = scan
+        .strays
+        .iter()
+        .map(|stray| {
+            let kind = match stray.kind {
+                StrayKind::Copy => String::new(),
+                kind => format!(", {}", kind.words()),
+            };
+            let port = if stray.holds_port {
+                ", holds the backend's port"
+            } else {
+                ""
+            };
+            format!("PID {} ({}{kind}{port})", stray.pid, stray.name)
+        })
+        .collect();
+    let debug_only = scan
+        .strays
+        .iter()
+        .all(|s| s.kind == StrayKind::DebugSession);
+    let advice = if debug_only {
+        "A debug session is left alone unless you ask Kill strays to include it."
+    } else if n == 1 {
+        "Use Kill strays in the menu (or `backend-warden kill-strays`) to stop it."
+    } else {
+        "Use Kill strays in the menu (or `backend-warden kill-strays`) to stop them."
+    };
     format!(
-        "{n} stray{} of the backend running outside the warden: PID{} {} (run `backend-warden kill-strays`)",
-        if n == 1 { "" } else { "s" },
-        if n == 1 { "" } else { "s" },
-        pids.join(", ")
+        "{n} cop{} of the backend running outside the warden: {}. {advice}",
+        if n == 1 { "y" } else { "ies" },
+        list.join(", ")
     )
+}
+
+/// "Killed 2 stray copies of the backend: PID 12 (...), ..." for `action = "kill"`.
+pub fn strays_killed_summary(report: &KillReport) -> String {
+    let n = report.killed.len();
+    let list: Vec<String> = report
+        .killed
+        .iter()
+        .map(|(pid, what)| format!("PID {pid} ({what})"))
+        .collect();
+    format!(
+        "Killed {n} stray cop{} of the backend ([strays] action = \"kill\"): {}",
+        if n == 1 { "y" } else { "ies" },
+        list.join(", ")
+    )
+}
+
+/// The stray watch's settings from a config.
+pub fn watch_settings(
+    config: &Config,
+    identity: Result<Identity, crate::strays::TooBroad>,
+    port: Option<u16>,
+) -> WatchSettings {
+    WatchSettings {
+        identity,
+        port,
+        interval: config.strays.scan_interval,
+        auto_kill: config.strays.action == StrayAction::Kill,
+        grace: config.stop.grace,
+    }
 }
 
 /// A started engine.
@@ -275,8 +342,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     )
     .context("cannot start the backend log writer")?;
     let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
-    let mut scanner =
-        StrayScanner::new(identity, plan.backend.port).context("cannot read the process table")?;
+    let mut scanner = StrayScanner::new(identity.clone(), plan.backend.port)
+        .context("cannot read the process table")?;
     let strays_disabled = scanner.disabled_reason();
     if let Some(why) = &strays_disabled {
         warn!("{why}");
@@ -307,9 +374,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     let publish_board = Arc::clone(&board);
     let watch = StrayWatch::start(
         scanner,
-        plan.config.strays.scan_interval,
-        plan.config.strays.action == StrayAction::Kill,
-        plan.config.stop.grace,
+        watch_settings(&plan.config, identity, plan.backend.port),
         WatchHooks {
             managed: {
                 let board = Arc::clone(&board);
@@ -318,9 +383,12 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
             },
             publish: Box::new(move |scan| publish_board.set_scan(scan)),
             alert: hooks.on_strays,
-            killed: Box::new(|report| {
+            killed: Box::new(move |report| {
                 for (pid, what) in &report.killed {
                     warn!(pid, %what, "killed a stray copy of the backend ([strays] action = \"kill\")");
+                }
+                if !report.killed.is_empty() {
+                    (hooks.on_strays_killed)(report);
                 }
             }),
         },
@@ -449,11 +517,14 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
             }
         };
         let policy = Policy::from_config(&config, backend.health_url.is_some());
+        let identity = Identity::new(&backend.spec, &config.strays, paths.config_dir());
+        let strays = watch_settings(&config, identity, backend.port);
         Ok(crate::control::Reloaded {
             backend,
             policy,
             config,
             demo,
+            strays,
         })
     })
 }

@@ -72,6 +72,15 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                 }
             })
         },
+        on_strays_killed: {
+            let notifier = notifier.clone();
+            Box::new(move |report| {
+                notifier.show(Alert::info(
+                    "Stray backend copies killed",
+                    crate::app::strays_killed_summary(report),
+                ));
+            })
+        },
         on_show: {
             let notifier = notifier.clone();
             Box::new(move |status| {
@@ -178,7 +187,7 @@ impl TrayActions {
                 }
             }
             UiAction::OpenLogFolder => self.open(&self.log_dir),
-            UiAction::KillStrays => match self.control.kill_strays(false) {
+            UiAction::KillStrays => match self.control.kill_strays(false, false) {
                 Ok(report) => {
                     let killed: Vec<String> = report
                         .killed

@@ -55,7 +55,12 @@ pub enum Request {
     /// Stop the warden; with `keep_backend`, leave the backend running, unsupervised.
     Quit { keep_backend: bool },
     /// Kill every stray's tree (with `dry_run`, only say what would be killed).
-    KillStrays { dry_run: bool },
+    KillStrays {
+        dry_run: bool,
+        /// Debug sessions too (they are left alone otherwise).
+        #[serde(default)]
+        include_debug: bool,
+    },
     /// Read the config again and apply it.
     Reload,
 }

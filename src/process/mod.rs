@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 
 use crate::supervisor::Pid;
@@ -18,6 +18,21 @@ use unix as imp;
 mod windows;
 #[cfg(windows)]
 use windows as imp;
+
+/// The environment variable that names, in every process of a backend tree, the warden that
+/// manages it: `"<warden PID> <home>"`. Another warden reads it to leave that tree alone.
+pub const MANAGED_BY_ENV: &str = "BACKEND_WARDEN_MANAGED_BY";
+
+/// The value of [`MANAGED_BY_ENV`] for this warden.
+pub fn managed_by_value(home: &Path) -> String {
+    format!("{} {}", std::process::id(), home.display())
+}
+
+/// Reads a [`MANAGED_BY_ENV`] value: the warden's PID and its home.
+pub fn parse_managed_by(value: &str) -> Option<(u32, PathBuf)> {
+    let (pid, home) = value.split_once(' ')?;
+    Some((pid.parse().ok()?, PathBuf::from(home)))
+}
 
 pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt, guardian_main};
 

@@ -397,6 +397,73 @@ fn owners_anywhere(inodes: &HashSet<u32>) -> Vec<u32> {
     .unwrap_or_default()
 }
 
+/// A process's start time at the kernel's full resolution: clock ticks since boot (field 22 of
+/// /proc/PID/stat). Two processes that share a PID within one second differ here.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold spaces and parentheses itself.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Sends `signal` to `pid` only while it is the process that started at `ticks`: through a
+/// pidfd, which stays bound to that process once opened, so a PID reused between the check
+/// and the signal cannot be hit. Kernels without pidfds (before 5.3) get a checked kill.
+fn send(pid: u32, ticks: Option<u64>, signal: nix::libc::c_int) {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open(pid, flags) has no pointer arguments; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        if ticks.is_none() || start_ticks(pid) == ticks {
+            // SAFETY: kill(2) has no pointer arguments.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+        return;
+    }
+    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The pidfd names whatever process had the PID when it was opened: check that it is ours.
+    if ticks.is_some() && start_ticks(pid) != ticks {
+        return;
+    }
+    // SAFETY: a valid pidfd, a signal number, a null siginfo (allowed: the kernel fills in a
+    // default one) and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+}
+
+/// Sends `signal` to `p` if it is still the process that started at `ticks`.
+pub fn signal(p: &Process, ticks: Option<u64>, signal: sysinfo::Signal) {
+    let signo = match signal {
+        sysinfo::Signal::Term => nix::libc::SIGTERM,
+        sysinfo::Signal::Stop => nix::libc::SIGSTOP,
+        _ => nix::libc::SIGKILL,
+    };
+    send(p.pid().as_u32(), ticks, signo);
+}
+
+/// Stops wrappers where they stand (SIGSTOP cannot be caught): a restart loop must not start
+/// a new copy while the old one is being stopped. The kill that follows ends them.
+pub(super) fn freeze(_system: &sysinfo::System, wrappers: &[super::Victim]) {
+    for w in wrappers {
+        send(w.pid, w.ticks, nix::libc::SIGSTOP);
+    }
+}
+
+/// Whether anything listens on `port`, whoever it is (another user's socket has no owner this
+/// user can find).
+pub fn port_listened(port: u16) -> bool {
+    !listening_inodes(port).is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

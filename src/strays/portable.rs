@@ -66,3 +66,44 @@ pub fn listening_pids(port: u16, _likely: impl IntoIterator<Item = Vec<u32>>) ->
     pids.dedup();
     pids
 }
+
+/// A process's start time at full resolution: sysinfo gives whole seconds only here.
+pub fn start_ticks(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// Sends `signal` to `p` (the caller has checked its start time); where the platform has no
+/// such signal (Windows and SIGTERM), kills it.
+pub fn signal(p: &Process, _ticks: Option<u64>, signal: sysinfo::Signal) {
+    if p.kill_with(signal).is_none() {
+        p.kill();
+    }
+}
+
+/// Stops wrappers before their copy, so that a restart loop cannot start a new one: SIGSTOP
+/// where there are signals, and where there are none (Windows) a kill, wrappers first.
+pub(super) fn freeze(system: &sysinfo::System, wrappers: &[super::Victim]) {
+    for w in wrappers {
+        if let Some(p) = system.process(SysPid::from_u32(w.pid))
+            && p.start_time() == w.started
+            && p.kill_with(sysinfo::Signal::Stop).is_none()
+        {
+            p.kill();
+        }
+    }
+}
+
+/// Whether anything listens on `port`, whoever it is.
+pub fn port_listened(port: u16) -> bool {
+    use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
+    netstat2::get_sockets_info(
+        AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
+        ProtocolFlags::TCP,
+    )
+    .is_ok_and(|sockets| {
+        sockets.iter().any(|s| {
+            matches!(&s.protocol_socket_info,
+                ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)
+        })
+    })
+}

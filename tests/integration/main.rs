@@ -5,6 +5,7 @@
 mod cli;
 mod engine;
 mod reliability;
+mod seed;
 mod strays;
 mod support;
 mod uvicorn;

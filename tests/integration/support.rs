@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -386,4 +387,49 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Some((code, body))
+}
+
+/// A process started by hand in its own process group (as a terminal does); the group is
+/// killed on drop.
+pub struct ByHand(pub Child);
+
+impl ByHand {
+    pub fn start(program: &Path, args: &[&str], cwd: &Path) -> ByHand {
+        Self::start_with(program, args, cwd, &[])
+    }
+
+    pub fn start_with(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, String)]) -> ByHand {
+        ByHand(
+            Command::new(program)
+                .process_group(0)
+                .args(args)
+                .current_dir(cwd)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILLs the process itself (not its group) and reaps it: its children are orphaned.
+    pub fn kill_alone(&mut self) {
+        sigkill(self.pid());
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ByHand {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
 }

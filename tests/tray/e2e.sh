@@ -128,6 +128,56 @@ state_is healthy || fail "the managed backend suffered"
 wait_until 5 "no badge" bash -c "! { $H sni-icon '$SHOTS/icon.png' >/dev/null && $H find-color '$ORANGE' '$SHOTS/icon.png' >/dev/null 2>&1; }"
 ok "Kill strays: the stray died, the managed backend is healthy, the badge is gone"
 
+# The team's scenario: an orphaned `uvicorn --reload` worker holds the port of the real
+# backend. The start fails naming it, Kill strays is enabled, a click frees the port and the
+# start the worker blocked goes ahead.
+PY=${BACKEND_WARDEN_TEST_PYTHON:?the venv python with uvicorn (tests/run.sh sets it)}
+PROJECT=$(mktemp -d)
+cp "$(dirname "$0")/../fixtures/seed_project/main.py" "$PROJECT/"
+UPORT=$(free_port)
+(cd "$PROJECT" && setsid "$PY" -m uvicorn main:app --host 127.0.0.1 --port "$UPORT" --reload \
+   >/dev/null 2>&1 & echo $! >"$PROJECT/reloader.pid")
+listening() { python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1"; }
+wait_until 30 "uvicorn by hand" listening "$UPORT"
+RELOADER=$(cat "$PROJECT/reloader.pid")
+worker_of() { pgrep -P "$RELOADER" -f spawn_main; }
+wait_until 10 "the reload worker" worker_of
+WORKER=$(worker_of | head -1)
+kill -9 "$RELOADER"
+wait_until 5 "the worker orphaned" bash -c "! grep -q '^PPid:[[:space:]]*$RELOADER\$' /proc/$WORKER/status"
+DEMO_CONFIG=$(cat "$HOME_DIR/config.toml")
+cat >"$HOME_DIR/config.toml" <<TOML
+[backend]
+command = '$PY'
+args = ['-m', 'uvicorn', 'main:app', '--host', '127.0.0.1', '--port', '$UPORT']
+cwd = '$PROJECT'
+port = $UPORT
+[health]
+url = "http://127.0.0.1:$UPORT/health"
+interval = "300ms"
+[strays]
+scan_interval = "500ms"
+TOML
+$H sni-click 'Reload config' >/dev/null
+wait_until 30 "failed: the worker holds the port" state_is failed
+status_mentions "an orphaned worker of an earlier copy of this backend holds port $UPORT" \
+  || fail "failed reason: $(status)"
+wait_until 10 "Kill strays (1)" item_enabled 'Kill strays \(1\)'
+$H wait-notify "orphaned worker" 10 >/dev/null || fail "no alert naming the orphaned worker"
+$H screenshot "$SHOTS/screen-orphaned-worker.png"
+ok "orphaned reload worker on the port: start failed naming it, Kill strays (1) enabled"
+$H sni-click 'Kill strays (1)' >/dev/null
+wait_until 10 "the worker to die" bash -c "! kill -0 $WORKER 2>/dev/null || grep -q '^State:.*Z' /proc/$WORKER/status"
+wait_until 30 "healthy after the kill" state_is healthy
+[ "$(field "['pid']")" != "$WORKER" ] || fail "the worker is taken for the backend"
+ok "Kill strays: the orphaned worker died, the port is free, the backend is healthy"
+printf '%s\n' "$DEMO_CONFIG" >"$HOME_DIR/config.toml"
+$H sni-click 'Reload config' >/dev/null
+wait_until 30 "the demo healthy again" state_is healthy
+port_is() { [ "$(field "['port']")" = "$1" ]; }
+wait_until 10 "the demo on its port" port_is "$PORT"
+rm -rf "$PROJECT"
+
 # A crash loop after a config reload from the menu: one crash alert, one give-up.
 sed -i "s/'--tag', '$TAG'\]/'--tag', '$TAG', '--exit-after', '0', '--exit-code', '3']/; s/backoff_initial = .*/backoff_initial = \"100ms\"\nmax_restarts = 2/" "$HOME_DIR/config.toml"
 $H sni-click 'Reload config' >/dev/null
