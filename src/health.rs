@@ -1,8 +1,9 @@
-//! Health probes: one thread performs HTTP GETs against the backend's health URL so that a
-//! slow or hanging endpoint never stalls the engine. May import `std`, `ureq` and the
-//! supervisor's input types.
+//! Health probes: one thread performs HTTP GETs against the backend's health URL, and checks
+//! whether the backend's port listens yet, so that a slow or hanging endpoint never stalls the
+//! engine. When to do either is the supervisor's decision; this module only does it. May
+//! import `std`, `ureq` and the supervisor's input types.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,12 +11,34 @@ use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use crate::supervisor::{Pid, Probe};
+use crate::supervisor::{Input, Pid, Probe, ProbeFailure};
 
-/// Runs probes on its own thread; results come back through the callback.
+/// The User-Agent of every probe, so that a backend can leave them out of its access log.
+pub const USER_AGENT: &str = concat!(
+    "backend-warden/",
+    env!("CARGO_PKG_VERSION"),
+    " (health check)"
+);
+
+/// The longest a port check waits for a connection. On Linux and macOS a port nobody listens
+/// on refuses at once; Windows retries a refused loopback connect for about 2 s, so there the
+/// check gives up after this instead (a listening port on loopback connects in microseconds).
+const PORT_CHECK_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// One job for the probe thread.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// GET the health URL for `pid`.
+    Http(Pid),
+    /// Whether `port` listens, for `pid`.
+    Port(Pid, u16),
+}
+
+/// Runs probes on its own thread; results come back through the callback as inputs for the
+/// supervisor ([`Input::Probed`], [`Input::PortChecked`]).
 #[derive(Debug, Clone)]
 pub struct HealthProbe {
-    requests: Sender<Pid>,
+    jobs: Sender<Job>,
 }
 
 impl HealthProbe {
@@ -23,24 +46,66 @@ impl HealthProbe {
     pub fn start(
         url: String,
         timeout: Duration,
-        on_result: impl Fn(Pid, Probe) + Send + 'static,
+        on_result: impl Fn(Input) + Send + 'static,
     ) -> std::io::Result<HealthProbe> {
-        let (requests, pending) = mpsc::channel::<Pid>();
+        let (jobs, pending) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("health-probe".into())
             .spawn(move || {
+                let hosts = port_check_hosts(&url);
                 let mut prober = Prober::new(url, timeout);
-                while let Ok(pid) = pending.recv() {
-                    on_result(pid, prober.probe(pid));
+                while let Ok(job) = pending.recv() {
+                    on_result(match job {
+                        Job::Http(pid) => Input::Probed {
+                            pid,
+                            probe: prober.probe(pid),
+                        },
+                        Job::Port(pid, port) => Input::PortChecked {
+                            pid,
+                            listening: listening(&hosts, port),
+                        },
+                    });
                 }
             })?;
-        Ok(HealthProbe { requests })
+        Ok(HealthProbe { jobs })
     }
 
     /// Asks for one probe of `pid`'s health.
     pub fn request(&self, pid: Pid) {
-        let _ = self.requests.send(pid);
+        let _ = self.jobs.send(Job::Http(pid));
     }
+
+    /// Asks whether `pid`'s `port` listens yet.
+    pub fn check_port(&self, pid: Pid, port: u16) {
+        let _ = self.jobs.send(Job::Port(pid, port));
+    }
+}
+
+/// Where a port check looks: the health URL's host when it is an IP address (a backend bound
+/// to one address), else both loopback addresses.
+fn port_check_hosts(url: &str) -> Vec<IpAddr> {
+    let host = url
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_owned));
+    match host
+        .as_deref()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+    {
+        Some(ip) => vec![ip],
+        None => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+    }
+}
+
+/// Whether something accepts connections on `port` at one of `hosts`. A connect that sends
+/// nothing and closes at once: while nobody listens the OS refuses it without the backend
+/// seeing anything, and once it listens the backend sees one connection closed before a word
+/// of HTTP, which servers drop without a log line.
+fn listening(hosts: &[IpAddr], port: u16) -> bool {
+    hosts.iter().any(|&ip| {
+        TcpStream::connect_timeout(&SocketAddr::new(ip, port), PORT_CHECK_TIMEOUT).is_ok()
+    })
 }
 
 /// The probe's read buffer, and the most of response headers it accepts.
@@ -59,6 +124,13 @@ struct Prober {
     url: String,
     timeout: Duration,
     current: Option<Connection>,
+}
+
+/// The path part of `url`, for "/health answered 503 ...".
+fn url_path(url: &str) -> String {
+    url.parse::<ureq::http::Uri>()
+        .map(|uri| uri.path().to_owned())
+        .unwrap_or_else(|_| url.to_owned())
 }
 
 struct Connection {
@@ -92,14 +164,14 @@ impl Prober {
             .current
             .get_or_insert_with(|| Connection::new(pid, timeout));
         let reused = connection.kept;
-        let mut result = connection.probe(&self.url);
-        if reused && matches!(result, Err(ProbeError::Connection(_))) {
+        let mut result = connection.probe(&self.url, timeout);
+        if reused && matches!(result, Err(ProbeError::Connection(..))) {
             // The kept connection was closed by the backend (its keep-alive timeout, or it
             // went away): only a failure on a new connection counts.
             *connection = Connection::new(pid, timeout);
-            result = connection.probe(&self.url);
+            result = connection.probe(&self.url, timeout);
         }
-        result.unwrap_or_else(|e| e.into_probe())
+        result.unwrap_or_else(ProbeError::into_probe)
     }
 }
 
@@ -113,17 +185,21 @@ impl Connection {
         }
     }
 
-    fn probe(&mut self, url: &str) -> Result<Probe, ProbeError> {
+    fn probe(&mut self, url: &str, timeout: Duration) -> Result<Probe, ProbeError> {
         self.probes += 1;
-        let result = probe_once(&self.agent, url);
-        self.kept = result.is_ok();
+        let result = probe_once(&self.agent, url, timeout);
+        // A complete answer, 2xx or not, leaves the connection open for the next probe.
+        self.kept = matches!(
+            result,
+            Ok(_) | Err(ProbeError::Answer(_, ProbeFailure::Status { .. }))
+        );
         result
     }
 }
 
 /// One probe of `url`, now, on the calling thread.
 pub fn check_once(url: &str, timeout: Duration) -> Probe {
-    probe_once(&agent(timeout, false), url).unwrap_or_else(|e| e.into_probe())
+    probe_once(&agent(timeout, false), url, timeout).unwrap_or_else(ProbeError::into_probe)
 }
 
 /// An agent for probes of `timeout`; with `keep_alive`, it keeps its connection open between
@@ -133,6 +209,7 @@ fn agent(timeout: Duration, keep_alive: bool) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .user_agent(USER_AGENT)
         // Probes go to the loopback address; a proxy from the environment must not see them.
         .proxy(None)
         .max_idle_connections(usize::from(keep_alive))
@@ -182,24 +259,26 @@ impl Resolver for LiteralFirst {
     }
 }
 
-/// Why a probe failed.
+/// Why a probe failed: the message with the URL, and the failure in words.
 #[derive(Debug)]
 enum ProbeError {
     /// An answer, but not a 2xx one, or no answer in time: the backend's doing.
-    Answer(String),
+    Answer(String, ProbeFailure),
     /// The connection failed (refused, reset, closed before the answer, ...).
-    Connection(String),
+    Connection(String, ProbeFailure),
 }
 
 impl ProbeError {
     fn into_probe(self) -> Probe {
         match self {
-            ProbeError::Answer(error) | ProbeError::Connection(error) => Probe::Failed { error },
+            ProbeError::Answer(error, failure) | ProbeError::Connection(error, failure) => {
+                Probe::Failed { error, failure }
+            }
         }
     }
 }
 
-fn probe_once(agent: &ureq::Agent, url: &str) -> Result<Probe, ProbeError> {
+fn probe_once(agent: &ureq::Agent, url: &str, timeout: Duration) -> Result<Probe, ProbeError> {
     let started = Instant::now();
     match agent.get(url).call() {
         Ok(response) if response.status().is_success() => {
@@ -209,17 +288,30 @@ fn probe_once(agent: &ureq::Agent, url: &str) -> Result<Probe, ProbeError> {
                 latency: started.elapsed(),
             })
         }
-        Ok(response) => Err(ProbeError::Answer(format!(
-            "{url} answered {}",
-            response.status()
-        ))),
-        Err(ureq::Error::Timeout(_)) => Err(ProbeError::Answer(format!(
-            "{url} did not answer within the timeout"
-        ))),
-        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(ProbeError::Connection(format!("{url}: connection refused")))
+        Ok(response) => {
+            let status = response.status();
+            // Read the (small) body through, so that the connection can be used again.
+            let _ = response.into_body().read_to_vec();
+            Err(ProbeError::Answer(
+                format!("{url} answered {status}"),
+                ProbeFailure::Status {
+                    path: url_path(url),
+                    code: status.as_u16(),
+                    reason: status.canonical_reason().unwrap_or_default().to_owned(),
+                },
+            ))
         }
-        Err(e) => Err(ProbeError::Connection(format!("{url}: {e}"))),
+        Err(ureq::Error::Timeout(_)) => Err(ProbeError::Answer(
+            format!("{url} did not answer within the timeout"),
+            ProbeFailure::TimedOut { after: timeout },
+        )),
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(
+            ProbeError::Connection(format!("{url}: connection refused"), ProbeFailure::Refused),
+        ),
+        Err(e) => Err(ProbeError::Connection(
+            format!("{url}: {e}"),
+            ProbeFailure::Other(e.to_string()),
+        )),
     }
 }
 
@@ -371,9 +463,146 @@ mod tests {
             Duration::from_secs(2),
         );
         match prober.probe(100) {
-            Probe::Failed { error } => assert!(error.contains("refused"), "{error}"),
+            Probe::Failed { error, failure } => {
+                assert!(error.contains("refused"), "{error}");
+                assert_eq!(failure, ProbeFailure::Refused);
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A loopback server that answers every request on one connection with `status`, and
+    /// hands each request head it read to the test.
+    fn recording_server(status: &'static str) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let (heads, received) = mpsc::channel();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let heads = heads.clone();
+                thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while let Ok(1) = stream.read(&mut byte) {
+                        request.push(byte[0]);
+                        if request.ends_with(b"\r\n\r\n") {
+                            let _ = heads.send(String::from_utf8_lossy(&request).into_owned());
+                            request.clear();
+                            let answer =
+                                format!("HTTP/1.1 {status}\r\ncontent-length: 4\r\n\r\nbusy");
+                            if stream.write_all(answer.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, received)
+    }
+
+    #[test]
+    fn a_non_2xx_answer_says_so_in_words_and_keeps_the_connection() {
+        let (url, heads) = recording_server("503 Service Unavailable");
+        let mut prober = Prober::new(url.clone(), Duration::from_secs(2));
+        for _ in 0..3 {
+            match prober.probe(100) {
+                Probe::Failed { error, failure } => {
+                    assert_eq!(error, format!("{url} answered 503 Service Unavailable"));
+                    assert_eq!(
+                        failure.to_string(),
+                        "/health answered 503 Service Unavailable"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let heads: Vec<String> = heads.try_iter().collect();
+        assert_eq!(heads.len(), 3);
+        for head in heads {
+            let head = head.to_ascii_lowercase();
+            assert!(
+                head.contains(&format!("user-agent: {}", USER_AGENT.to_ascii_lowercase())),
+                "{head}"
+            );
+        }
+        let current = prober.current.as_ref().unwrap();
+        assert!(current.kept, "the 503 answers were read through");
+    }
+
+    #[test]
+    fn a_probe_that_gets_no_answer_in_time_says_after_how_long() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        // Accepted (by the backlog) but never answered.
+        match check_once(&url, Duration::from_millis(200)) {
+            Probe::Failed { failure, .. } => {
+                assert_eq!(failure.to_string(), "timed out after 200 ms")
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn a_port_check_sends_nothing_and_tells_listening_from_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hosts = port_check_hosts(&format!("http://127.0.0.1:{port}/health"));
+        assert_eq!(hosts, [IpAddr::from(Ipv4Addr::LOCALHOST)]);
+        assert!(listening(&hosts, port));
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).unwrap();
+        assert!(received.is_empty(), "the check sent {received:?}");
+        drop((stream, listener));
+        assert!(!listening(&hosts, port), "nobody listens any more");
+        assert_eq!(
+            port_check_hosts("http://localhost:8000/health"),
+            [
+                IpAddr::from(Ipv4Addr::LOCALHOST),
+                IpAddr::from(Ipv6Addr::LOCALHOST)
+            ]
+        );
+        assert_eq!(
+            port_check_hosts("http://[::1]:8000/health"),
+            [IpAddr::from(Ipv6Addr::LOCALHOST)]
+        );
+    }
+
+    #[test]
+    fn the_probe_thread_answers_port_checks_and_probes_as_inputs() {
+        let (url, _heads) = recording_server("200 OK");
+        let port: u16 = url.rsplit(':').next().unwrap()[..]
+            .trim_end_matches("/health")
+            .parse()
+            .unwrap();
+        let (inputs, received) = mpsc::channel();
+        let probe = HealthProbe::start(url, Duration::from_secs(2), move |input| {
+            let _ = inputs.send(input);
+        })
+        .unwrap();
+        probe.check_port(7, port);
+        probe.request(7);
+        let limit = Duration::from_secs(5);
+        assert_eq!(
+            received.recv_timeout(limit).unwrap(),
+            Input::PortChecked {
+                pid: 7,
+                listening: true
+            }
+        );
+        assert!(matches!(
+            received.recv_timeout(limit).unwrap(),
+            Input::Probed {
+                pid: 7,
+                probe: Probe::Ok { .. }
+            }
+        ));
     }
 
     #[test]

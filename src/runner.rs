@@ -139,7 +139,8 @@ impl StatusBoard {
     }
 }
 
-/// Equal but for the clock-driven fields (a probe result that changes nothing visible).
+/// Equal but for the clock-driven fields (a probe result that changes nothing visible: the
+/// tray shows whether probes pass, why they fail and whether the port listens yet).
 fn same_but_uptime(a: &Snapshot, b: &Snapshot) -> bool {
     Snapshot {
         uptime: None,
@@ -152,6 +153,8 @@ fn same_but_uptime(a: &Snapshot, b: &Snapshot) -> bool {
         health: Default::default(),
         ..b.clone()
     } && a.health.ok == b.health.ok
+        && a.health.failure == b.health.failure
+        && a.health.listening == b.health.listening
 }
 
 fn fresh(snap: &Snapshot, at: Instant) -> Snapshot {
@@ -273,7 +276,7 @@ impl Runner {
                 Some(HealthProbe::start(
                     url.clone(),
                     backend.health_timeout,
-                    move |pid, probe| results.send(Input::Probed { pid, probe }),
+                    move |input| results.send(input),
                 )?)
             }
             None => None,
@@ -407,6 +410,15 @@ impl Runner {
                     probe.request(pid);
                 }
             }
+            Effect::CheckPort { pid } => match (&self.probe, self.backend.port) {
+                (Some(probe), Some(port)) => probe.check_port(pid, port),
+                // No port to check (the policy and the backend disagree for a moment during
+                // a reload): let HTTP probes find out.
+                _ => queue.push_back(Input::PortChecked {
+                    pid,
+                    listening: true,
+                }),
+            },
             Effect::Release { pid } => {
                 if let Some(Held { tree, hands_off }) = self.trees.remove(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
@@ -516,8 +528,8 @@ impl Runner {
             self.probe = match &backend.health_url {
                 Some(url) => {
                     let results = self.handle.clone();
-                    HealthProbe::start(url.clone(), backend.health_timeout, move |pid, probe| {
-                        results.send(Input::Probed { pid, probe })
+                    HealthProbe::start(url.clone(), backend.health_timeout, move |input| {
+                        results.send(input)
                     })
                     .map_err(|e| error!(error = %e, "cannot start the health probe"))
                     .ok()

@@ -252,6 +252,29 @@ impl StatusReport {
         parts.join(" · ")
     }
 
+    /// Why the last health probe failed, in words, while that matters (starting or
+    /// unhealthy); or that the port does not listen yet.
+    pub fn health_problem(&self) -> Option<String> {
+        if !matches!(self.state, State::Starting | State::Unhealthy) {
+            return None;
+        }
+        match (self.health.ok, &self.health.failure) {
+            (Some(false), Some(failure)) => Some(failure.clone()),
+            _ => self.waiting_for_port(),
+        }
+    }
+
+    /// "waiting for port 54112 to listen", while starting and no HTTP probe has been sent.
+    fn waiting_for_port(&self) -> Option<String> {
+        let waiting = self.state == State::Starting
+            && self.health.ok.is_none()
+            && self.health.listening == Some(false);
+        waiting.then(|| match self.port {
+            Some(port) => format!("waiting for port {port} to listen"),
+            None => "waiting for the port to listen".to_string(),
+        })
+    }
+
     /// Several lines for `backend-warden status`.
     pub fn details(&self) -> String {
         let mut out = String::new();
@@ -291,9 +314,14 @@ impl StatusReport {
                 let _ = writeln!(out, "health     ok{latency}");
             }
             (Some(false), Some(error)) => {
-                let _ = writeln!(out, "health     failing: {error}");
+                let why = self.health.failure.as_deref().unwrap_or(error);
+                let _ = writeln!(out, "health     failing: {why}");
             }
-            _ => {}
+            _ => {
+                if let Some(waiting) = self.waiting_for_port() {
+                    let _ = writeln!(out, "health     {waiting}");
+                }
+            }
         }
         if let Some(exit) = &self.last_exit {
             let _ = writeln!(out, "last exit  {} (PID {})", exit.reason, exit.pid);
@@ -443,6 +471,75 @@ mod tests {
         }
         assert_eq!(json["state"], "healthy");
         assert_eq!(json["last_exit"], serde_json::Value::Null);
-        assert!(json["health"].get("ok").is_some());
+        for key in ["ok", "latency_ms", "last_error", "failure", "listening"] {
+            assert!(json["health"].get(key).is_some(), "health.{key} missing");
+        }
+    }
+
+    #[test]
+    fn health_problems_read_as_words() {
+        let mut report = StatusReport {
+            state: State::Starting,
+            pid: Some(4242),
+            port: Some(54112),
+            uptime_ms: Some(1000),
+            restarts: 0,
+            last_exit: None,
+            health: Health {
+                listening: Some(false),
+                ..Health::default()
+            },
+            strays: vec![],
+            port_holders: vec![],
+            strays_disabled: None,
+            failed_reason: None,
+            backoff_remaining_ms: None,
+            demo: false,
+            adopted: false,
+            stale: None,
+            log_path: PathBuf::from("/l/backend.log"),
+            config_path: PathBuf::from("/c/config.toml"),
+            version: "0.1.0".into(),
+            warden_pid: 1,
+        };
+        assert_eq!(
+            report.health_problem().as_deref(),
+            Some("waiting for port 54112 to listen")
+        );
+        assert!(
+            report
+                .details()
+                .contains("\nhealth     waiting for port 54112 to listen\n")
+        );
+        report.health = Health {
+            ok: Some(false),
+            latency_ms: None,
+            last_error: Some(
+                "http://127.0.0.1:54112/health answered 503 Service Unavailable".into(),
+            ),
+            failure: Some("/health answered 503 Service Unavailable".into()),
+            listening: Some(true),
+        };
+        assert_eq!(
+            report.health_problem().as_deref(),
+            Some("/health answered 503 Service Unavailable")
+        );
+        assert!(
+            report
+                .details()
+                .contains("\nhealth     failing: /health answered 503 Service Unavailable\n"),
+            "{}",
+            report.details()
+        );
+        // A healthy backend's one failed probe is no problem worth a menu line yet.
+        report.state = State::Healthy;
+        assert_eq!(report.health_problem(), None);
+        // A report from a warden without `failure` still says why.
+        report.health.failure = None;
+        assert!(
+            report
+                .details()
+                .contains("failing: http://127.0.0.1:54112/health answered")
+        );
     }
 }

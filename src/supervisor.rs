@@ -16,9 +16,40 @@ use crate::config::{Config, OnChange, RestartPolicy};
 /// A process ID as the OS reports it.
 pub type Pid = u32;
 
-/// How often the backend is probed while it is `starting`, so `healthy` is reported within a
-/// few milliseconds of the backend answering.
+/// How often the backend's port is checked while it is `starting` and not listening yet, at
+/// first. The check is a TCP connect that sends nothing: refused at once by the OS while
+/// nobody listens, so polling this fast never reaches the backend, and `healthy` follows its
+/// listening by about this much plus one HTTP probe.
+pub const PORT_POLL: Duration = Duration::from_millis(1);
+
+/// The longest spacing of port checks: reached after 1.25 s of a start (see [`port_poll`]).
+pub const PORT_POLL_MAX: Duration = Duration::from_millis(5);
+
+/// The spacing of port checks `since_spawn` into a start: 1 ms for the first 250 ms (most
+/// backends listen by then), then growing with the time waited (a 250th of it) up to
+/// [`PORT_POLL_MAX`]. A thousand checks a second cost the warden about 8 % of a core; a slow
+/// start still becomes `healthy` within a few milliseconds of listening.
+pub fn port_poll(since_spawn: Duration) -> Duration {
+    (since_spawn / 250).clamp(PORT_POLL, PORT_POLL_MAX)
+}
+
+/// The spacing after the first failed HTTP probe while `starting`; it doubles with every
+/// further failure, up to [`starting_spacing_cap`].
 pub const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(3);
+
+/// The spacing of HTTP probes while `starting` grows to at most twice `interval`: a backend
+/// whose `/health` answers 503 for its whole 60 s start then gets about 25 requests (default
+/// 2 s interval), where the interval itself would give 39.
+pub fn starting_spacing_cap(interval: Duration) -> Duration {
+    interval.saturating_mul(2).max(STARTING_PROBE_INTERVAL)
+}
+
+/// The spacing that follows `spacing` after another failed probe while `starting`.
+pub fn next_starting_spacing(spacing: Duration, interval: Duration) -> Duration {
+    spacing
+        .saturating_mul(2)
+        .min(starting_spacing_cap(interval))
+}
 
 /// Without a health URL, a backend that has stayed up this long counts as healthy.
 pub const SETTLE_WITHOUT_HEALTH: Duration = Duration::from_millis(1000);
@@ -133,8 +164,59 @@ pub enum Command {
 pub enum Probe {
     /// 2xx within the timeout.
     Ok { latency: Duration },
-    /// Anything else: refused, timed out, non-2xx.
-    Failed { error: String },
+    /// Anything else: refused, timed out, non-2xx. `error` names the URL (logs,
+    /// notifications); `failure` says why in words (menu, `status`).
+    Failed {
+        error: String,
+        failure: ProbeFailure,
+    },
+}
+
+/// Why a health probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// An answer, but not a 2xx one: `path` is the URL's path, `reason` the status's
+    /// canonical reason (empty when it has none).
+    Status {
+        path: String,
+        code: u16,
+        reason: String,
+    },
+    /// No answer within the probe's timeout.
+    TimedOut { after: Duration },
+    /// Nothing listens at the URL's address.
+    Refused,
+    /// Anything else (reset, closed before the answer, not HTTP), in the HTTP client's words.
+    Other(String),
+}
+
+impl fmt::Display for ProbeFailure {
+    /// "/health answered 503 Service Unavailable", "timed out after 1 s", "connection refused".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeFailure::Status { path, code, reason } if reason.is_empty() => {
+                write!(f, "{path} answered {code}")
+            }
+            ProbeFailure::Status { path, code, reason } => {
+                write!(f, "{path} answered {code} {reason}")
+            }
+            ProbeFailure::TimedOut { after } => write!(f, "timed out after {}", spoken(*after)),
+            ProbeFailure::Refused => f.write_str("connection refused"),
+            ProbeFailure::Other(error) => f.write_str(error),
+        }
+    }
+}
+
+/// A probe timeout as a person says it: "250 ms", "1 s", "1.5 s".
+fn spoken(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        let text = format!("{:.3}", d.as_secs_f64());
+        format!("{} s", text.trim_end_matches('0'))
+    }
 }
 
 /// Something that happened. Inputs about a process carry its PID; an input about a process
@@ -164,6 +246,8 @@ pub enum Input {
     TreeGone { pid: Pid },
     /// A health probe of `pid` finished.
     Probed { pid: Pid, probe: Probe },
+    /// A check of whether `pid`'s port listens finished (see [`Effect::CheckPort`]).
+    PortChecked { pid: Pid, listening: bool },
     /// Watched files of the backend's code changed (one debounced burst): `files` are the
     /// first few, `count` how many.
     CodeChanged { files: Vec<String>, count: usize },
@@ -182,6 +266,9 @@ pub enum Effect {
     Kill { pid: Pid },
     /// Probe the backend's health; answer with [`Input::Probed`].
     Probe { pid: Pid },
+    /// Check whether the backend's port listens, without a word of HTTP (a TCP connect that
+    /// sends nothing); answer with [`Input::PortChecked`].
+    CheckPort { pid: Pid },
     /// Let the tree go: it must survive the warden (`quit --keep-backend`).
     Release { pid: Pid },
     /// Tell the world (log line, notification, tray).
@@ -264,17 +351,22 @@ pub struct HealthPolicy {
     pub restart_after: Option<Duration>,
     /// How long `starting` may last before it counts as unhealthy.
     pub start_timeout: Duration,
+    /// The backend's port is known: while starting, wait for it to listen before the first
+    /// HTTP probe (without it, HTTP probes with growing spacing from the spawn on).
+    pub wait_for_port: bool,
 }
 
 impl Policy {
-    /// The policy described by a config.
-    pub fn from_config(config: &Config, has_health_url: bool) -> Policy {
+    /// The policy described by a config; `port_known`: the backend's port is known (from
+    /// `backend.port`, or the demo's).
+    pub fn from_config(config: &Config, has_health_url: bool, port_known: bool) -> Policy {
         Policy {
             health: has_health_url.then(|| HealthPolicy {
                 interval: config.health.interval,
                 unhealthy_after: config.health.unhealthy_after.max(1),
                 restart_after: config.health.restart_after,
                 start_timeout: config.health.start_timeout,
+                wait_for_port: port_known,
             }),
             restart: config.restart.policy,
             backoff_initial: config.restart.backoff_initial,
@@ -337,6 +429,14 @@ pub struct Health {
     pub latency_ms: Option<u64>,
     /// The error of the last failed probe.
     pub last_error: Option<String>,
+    /// Why the last probe failed, in words: "/health answered 503 Service Unavailable",
+    /// "timed out after 1 s", "connection refused".
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// While starting with a known port: whether it listens yet (`false`: waiting for it, no
+    /// HTTP probe sent). `None` when not checked.
+    #[serde(default)]
+    pub listening: Option<bool>,
 }
 
 /// A snapshot of the supervisor for `status`, the tray and the logs.
@@ -373,6 +473,15 @@ enum AfterStop {
     Fail,
 }
 
+/// How a start is watched until the first 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartingProbe {
+    /// Waiting for the port to listen: port checks every [`PORT_POLL`].
+    AwaitPort,
+    /// HTTP probes; after a failure the next one comes `spacing` later.
+    Http { spacing: Duration },
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Child {
     pid: Pid,
@@ -395,6 +504,7 @@ pub struct Supervisor {
     backoff_until: Option<Instant>,
     probe_due: Option<Instant>,
     probe_in_flight: bool,
+    starting_probe: StartingProbe,
     probe_failures: u32,
     unhealthy_since: Option<Instant>,
     /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
@@ -427,6 +537,9 @@ impl Supervisor {
             backoff_until: None,
             probe_due: None,
             probe_in_flight: false,
+            starting_probe: StartingProbe::Http {
+                spacing: STARTING_PROBE_INTERVAL,
+            },
             probe_failures: 0,
             unhealthy_since: None,
             recovering: false,
@@ -449,6 +562,15 @@ impl Supervisor {
             self.probe_due = None;
         } else if self.policy.health.is_none() && self.child.is_some() {
             self.probe_due = Some(now);
+        }
+        if self.starting_probe == StartingProbe::AwaitPort
+            && !policy.health.as_ref().is_some_and(|h| h.wait_for_port)
+        {
+            // No port to wait for any more: HTTP probes from now on.
+            self.starting_probe = StartingProbe::Http {
+                spacing: STARTING_PROBE_INTERVAL,
+            };
+            self.health.listening = None;
         }
         self.policy = policy;
     }
@@ -560,6 +682,9 @@ impl Supervisor {
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
+            Input::PortChecked { pid, listening } => {
+                self.on_port_checked(pid, listening, now, &mut fx)
+            }
             Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
         }
@@ -707,11 +832,8 @@ impl Supervisor {
         });
         self.stale = None;
         self.restart_when_settled = false;
-        self.health = Health::default();
-        self.probe_failures = 0;
-        self.probe_in_flight = false;
         self.unhealthy_since = None;
-        self.probe_due = self.policy.health.as_ref().map(|_| now);
+        self.watch_new_child(now);
         fx.push(Effect::Notify(Event::Started {
             pid,
             attempt: self.backoff_step + 1,
@@ -731,11 +853,26 @@ impl Supervisor {
         });
         self.stale = None;
         self.restart_when_settled = false;
+        self.watch_new_child(now);
+        fx.push(Effect::Notify(Event::Adopted { pid }));
+    }
+
+    /// Health watching of a process that just became the current one: with a known port,
+    /// wait for it to listen first; else HTTP probes from now on.
+    fn watch_new_child(&mut self, now: Instant) {
         self.health = Health::default();
         self.probe_failures = 0;
         self.probe_in_flight = false;
         self.probe_due = self.policy.health.as_ref().map(|_| now);
-        fx.push(Effect::Notify(Event::Adopted { pid }));
+        let wait_for_port = self.policy.health.as_ref().is_some_and(|h| h.wait_for_port);
+        self.starting_probe = if wait_for_port {
+            self.health.listening = Some(false);
+            StartingProbe::AwaitPort
+        } else {
+            StartingProbe::Http {
+                spacing: STARTING_PROBE_INTERVAL,
+            }
+        };
     }
 
     /// Whether this spawn is an automatic restart (a crash happened since the last manual start).
@@ -906,6 +1043,8 @@ impl Supervisor {
                     ok: Some(true),
                     latency_ms: Some(latency.as_millis().try_into().unwrap_or(u64::MAX)),
                     last_error: None,
+                    failure: None,
+                    listening: self.health.listening,
                 };
                 self.probe_failures = 0;
                 self.unhealthy_since = None;
@@ -914,12 +1053,22 @@ impl Supervisor {
                 }
                 self.probe_due = Some(now + health.interval);
             }
-            Probe::Failed { error } => {
+            Probe::Failed { error, failure } => {
                 self.health.ok = Some(false);
                 self.health.last_error = Some(error.clone());
+                self.health.failure = Some(failure.to_string());
                 match self.state {
                     State::Starting => {
-                        self.probe_due = Some(now + STARTING_PROBE_INTERVAL);
+                        // Not up yet: probe again soon, then less and less often, so that a
+                        // long start is not a flood of requests.
+                        let spacing = match self.starting_probe {
+                            StartingProbe::Http { spacing } => spacing,
+                            StartingProbe::AwaitPort => STARTING_PROBE_INTERVAL,
+                        };
+                        self.probe_due = Some(now + spacing);
+                        self.starting_probe = StartingProbe::Http {
+                            spacing: next_starting_spacing(spacing, health.interval),
+                        };
                     }
                     State::Healthy => {
                         self.probe_failures += 1;
@@ -934,6 +1083,37 @@ impl Supervisor {
                     _ => self.probe_due = Some(now + health.interval),
                 }
             }
+        }
+    }
+
+    fn on_port_checked(&mut self, pid: Pid, listening: bool, now: Instant, fx: &mut Vec<Effect>) {
+        if self.pid() != Some(pid) {
+            return;
+        }
+        self.probe_in_flight = false;
+        if self.policy.health.is_none() {
+            return;
+        }
+        if self.state != State::Starting || self.starting_probe != StartingProbe::AwaitPort {
+            // The start timed out or the policy changed meanwhile: HTTP probes take over.
+            self.probe_due = Some(now);
+            return;
+        }
+        if listening {
+            // Listening: most backends answer at once now, so the first HTTP probe goes out
+            // without waiting for a tick.
+            self.health.listening = Some(true);
+            self.starting_probe = StartingProbe::Http {
+                spacing: STARTING_PROBE_INTERVAL,
+            };
+            self.probe_due = None;
+            self.probe_in_flight = true;
+            fx.push(Effect::Probe { pid });
+        } else {
+            let waited = self.child.map_or(Duration::ZERO, |c| {
+                now.saturating_duration_since(c.started_at)
+            });
+            self.probe_due = Some(now + port_poll(waited));
         }
     }
 
@@ -1063,10 +1243,13 @@ impl Supervisor {
                         self.state = State::Unhealthy;
                         self.unhealthy_since = Some(now);
                         self.recovering = true;
-                        let error = format!(
+                        let mut error = format!(
                             "not healthy {} after start",
                             humantime::format_duration(h.start_timeout)
                         );
+                        if self.starting_probe == StartingProbe::AwaitPort {
+                            error.push_str(" (its port is not listening)");
+                        }
                         fx.push(Effect::Notify(Event::Unhealthy {
                             pid: child.pid,
                             error,
@@ -1087,7 +1270,11 @@ impl Supervisor {
                 if !self.probe_in_flight && self.probe_due.is_some_and(|due| now >= due) {
                     self.probe_in_flight = true;
                     self.probe_due = None;
-                    fx.push(Effect::Probe { pid: child.pid });
+                    let pid = child.pid;
+                    fx.push(match (self.state, self.starting_probe) {
+                        (State::Starting, StartingProbe::AwaitPort) => Effect::CheckPort { pid },
+                        _ => Effect::Probe { pid },
+                    });
                 }
             }
             State::Stopped | State::Failed => {}
@@ -1150,6 +1337,7 @@ mod tests {
                 unhealthy_after: 3,
                 restart_after: Some(10 * S),
                 start_timeout: 60 * S,
+                wait_for_port: true,
             }),
             restart: RestartPolicy::OnFailure,
             backoff_initial: 500 * MS,
@@ -1215,9 +1403,13 @@ mod tests {
             self.feed(Input::Probed {
                 pid,
                 probe: Probe::Failed {
-                    error: "refused".into(),
+                    error: "http://127.0.0.1:54112/health: connection refused".into(),
+                    failure: ProbeFailure::Refused,
                 },
             })
+        }
+        fn port(&mut self, pid: Pid, listening: bool) -> Vec<Effect> {
+            self.feed(Input::PortChecked { pid, listening })
         }
         /// Start and spawn `pid`, then make it healthy.
         fn running(&mut self, pid: Pid) {
@@ -1248,20 +1440,36 @@ mod tests {
     }
 
     #[test]
-    fn start_spawns_then_probes_fast_until_healthy() {
+    fn start_waits_for_the_port_then_probes_until_healthy() {
         let mut h = Harness::new(policy());
         let fx = h.cmd(Command::Start);
         assert_eq!(fx, vec![Effect::Spawn { attempt: 1 }]);
         assert_eq!(h.sup.state(), State::Starting);
         h.feed(Input::Spawned { pid: 10 });
-        assert_eq!(h.sup.next_deadline(), Some(h.now), "first probe at once");
-        let fx = h.feed(Input::Tick);
-        assert_eq!(fx, vec![Effect::Probe { pid: 10 }]);
         assert_eq!(
             h.sup.next_deadline(),
-            Some(h.t0 + 60 * S),
-            "only the start timeout"
+            Some(h.now),
+            "first port check at once"
         );
+        assert_eq!(h.sup.snapshot(h.now).health.listening, Some(false));
+        // Not listening yet: a port check every PORT_POLL, never an HTTP probe.
+        for n in 0..5u32 {
+            h.at(n * PORT_POLL);
+            assert_eq!(h.feed(Input::Tick), vec![Effect::CheckPort { pid: 10 }]);
+            assert_eq!(
+                h.sup.next_deadline(),
+                Some(h.t0 + 60 * S),
+                "only the start timeout while the check runs"
+            );
+            assert!(h.port(10, false).is_empty());
+            assert_eq!(h.sup.next_deadline(), Some(h.now + PORT_POLL));
+        }
+        assert_eq!(h.sup.snapshot(h.now).health.ok, None, "no probe yet");
+        // Listening: the first HTTP probe goes out at once, without a tick.
+        h.at(5 * PORT_POLL);
+        h.feed(Input::Tick);
+        assert_eq!(h.port(10, true), vec![Effect::Probe { pid: 10 }]);
+        assert_eq!(h.sup.snapshot(h.now).health.listening, Some(true));
         h.bad(10);
         assert_eq!(
             h.sup.state(),
@@ -1286,6 +1494,207 @@ mod tests {
             Some(h.now + 2 * S),
             "then at the interval"
         );
+    }
+
+    /// Feeds a start whose HTTP probes all fail (each answered `latency` after it was asked)
+    /// until `until`; returns when each HTTP probe was sent, from the spawn.
+    fn failing_start(h: &mut Harness, listens_at: Duration, until: Duration) -> Vec<Duration> {
+        let latency = MS;
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 10 });
+        let mut sent = Vec::new();
+        while let Some(due) = h.sup.next_deadline() {
+            let at = due - h.t0;
+            if at >= until || h.sup.state() != State::Starting {
+                break;
+            }
+            h.at(at);
+            let mut fx = h.feed(Input::Tick);
+            while let Some(effect) = fx.pop() {
+                match effect {
+                    Effect::CheckPort { pid } => fx.extend(h.port(pid, at >= listens_at)),
+                    Effect::Probe { pid } => {
+                        sent.push(h.now - h.t0);
+                        h.at(h.now - h.t0 + latency);
+                        fx.extend(h.feed(Input::Probed {
+                            pid,
+                            probe: Probe::Failed {
+                                error: "http://127.0.0.1:54112/health answered 503".into(),
+                                failure: ProbeFailure::Status {
+                                    path: "/health".into(),
+                                    code: 503,
+                                    reason: "Service Unavailable".into(),
+                                },
+                            },
+                        }));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn http_probes_while_starting_come_at_doubling_spacing_up_to_twice_the_interval() {
+        let mut h = Harness::new(policy());
+        let sent = failing_start(&mut h, 40 * MS, 60 * S);
+        // First probe once the port listens; then 3 ms after the first answer, doubling.
+        assert_eq!(sent[0], 40 * MS);
+        let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0] - MS).collect();
+        let want: Vec<Duration> = [3, 6, 12, 24, 48, 96, 192, 384, 768, 1536, 3072, 4000, 4000]
+            .iter()
+            .map(|&ms| ms * MS)
+            .collect();
+        assert_eq!(gaps[..want.len()], want[..]);
+        assert!(gaps[want.len()..].iter().all(|&g| g == 4 * S), "{gaps:?}");
+        // The figure: at most ~30 requests in a 60 s start that fails throughout.
+        assert_eq!(sent.len(), 25, "{sent:?}");
+        // After the start timeout: unhealthy, probed at the interval.
+        h.at(60 * S);
+        h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+    }
+
+    #[test]
+    fn starting_spacing_table() {
+        // (spacing, interval, next)
+        let table = [
+            (3 * MS, 2 * S, 6 * MS),
+            (1536 * MS, 2 * S, 3072 * MS),
+            (3072 * MS, 2 * S, 4 * S),
+            (4 * S, 2 * S, 4 * S),
+            (3 * MS, 100 * MS, 6 * MS),
+            (192 * MS, 100 * MS, 200 * MS),
+            (3 * MS, Duration::ZERO, 3 * MS),
+        ];
+        for (spacing, interval, want) in table {
+            assert_eq!(
+                next_starting_spacing(spacing, interval),
+                want,
+                "{spacing:?} at interval {interval:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_known_port_http_probes_start_at_once_with_growing_spacing() {
+        let mut p = policy();
+        p.health.as_mut().unwrap().wait_for_port = false;
+        let mut h = Harness::new(p);
+        let sent = failing_start(&mut h, Duration::MAX, 2 * S);
+        assert_eq!(h.sup.snapshot(h.now).health.listening, None);
+        let want: Vec<Duration> = [0, 4, 11, 24, 49, 98, 195, 388, 773, 1542]
+            .iter()
+            .map(|&ms| ms * MS)
+            .collect();
+        assert_eq!(sent, want);
+    }
+
+    #[test]
+    fn a_port_that_never_listens_times_the_start_out_with_a_reason() {
+        let mut h = Harness::new(policy());
+        let sent = failing_start(&mut h, Duration::MAX, 60 * S);
+        assert!(sent.is_empty(), "no HTTP probe before the port listens");
+        h.at(60 * S);
+        let fx = h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+        assert!(matches!(
+            events(&fx)[..],
+            [Event::Unhealthy { error, .. }] if error.contains("port is not listening")
+        ));
+        // From then on, HTTP probes at the interval (the first when the next check was due).
+        let due = h.sup.next_deadline().unwrap();
+        assert!(due <= h.now + PORT_POLL_MAX);
+        h.at(due - h.t0);
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 10 }]);
+        h.bad(10);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 2 * S));
+    }
+
+    #[test]
+    fn port_checks_come_every_millisecond_then_less_often_up_to_5_ms() {
+        // (time since the spawn, spacing)
+        let table = [
+            (Duration::ZERO, MS),
+            (100 * MS, MS),
+            (250 * MS, MS),
+            (500 * MS, 2 * MS),
+            (S, 4 * MS),
+            (1250 * MS, 5 * MS),
+            (60 * S, 5 * MS),
+        ];
+        for (since, want) in table {
+            assert_eq!(port_poll(since), want, "{since:?}");
+        }
+        // A backend that never listens: about 12,000 checks in the 60 s, not 60,000.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 10 });
+        let mut checks = 0;
+        while let Some(due) = h.sup.next_deadline() {
+            if h.sup.state() != State::Starting || due >= h.t0 + 60 * S {
+                break;
+            }
+            h.at(due - h.t0);
+            if h.feed(Input::Tick) == [Effect::CheckPort { pid: 10 }] {
+                checks += 1;
+                h.port(10, false);
+            }
+        }
+        assert!((11_500..12_500).contains(&checks), "{checks} checks");
+    }
+
+    #[test]
+    fn port_checks_of_an_old_process_are_ignored() {
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 10 });
+        h.feed(Input::Tick);
+        assert!(h.port(9, true).is_empty());
+        assert_eq!(h.sup.snapshot(h.now).health.listening, Some(false));
+        assert!(h.port(10, true).contains(&Effect::Probe { pid: 10 }));
+    }
+
+    #[test]
+    fn probe_failures_read_as_words() {
+        let status = |code, reason: &str| ProbeFailure::Status {
+            path: "/health".into(),
+            code,
+            reason: reason.into(),
+        };
+        let table = [
+            (
+                status(503, "Service Unavailable"),
+                "/health answered 503 Service Unavailable",
+            ),
+            (status(599, ""), "/health answered 599"),
+            (ProbeFailure::TimedOut { after: S }, "timed out after 1 s"),
+            (
+                ProbeFailure::TimedOut { after: 1500 * MS },
+                "timed out after 1.5 s",
+            ),
+            (
+                ProbeFailure::TimedOut { after: 250 * MS },
+                "timed out after 250 ms",
+            ),
+            (ProbeFailure::Refused, "connection refused"),
+            (
+                ProbeFailure::Other("connection reset".into()),
+                "connection reset",
+            ),
+        ];
+        for (failure, want) in table {
+            assert_eq!(failure.to_string(), want);
+        }
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.bad(7);
+        let health = h.sup.snapshot(h.now).health;
+        assert_eq!(health.failure.as_deref(), Some("connection refused"));
+        assert!(health.last_error.unwrap().contains("127.0.0.1:54112"));
+        h.ok(7);
+        assert_eq!(h.sup.snapshot(h.now).health.failure, None);
     }
 
     #[test]

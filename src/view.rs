@@ -93,6 +93,9 @@ impl TrayView {
                 human_duration(std::time::Duration::from_millis(left))
             ));
         }
+        if let Some(problem) = report.health_problem() {
+            status_line.push_str(&format!(" · {problem}"));
+        }
         let running = matches!(state, State::Starting | State::Healthy | State::Unhealthy);
         TrayView {
             look: look(state),
@@ -232,6 +235,55 @@ mod tests {
         assert_eq!(
             TrayView::of(&report(State::Healthy)).restart_label,
             "Restart"
+        );
+    }
+
+    #[test]
+    fn the_status_line_says_why_the_backend_is_not_healthy() {
+        let failing = |state, failure: &str| {
+            let mut r = report(state);
+            r.uptime_ms = Some(5_000);
+            r.health = Health {
+                ok: Some(false),
+                failure: Some(failure.into()),
+                last_error: Some(format!("http://127.0.0.1:54112/health: {failure}")),
+                ..Health::default()
+            };
+            TrayView::of(&r).status_line
+        };
+        // (state, failure, status line)
+        let table = [
+            (
+                State::Starting,
+                "/health answered 503 Service Unavailable",
+                "Backend: starting · PID 4242 · up <1 min · /health answered 503 Service Unavailable",
+            ),
+            (
+                State::Unhealthy,
+                "timed out after 1 s",
+                "Backend: unhealthy · PID 4242 · up <1 min · timed out after 1 s",
+            ),
+            (
+                State::Unhealthy,
+                "connection refused",
+                "Backend: unhealthy · PID 4242 · up <1 min · connection refused",
+            ),
+            // One failed probe of a healthy backend is not news yet.
+            (
+                State::Healthy,
+                "connection refused",
+                "Backend: healthy · PID 4242 · up <1 min",
+            ),
+        ];
+        for (state, failure, want) in table {
+            assert_eq!(failing(state, failure), want);
+        }
+        let mut r = report(State::Starting);
+        r.uptime_ms = Some(5_000);
+        r.health.listening = Some(false);
+        assert_eq!(
+            TrayView::of(&r).status_line,
+            "Backend: starting · PID 4242 · up <1 min · waiting for port 54112 to listen"
         );
     }
 

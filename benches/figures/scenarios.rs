@@ -62,6 +62,7 @@ pub fn run_all(settings: &Settings) -> Vec<Row> {
         ("spawn", spawn_only),
         ("uvicorn-crash", uvicorn_crash),
         ("uvicorn-reload", uvicorn_reload),
+        ("failing-start", failing_start),
         ("warden-kill", warden_killed),
         ("crash-loop", crash_loop),
         ("idle", idle),
@@ -339,6 +340,142 @@ fn uvicorn_crash(s: &Settings) -> Vec<Row> {
     let times = kill_and_time(&mut w, pid, port, s.runs);
     w.terminate();
     vec![times.healthy_row(figure, "uvicorn", "618 / 1,500 / 576 ms")]
+}
+
+/// A Python for the counting backend (standard library only): the test venv's, else
+/// `python3` from `PATH`.
+fn any_python() -> Option<PathBuf> {
+    let path = std::env::var_os("BACKEND_WARDEN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let ok = Command::new(&path)
+        .args(["-c", "import http.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(path)
+}
+
+/// A warden running `tests/fixtures/counting_backend.py` with `args`, the health settings
+/// left at their defaults (interval 2 s, start timeout 60 s); its record file.
+fn counting_warden(python: &Path, args: &[&str]) -> (Warden, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("requests.txt");
+    let port = free_port().to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/counting_backend.py"
+    );
+    let record_text = record.to_string_lossy().into_owned();
+    let mut all = vec![script, "--port", &port, "--record", &record_text];
+    all.extend_from_slice(args);
+    let args = all
+        .iter()
+        .map(|a| support::toml_str(a))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "[backend]\ncommand = {py}\nargs = [{args}]\nport = {port}\n\n\
+         [health]\nurl = \"http://127.0.0.1:{port}/health\"\n",
+        py = support::toml_str(&python.to_string_lossy()),
+    );
+    (Warden::start(&config), record, dir)
+}
+
+/// What the counting backend recorded: when it listened, and (time, status) per request.
+fn counted(record: &Path) -> (Option<SystemTime>, Vec<(SystemTime, u16)>) {
+    let epoch = |t: &str| {
+        t.parse::<f64>()
+            .ok()
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))
+    };
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    let mut listening = None;
+    let mut requests = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            ["listening", at] => listening = epoch(at),
+            [at, status, ..] => {
+                if let (Some(at), Ok(status)) = (epoch(at), status.parse()) {
+                    requests.push((at, status));
+                }
+            }
+            _ => {}
+        }
+    }
+    (listening, requests)
+}
+
+/// The health requests a backend gets while its `/health` answers 503: through a whole 60 s
+/// start (the default `start_timeout`), and through a 5 s one, with how soon after its first
+/// 200 the warden reports healthy.
+fn failing_start(s: &Settings) -> Vec<Row> {
+    let figure = "HTTP requests during a 60 s start answering 503";
+    let Some(python) = any_python() else {
+        return vec![Row::new(figure, "skipped: no python3")];
+    };
+    let mut rows = Vec::new();
+
+    let window = if s.quick { SECS(15) } else { SECS(60) };
+    let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "3600"]);
+    let spawned = stamp(&w.expect(&["backend started"], SECS(30)));
+    let end = spawned + window;
+    if let Ok(left) = end.duration_since(SystemTime::now()) {
+        thread::sleep(left);
+    }
+    w.terminate();
+    let (listening, requests) = counted(&record);
+    let n = requests.iter().filter(|(at, _)| *at < end).count();
+    let listened = listening.map_or("never".to_string(), |l| ms(between(spawned, l)));
+    let measured = format!(
+        "{n} requests in {} from the spawn (the backend listened after {listened}; health \
+         defaults: interval 2 s)",
+        humantime::format_duration(window)
+    );
+    rows.push(if s.quick {
+        Row::new(figure, measured).note("≤ 30 (judged on 60 s: a full run)")
+    } else {
+        Row::new(figure, measured)
+            .target("≤ 30", n <= 30)
+            .peers("20,890 before this figure existed (a probe every 3 ms)")
+    });
+
+    let figure = "start answering 503 for 5 s, then 200";
+    let runs = if s.quick { 1 } else { 3 };
+    let (mut counts, mut after) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "5"]);
+        let healthy = stamp(&w.expect(&["backend healthy"], SECS(30)));
+        w.terminate();
+        let (_, requests) = counted(&record);
+        let first_ok = requests
+            .iter()
+            .find(|(_, status)| *status == 200)
+            .map(|(at, _)| *at)
+            .expect("the backend answered 200");
+        counts.push(requests.iter().filter(|(_, status)| *status == 503).count());
+        after.push(between(first_ok, healthy));
+    }
+    let worst = after.iter().max().copied().unwrap_or_default();
+    rows.push(
+        Row::new(
+            figure,
+            format!(
+                "{} requests answered 503 (runs: {counts:?}); healthy {} after the backend \
+                 sent its first 200 (max {})",
+                counts.iter().max().unwrap_or(&0),
+                ms(median(&after).unwrap()),
+                ms(worst),
+            ),
+        )
+        .target(
+            "~10 requests (≤ 11); healthy ≤ 10 ms after the first 200",
+            counts.iter().all(|&c| c <= 11) && worst <= ms10(),
+        ),
+    );
+    rows
 }
 
 /// kill -9 of the uvicorn --reload reloader, several times, while a client hammers /version:

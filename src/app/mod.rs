@@ -353,7 +353,11 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     } else {
         None
     };
-    let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
+    let policy = Policy::from_config(
+        &plan.config,
+        plan.backend.health_url.is_some(),
+        plan.backend.port.is_some(),
+    );
     let demo_backend = plan.demo.then(|| plan.backend.clone());
     let plan_watch = WatchPlan {
         config: plan.config.watch.clone(),
@@ -516,7 +520,11 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
                 (plan.backend, plan.demo)
             }
         };
-        let policy = Policy::from_config(&config, backend.health_url.is_some());
+        let policy = Policy::from_config(
+            &config,
+            backend.health_url.is_some(),
+            backend.port.is_some(),
+        );
         let identity = Identity::new(&backend.spec, &config.strays, paths.config_dir());
         let strays = watch_settings(&config, identity, backend.port);
         Ok(crate::control::Reloaded {

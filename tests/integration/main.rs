@@ -4,6 +4,7 @@
 
 mod cli;
 mod engine;
+mod health;
 mod reliability;
 mod seed;
 mod strays;
