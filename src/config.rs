@@ -426,6 +426,9 @@ impl Config {
             Ok(root) => root,
             Err(err) => {
                 let at = err.span().map_or(0, |span| span.start);
+                if let Some(hint) = windows_path_hint(text, at) {
+                    return Err(invalid(hint.at, hint.key, hint.message));
+                }
                 return Err(invalid(
                     at,
                     String::new(),
@@ -1392,6 +1395,116 @@ impl Checker {
 // Helpers
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
+/// A TOML syntax error inside a double-quoted value that looks like a Windows path.
+struct WindowsPathHint {
+    at: usize,
+    key: String,
+    message: String,
+}
+
+/// `cwd = "C:\src\our-api"`: in a double-quoted TOML string a backslash starts an escape, so
+/// the path is a syntax error (`\s`). When the error at byte `at` lies in such a value, the
+/// hint says to use single quotes and shows the line rewritten that way.
+fn windows_path_hint(text: &str, at: usize) -> Option<WindowsPathHint> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = text[line_start..line_end].trim_end_matches('\r');
+    let offset = at.saturating_sub(line_start);
+    // The basic string ("...") that holds the error; an unterminated one (`"C:\src\"`, whose
+    // last backslash escapes the quote) ends at the last quote of the line.
+    let (open, close) = basic_string_around(line, offset)?;
+    let value = &line[open + 1..close];
+    let windows_like = {
+        let bytes = value.as_bytes();
+        (bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && matches!(bytes[2], b'\\' | b'/'))
+            || value.starts_with("\\\\")
+            || value.starts_with(".\\")
+            || value.starts_with("..\\")
+    };
+    if !windows_like || !value.contains('\\') || value.contains('\'') {
+        return None;
+    }
+    let suggestion = format!(
+        "{}'{value}'{}",
+        line[..open].trim_start(),
+        line.get(close + 1..).unwrap_or("").trim_end()
+    );
+    let section = text[..line_start]
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && !l.starts_with("[["))
+                .then(|| l.trim_matches(['[', ']']).trim().to_owned())
+        })
+        .next_back();
+    let name = line[..open]
+        .split_once('=')
+        .map(|(name, _)| name.trim().trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty());
+    let key = match (section, name) {
+        (Some(section), Some(name)) => format!("{section}.{name}"),
+        (Some(section), None) => section,
+        (None, Some(name)) => name,
+        (None, None) => String::new(),
+    };
+    Some(WindowsPathHint {
+        at: line_start + open,
+        key,
+        message: format!("use single quotes for Windows paths: {suggestion}"),
+    })
+}
+
+/// The byte offsets of the opening and closing `"` of the basic string in `line` that contains
+/// `offset` (the closing one is the line's last quote when the string is unterminated).
+fn basic_string_around(line: &str, offset: usize) -> Option<(usize, usize)> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => return None,
+            b'\'' => {
+                // A literal string: no escapes, skip to its end.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let open = i;
+                i += 1;
+                let mut close = None;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            close = Some(i);
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                let (close, reach) = match close {
+                    Some(close) => (close, close),
+                    // The error of an unterminated string is reported at the line's end.
+                    None => (line.rfind('"').filter(|&q| q > open)?, line.len()),
+                };
+                if (open..=reach).contains(&offset) {
+                    return Some((open, close));
+                }
+                i = reach + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
@@ -2324,6 +2437,53 @@ on_change = "restart"
 
         let (_, _, key, _) = invalid("[backend]\ncommand = \"x\"\nenv = { \"A=B\" = \"1\" }\n");
         assert_eq!(key, "backend.env.A=B");
+    }
+
+    #[test]
+    fn windows_paths_in_double_quotes_get_the_single_quote_hint() {
+        // (text, line, column, key, message)
+        let cases = [
+            (
+                "[backend]\ncommand = \"python\"\ncwd = \"C:\\src\\our-api\"\n",
+                3,
+                7,
+                "backend.cwd",
+                "use single quotes for Windows paths: cwd = 'C:\\src\\our-api'",
+            ),
+            (
+                "[backend]\ncommand = 'C:\\venv\\Scripts\\python.exe'\n\n[logs]\ndir = \"D:\\logs\\\"\n",
+                5,
+                7,
+                "logs.dir",
+                "use single quotes for Windows paths: dir = 'D:\\logs\\'",
+            ),
+            (
+                "[watch]\npaths = [\"api\", \"C:\\src\\lib\"]\n",
+                2,
+                17,
+                "watch.paths",
+                "use single quotes for Windows paths: paths = [\"api\", 'C:\\src\\lib']",
+            ),
+            (
+                "[backend]\ncommand = \"\\\\server\\share\\python.exe\"\n",
+                2,
+                11,
+                "backend.command",
+                "use single quotes for Windows paths: command = '\\\\server\\share\\python.exe'",
+            ),
+        ];
+        for (text, want_line, want_column, want_key, want_message) in cases {
+            let (line, column, key, message) = invalid(text);
+            assert_eq!(
+                (line, column, key.as_str(), message.as_str()),
+                (want_line, want_column, want_key, want_message),
+                "{text}"
+            );
+        }
+        // Not a Windows path: the plain TOML error stays.
+        let (_, _, key, message) = invalid("[backend]\ncommand = \"a\\qb\"\n");
+        assert_eq!(key, "");
+        assert!(message.starts_with("invalid TOML: "), "{message}");
     }
 
     #[test]
