@@ -230,12 +230,44 @@ pub struct BackendConfig {
         serialize_with = "ser_opt_path"
     )]
     pub cwd: Option<PathBuf>,
-    /// Extra environment variables for the backend.
+    /// Extra environment variables for the backend; they override the `.env` file's, and
+    /// `${VAR}` in a value expands from the warden's environment.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The `.env` file the backend's environment is read from.
+    #[serde(skip_serializing_if = "EnvFile::is_default")]
+    pub env_file: EnvFile,
     /// The TCP port the backend listens on, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+}
+
+/// Which `.env` file the backend's environment comes from (`backend.env_file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EnvFile {
+    /// `.env` in the backend's cwd, when present (unset in TOML).
+    #[default]
+    Default,
+    /// This file (TOML: a path; relative to the backend's cwd); it must exist.
+    Path(PathBuf),
+    /// No file (TOML `false`).
+    Off,
+}
+
+impl EnvFile {
+    fn is_default(&self) -> bool {
+        *self == EnvFile::Default
+    }
+}
+
+impl Serialize for EnvFile {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvFile::Default => serializer.serialize_bool(true),
+            EnvFile::Path(path) => serializer.serialize_str(&path.to_string_lossy()),
+            EnvFile::Off => serializer.serialize_bool(false),
+        }
+    }
 }
 
 /// Health probing (`[health]`).
@@ -497,8 +529,12 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # cwd = 'C:\path\to\your\backend'
 # The port the backend listens on (optional, 1-65535).
 # port = 54112
-# Extra environment variables; values must be strings.
+# Extra environment variables; values must be strings. They override the
+# .env file's; "${VAR}" expands from the warden's environment.
 # env = { PYTHONUNBUFFERED = "1" }
+# Environment file (default: .env in the backend's cwd, read when present;
+# a relative path is taken from the backend's cwd; false: none).
+# env_file = ".env"
 
 # [health]
 # Plain http:// URL to probe (optional; without it there is no HTTP probe).
@@ -596,7 +632,7 @@ const STRAYS_KEYS: &[&str] = &[
     "cwd",
     "exe_name",
 ];
-const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "port"];
+const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "env_file", "port"];
 const HEALTH_KEYS: &[&str] = &[
     "url",
     "interval",
@@ -773,6 +809,7 @@ impl Checker {
                 .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
                 .map(PathBuf::from),
             env: self.env(table).unwrap_or_default(),
+            env_file: self.env_file(table),
             port: self
                 .integer(S, table, "port", 1, u16::MAX.into())
                 .and_then(|(n, _)| u16::try_from(n).ok()),
@@ -1077,6 +1114,28 @@ impl Checker {
             }
         }
         Some(out)
+    }
+
+    fn env_file(&mut self, table: &DeTable<'_>) -> EnvFile {
+        let Some(value) = table.get("env_file") else {
+            return EnvFile::Default;
+        };
+        match value.get_ref() {
+            DeValue::Boolean(false) => EnvFile::Off,
+            DeValue::Boolean(true) => EnvFile::Default,
+            DeValue::String(_) => self
+                .non_empty_string("backend", table, "env_file", "env_file = \".env.local\"")
+                .map_or(EnvFile::Default, |path| EnvFile::Path(PathBuf::from(path))),
+            _ => {
+                self.wrong_type(
+                    "backend",
+                    "env_file",
+                    value,
+                    "a path string like \".env.local\", or false for no env file",
+                );
+                EnvFile::Default
+            }
+        }
     }
 
     fn env(&mut self, table: &DeTable<'_>) -> Option<BTreeMap<String, String>> {
@@ -1780,6 +1839,7 @@ on_change = "restart"
                     ("MODE".to_owned(), "dev".to_owned()),
                     ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
                 ]),
+                env_file: EnvFile::Default,
                 port: Some(54112),
             }),
             health: HealthConfig {
@@ -2064,7 +2124,7 @@ on_change = "restart"
         assert_eq!(
             message,
             "unknown key \"comand\" in [backend]; did you mean \"command\"? \
-             (valid keys: command, args, cwd, env, port)"
+             (valid keys: command, args, cwd, env, env_file, port)"
         );
     }
 
@@ -2484,6 +2544,27 @@ on_change = "restart"
         let (_, _, key, message) = invalid("[backend]\ncommand = \"a\\qb\"\n");
         assert_eq!(key, "");
         assert!(message.starts_with("invalid TOML: "), "{message}");
+    }
+
+    #[test]
+    fn env_file_values() {
+        for (value, want) in [
+            ("'.env.local'", EnvFile::Path(PathBuf::from(".env.local"))),
+            ("false", EnvFile::Off),
+            ("true", EnvFile::Default),
+        ] {
+            let config =
+                parse(&format!("[backend]\ncommand = \"x\"\nenv_file = {value}\n")).unwrap();
+            assert_eq!(config.backend.as_ref().unwrap().env_file, want, "{value}");
+            assert_eq!(
+                parse(&config.to_toml()).unwrap(),
+                config,
+                "{value} round trip"
+            );
+        }
+        let (line, column, key, message) = invalid("[backend]\ncommand = \"x\"\nenv_file = 3\n");
+        assert_eq!((line, column, key.as_str()), (3, 12, "backend.env_file"));
+        assert!(message.contains("or false for no env file"), "{message}");
     }
 
     #[test]

@@ -120,12 +120,10 @@ impl Control {
 
     /// The current status report (before the engine's first report: its starting point).
     pub fn report(&self) -> StatusReport {
-        StatusReport::new(
+        *self.to_report(
             self.board
                 .current()
                 .unwrap_or_else(Supervisor::new_snapshot),
-            &self.fixed(),
-            self.board.scan(),
         )
     }
 
@@ -134,7 +132,9 @@ impl Control {
     }
 
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        Box::new(StatusReport::new(snap, &self.fixed(), self.board.scan()))
+        let mut report = StatusReport::new(snap, &self.fixed(), self.board.scan());
+        report.env_file = self.board.env_file();
+        Box::new(report)
     }
 
     /// Answers one request.

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
@@ -41,6 +43,8 @@ struct Held {
 pub struct Backend {
     /// What to launch.
     pub spec: LaunchSpec,
+    /// The `.env` file read before every launch (its variables under `spec.env`'s).
+    pub env_file: Option<EnvFileSpec>,
     /// The port it serves, if known: checked before every start.
     pub port: Option<u16>,
     /// Its health URL, if any.
@@ -55,6 +59,8 @@ pub struct StatusBoard {
     inner: Mutex<Option<(Snapshot, Instant)>>,
     changed: Condvar,
     scan: Mutex<Scan>,
+    /// The `.env` file the current (or last) backend's environment was read from.
+    env_file: Mutex<Option<PathBuf>>,
     /// Bumped by every publication (snapshot or scan), for [`StatusBoard::wait_change`].
     version: Mutex<u64>,
     version_changed: Condvar,
@@ -75,6 +81,19 @@ impl StatusBoard {
     fn bump(&self) {
         *self.version.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         self.version_changed.notify_all();
+    }
+
+    /// The `.env` file the current (or last) backend's environment was read from.
+    pub fn env_file(&self) -> Option<PathBuf> {
+        self.env_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_env_file(&self, path: Option<PathBuf>) {
+        *self.env_file.lock().unwrap_or_else(PoisonError::into_inner) = path;
+        self.bump();
     }
 
     /// The latest stray scan.
@@ -445,7 +464,15 @@ impl Runner {
                 return Input::SpawnFailed { error };
             }
         }
-        let launched = match process::launch(&self.backend.spec, &mut self.guard) {
+        let spec = match self.launch_spec() {
+            Ok(spec) => spec,
+            Err(error) => {
+                self.log
+                    .note(&format!("could not start the backend: {error}"));
+                return Input::SpawnFailed { error };
+            }
+        };
+        let launched = match process::launch(&spec, &mut self.guard) {
             Ok(launched) => launched,
             Err(e) => {
                 let error = e.to_string();
@@ -484,8 +511,25 @@ impl Runner {
         Input::Spawned { pid }
     }
 
+    /// The launch spec with the `.env` file read now (it may have changed since the last
+    /// start: a code watch restarts the backend for it); `backend.env` wins over the file.
+    fn launch_spec(&self) -> Result<LaunchSpec, String> {
+        let Some(env_file) = &self.backend.env_file else {
+            self.board.set_env_file(None);
+            return Ok(self.backend.spec.clone());
+        };
+        let (mut env, read) = envfile::read(env_file).map_err(|e| e.to_string())?;
+        self.board.set_env_file(read);
+        let mut spec = self.backend.spec.clone();
+        env.append(&mut spec.env);
+        spec.env = env;
+        Ok(spec)
+    }
+
     fn reload(&mut self, backend: Backend, policy: Policy) -> Option<Input> {
-        let relaunch = backend.spec != self.backend.spec || backend.port != self.backend.port;
+        let relaunch = backend.spec != self.backend.spec
+            || backend.env_file != self.backend.env_file
+            || backend.port != self.backend.port;
         if backend.health_url != self.backend.health_url
             || backend.health_timeout != self.backend.health_timeout
         {

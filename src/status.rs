@@ -80,6 +80,10 @@ pub struct StatusReport {
     pub log_path: PathBuf,
     /// The config file in use (it may not exist).
     pub config_path: PathBuf,
+    /// The `.env` file the backend's environment was read from at its last start (`None`: no
+    /// file was read).
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
     /// The warden's version.
     pub version: String,
     /// The warden's own PID.
@@ -132,6 +136,7 @@ impl StatusReport {
             }),
             log_path: fixed.log_path.clone(),
             config_path: fixed.config_path.clone(),
+            env_file: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
             warden_pid: std::process::id(),
         }
@@ -240,6 +245,9 @@ impl StatusReport {
         }
         let _ = writeln!(out, "logs       {}", self.log_path.display());
         let _ = writeln!(out, "config     {}", self.config_path.display());
+        if let Some(env_file) = &self.env_file {
+            let _ = writeln!(out, "env file   {}", env_file.display());
+        }
         let _ = write!(
             out,
             "warden     PID {}, version {}",
@@ -307,6 +315,7 @@ mod tests {
             stale: None,
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
+            env_file: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         };

@@ -165,6 +165,7 @@ mod tests {
             stale: None,
             log_path: PathBuf::new(),
             config_path: PathBuf::new(),
+            env_file: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         }

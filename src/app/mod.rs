@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, OnChange, StrayAction};
+use crate::config::{Config, ConfigError, EnvFile, OnChange, StrayAction};
 use crate::control::{Control, WaitLimits};
+use crate::envfile::{self, EnvFileSpec};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
 use crate::output::BackendLog;
 use crate::paths::Paths;
@@ -73,13 +74,30 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
                 Some(cwd) => paths.resolve_config_relative(cwd),
                 None => paths.config_dir().to_path_buf(),
             };
+            let env_file = match &b.env_file {
+                EnvFile::Default => Some(EnvFileSpec {
+                    path: envfile::default_path(&cwd),
+                    required: false,
+                }),
+                EnvFile::Path(path) => Some(EnvFileSpec {
+                    path: cwd.join(path),
+                    required: true,
+                }),
+                EnvFile::Off => None,
+            };
+            let env = b
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), envfile::expand_from_env(value)))
+                .collect();
             let backend = Backend {
                 spec: LaunchSpec {
                     program: b.command.clone(),
                     args: b.args.clone(),
                     cwd,
-                    env: b.env.clone(),
+                    env,
                 },
+                env_file,
                 port: b.port,
                 health_url: config.health.url.clone(),
                 health_timeout: config.health.timeout,
@@ -112,6 +130,7 @@ fn demo_backend(config: &Config) -> Result<Backend> {
             cwd: std::env::temp_dir(),
             env: Default::default(),
         },
+        env_file: None,
         port: Some(port),
         health_url: Some(format!("http://127.0.0.1:{port}/health")),
         health_timeout: config.health.timeout,
