@@ -583,7 +583,10 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # Adopt a single healthy copy found running at start (default false).
 # adopt = false
 # Explicit identity instead (all given rules must match):
-# cmdline_contains = ["main.py"]
+# cmdline_contains: when a launcher or wrapper starts the backend; list what only its command line has (its app target, never a file name an editor or pager could open).
+# cmdline_contains = ["uvicorn", "main:app"]
+# cwd: when copies of the app run from several folders and only the one started here counts; pair it with cmdline_contains, since a shell or editor opened there shares the cwd.
+# cwd = 'C:\path\to\your\backend'
 
 # [watch]
 # A change to the backend's code marks it stale ("notify", default), restarts
@@ -2020,7 +2023,8 @@ on_change = "restart"
                 ..LogsConfig::default()
             },
             strays: StraysConfig {
-                cmdline_contains: vec!["main.py".into()],
+                cmdline_contains: vec!["uvicorn".into(), "main:app".into()],
+                cwd: Some(PathBuf::from(r"C:\path\to\your\backend")),
                 ..StraysConfig::default()
             },
             ..Config::default()

@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod demo;
+pub mod detect;
 pub mod envfile;
 pub mod health;
 pub mod icon;

@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use backend_warden::app::{
     self, ConfigSource, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, config_error,
 };
+use backend_warden::config;
 use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
@@ -127,11 +128,18 @@ struct ControlArgs {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
-    /// Write a commented template to the config path.
+    /// Write a commented template to the config path, or with --detect, a config that runs the
+    /// project in DIR.
     Init {
         /// Replace an existing config file.
         #[arg(long)]
         force: bool,
+        /// Look at the project in DIR (default: the current folder): its virtualenv, main.py /
+        /// app.py / manage.py, pyproject.toml scripts, FastAPI or uvicorn app, .env PORT,
+        /// package.json start/dev script. Prints what it found and what it guessed; with
+        /// nothing to run it writes the commented template.
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+        detect: Option<PathBuf>,
     },
     /// Validate the config and print the effective settings.
     Check,
@@ -467,8 +475,47 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
             outln!("{}", paths.config_file.display());
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCmd::Init { force } => {
-            app::write_template(&paths.config_file, force)?;
+        ConfigCmd::Init {
+            force,
+            detect: Some(dir),
+        } => {
+            if !dir.is_dir() {
+                eprintln!("backend-warden: {} is not a folder", dir.display());
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            let detection = backend_warden::detect::detect(&dir);
+            for line in &detection.found {
+                outln!("found:   {line}");
+            }
+            for line in &detection.guessed {
+                outln!("guessed: {line}");
+            }
+            match &detection.config {
+                Some(config) => {
+                    app::write_config(&paths.config_file, config, force)?;
+                    outln!(
+                        "wrote {}
+check the guesses, then start the warden (`backend-warden`)",
+                        paths.config_file.display()
+                    );
+                }
+                None => {
+                    app::write_config(&paths.config_file, config::template(), force)?;
+                    outln!(
+                        "nothing to run found in {} (no main.py, app.py, manage.py,                          pyproject.toml scripts or package.json start/dev script)
+                         wrote the commented template to {}; fill in [backend]",
+                        dir.display(),
+                        paths.config_file.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCmd::Init {
+            force,
+            detect: None,
+        } => {
+            app::write_config(&paths.config_file, config::template(), force)?;
             outln!(
                 "wrote {}\nuntil you fill in [backend], the warden supervises its built-in demo backend",
                 paths.config_file.display()

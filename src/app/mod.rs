@@ -587,6 +587,11 @@ pub fn wait_limits(config: &Config) -> WaitLimits {
 
 /// Writes the commented config template to `path`; refuses to overwrite unless `force`.
 pub fn write_template(path: &Path, force: bool) -> Result<()> {
+    write_config(path, crate::config::template(), force)
+}
+
+/// Writes `text` as the config file at `path`; refuses to overwrite unless `force`.
+pub fn write_config(path: &Path, text: &str, force: bool) -> Result<()> {
     if path.exists() && !force {
         anyhow::bail!(
             "{} already exists; edit it, or use --force to replace it with the template",
@@ -597,7 +602,6 @@ pub fn write_template(path: &Path, force: bool) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the folder {}", dir.display()))?;
     }
-    std::fs::write(path, crate::config::template())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -140,3 +140,128 @@ fn env_file_precedence_and_expansion() {
         w.status()["env_file"].is_null().then_some(())
     });
 }
+
+/// A project folder in a temp dir with `files` (name, contents).
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    dir
+}
+
+/// `config init --detect DIR` in a fresh home: its stdout and the config it wrote.
+fn detect(dir: &std::path::Path) -> (tempfile::TempDir, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_in(
+        home.path(),
+        &["config", "init", "--detect", &dir.to_string_lossy()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    (home, text(&out.stdout), config)
+}
+
+/// The FastAPI fixture with a virtualenv and a `.env` PORT: the written config runs the
+/// venv's Python on the app, on that port, probing its /health; the warden gets it healthy.
+#[test]
+fn detect_a_fastapi_project_with_a_venv() {
+    let app = fastapi_app();
+    let port = free_port();
+    std::fs::write(app.path().join(".env"), format!("PORT={port}\n")).unwrap();
+    // The test venv (it has uvicorn and FastAPI) stands in as the project's .venv.
+    let venv = python().parent().unwrap().parent().unwrap().to_path_buf();
+    std::os::unix::fs::symlink(&venv, app.path().join(".venv")).unwrap();
+
+    let (home, out, config) = detect(app.path());
+    let venv_python = app.path().join(".venv/bin/python");
+    for line in [
+        format!("found:   virtualenv {}", venv_python.display()),
+        "found:   FastAPI app `app = FastAPI()` in app.py".to_string(),
+        format!("found:   .env sets PORT={port}"),
+        "found:   a /health route".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("guessed:"), "{out}");
+    for line in [
+        format!("command = '{}'", venv_python.display()),
+        format!("args = ['-m', 'uvicorn', 'app:app', '--host', '127.0.0.1', '--port', '{port}']"),
+        format!("cwd = '{}'", app.path().display()),
+        format!("port = {port}"),
+        format!("url = 'http://127.0.0.1:{port}/health'"),
+    ] {
+        assert!(config.contains(&line), "{line:?} missing from:\n{config}");
+    }
+    let out = cli_in(home.path(), &["config", "check"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let mut w = Warden::start_in(home);
+    w.healthy();
+    assert_eq!(http_get(port, "/health").map(|r| r.0), Some(200));
+    assert_eq!(w.status()["port"], port);
+    assert!(w.terminate().success());
+}
+
+/// A plain script and no venv: Python from PATH (a guess, said so), no port, no health URL.
+#[test]
+fn detect_a_plain_script() {
+    let dir = project(&[(
+        "main.py",
+        "import time\n\nif __name__ == \"__main__\":\n    time.sleep(600)\n",
+    )]);
+    let (_home, out, config) = detect(dir.path());
+    assert!(
+        out.contains("found:   main.py runs as a script (__main__)"),
+        "{out}"
+    );
+    assert!(out.contains("guessed: no virtualenv"), "{out}");
+    assert!(
+        config.contains("command = 'python'\nargs = ['main.py']\n"),
+        "{config}"
+    );
+    assert!(!config.contains("port ="), "{config}");
+    assert!(!config.contains("[health]"), "{config}");
+}
+
+/// A package.json with a dev script: `npm run dev`, with the guessed port and health URL.
+#[test]
+fn detect_a_package_json_project() {
+    let dir = project(&[(
+        "package.json",
+        r#"{"name": "api", "scripts": {"dev": "node server.js", "test": "jest"}}"#,
+    )]);
+    let (_home, out, config) = detect(dir.path());
+    assert!(out.contains("found:   package.json script `dev`"), "{out}");
+    assert!(out.contains("guessed: port 3000"), "{out}");
+    assert!(out.contains("guessed: health URL /"), "{out}");
+    assert!(
+        config.contains("command = 'npm'\nargs = ['run', 'dev']\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("url = 'http://127.0.0.1:3000/'"),
+        "{config}"
+    );
+}
+
+/// Nothing to run: the commented template, and the output says why.
+#[test]
+fn detect_nothing_writes_the_template() {
+    let dir = project(&[("README.md", "# notes\n")]);
+    let (home, out, config) = detect(dir.path());
+    assert!(out.contains("nothing to run found in"), "{out}");
+    assert!(
+        config.starts_with("# backend-warden configuration\n"),
+        "{config}"
+    );
+    assert!(!config.lines().any(|l| l == "[backend]"), "{config}");
+    // It is the same template `config init` writes.
+    let plain = tempfile::tempdir().unwrap();
+    assert!(cli_in(plain.path(), &["config", "init"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(plain.path().join("config.toml")).unwrap(),
+        config
+    );
+    drop(home);
+}
