@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod app;
 pub mod autostart;
 pub mod config;
+pub mod config_watch;
 pub mod console;
 pub mod control;
 pub mod demo;

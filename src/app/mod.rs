@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, EnvFile, OnChange, StrayAction};
+use crate::config_watch::{CONFIG_DEBOUNCE, ConfigWatch};
 use crate::control::{Control, WaitLimits};
 use crate::envfile::{self, EnvFileSpec};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
@@ -231,7 +232,13 @@ pub struct Hooks {
     pub on_strays: Box<dyn Fn(&Scan) + Send>,
     /// A second launch asked the warden to show itself.
     pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+    /// The config file was saved and reloaded (`Ok`: the reload's message and the new config),
+    /// or it was saved broken and the old config stays (`Err`: why; once per distinct error).
+    pub on_config_saved: ConfigSavedHook,
 }
+
+/// See [`Hooks::on_config_saved`].
+pub type ConfigSavedHook = Box<dyn Fn(Result<(String, Config), String>) + Send>;
 
 impl Hooks {
     /// Hooks that only log (headless mode).
@@ -242,6 +249,13 @@ impl Hooks {
             on_show: Box::new(
                 |status| info!(status = %status.summary(), "another launch asked for the status"),
             ),
+            on_config_saved: Box::new(|outcome| match outcome {
+                Ok((message, _)) => info!("config file saved: {message}"),
+                Err(error) => warn!(
+                    %error,
+                    "config file saved but not reloaded: the old config stays in force"
+                ),
+            }),
         }
     }
 }
@@ -270,6 +284,7 @@ pub struct Running {
     thread: thread::JoinHandle<()>,
     server: ServerHandle,
     _code_watch: Option<CodeWatch>,
+    _config_watch: Option<ConfigWatch>,
 }
 
 impl Running {
@@ -374,6 +389,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .context("cannot serve the control endpoint")?;
 
     let code_watch = start_code_watch(&plan_watch, engine.clone());
+    let config_watch = start_config_watch(paths, Arc::clone(&control), hooks.on_config_saved);
     let (done_tx, done) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("engine".into())
@@ -394,7 +410,37 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         thread,
         server,
         _code_watch: code_watch,
+        _config_watch: config_watch,
     })
+}
+
+/// Reloads the config whenever its file is saved, as *Reload config* does. A broken save keeps
+/// the old config and is reported once: saving the same mistake again says nothing new.
+fn start_config_watch(
+    paths: &Paths,
+    control: Arc<Control>,
+    on_saved: ConfigSavedHook,
+) -> Option<ConfigWatch> {
+    let mut last_error: Option<String> = None;
+    let on_save = move || match control.reload() {
+        Ok(reloaded) => {
+            last_error = None;
+            on_saved(Ok(reloaded));
+        }
+        Err(error) => {
+            if last_error.as_ref() != Some(&error) {
+                last_error = Some(error.clone());
+                on_saved(Err(error));
+            }
+        }
+    };
+    match ConfigWatch::start(&paths.config_file, CONFIG_DEBOUNCE, on_save) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the config file; use Reload config after a change");
+            None
+        }
+    }
 }
 
 /// What the code watch needs from the plan.

@@ -81,6 +81,25 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                 ))
             })
         },
+        on_config_saved: {
+            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
+            Box::new(move |outcome| {
+                let mut alerts = alerts.lock().unwrap_or_else(PoisonError::into_inner);
+                match outcome {
+                    Ok((message, config)) => {
+                        alerts.set_notify(config.notify);
+                        info!("config file saved: {message}");
+                        notifier.show(Alert::info("Config reloaded", message));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "config file saved but not reloaded");
+                        if let Some(alert) = alerts.on_config_error(&e) {
+                            notifier.show(alert);
+                        }
+                    }
+                }
+            })
+        },
     };
     let running = start_engine(paths, plan, primary, hooks)?;
     let on_signal = running.engine.clone();

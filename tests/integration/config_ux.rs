@@ -265,3 +265,42 @@ fn detect_nothing_writes_the_template() {
     );
     drop(home);
 }
+
+/// Saving the config applies it like `config reload`; a broken save keeps the old config and
+/// is reported once, however often the same mistake is saved.
+#[test]
+fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
+    let (tag_a, port_a) = (tag("save-a"), free_port());
+    let mut w = Warden::start(&demo_config(&tag_a, port_a, &[], ""));
+    let first = w.started_pid();
+    w.healthy();
+
+    // A valid save: the backend moves to the new port (what it launches changed).
+    let port_b = free_port();
+    let good = demo_config(&tag("save-b"), port_b, &[], "");
+    std::fs::write(w.home().join("config.toml"), &good).unwrap();
+    w.expect_or_dump(
+        &["config file saved: config reloaded"],
+        Duration::from_secs(20),
+    );
+    let second = w.started_pid();
+    assert_ne!(first, second);
+    w.healthy();
+    assert_eq!(w.status()["port"], port_b);
+
+    // A broken save, then the same mistake saved again: one report, old config in force.
+    let broken = good.replace("[health]", "[health]\ntimeout = 2");
+    std::fs::write(w.home().join("config.toml"), &broken).unwrap();
+    w.expect_or_dump(&["config file saved"], Duration::from_secs(20));
+    w.expect_or_dump(&["not reloaded", "health.timeout"], Duration::from_secs(20));
+    std::fs::write(w.home().join("config.toml"), format!("{broken}# again\n")).unwrap();
+    w.expect_or_dump(&["config file saved"], Duration::from_secs(20));
+    // The second save was handled (its debug line is out); give its report the same chance
+    // as the first had, by waiting for a later status answer.
+    let status = w.status();
+    assert_eq!(status["state"], "healthy", "{status}");
+    assert_eq!(status["pid"], second);
+    assert_eq!(status["port"], port_b);
+    assert_eq!(w.count(&["not reloaded"]), 1, "{}", w.output());
+    assert!(w.terminate().success());
+}
