@@ -20,7 +20,9 @@ use crate::health::HealthProbe;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
-use crate::supervisor::{Command, Effect, Event, Input, Pid, Policy, Snapshot, Supervisor};
+use crate::supervisor::{
+    Command, Effect, Event, Input, Pid, Policy, ReloadChange, Snapshot, Supervisor,
+};
 
 /// How long an exit report waits for the backend's last output lines to be read. After an
 /// exit nobody asked for, the waiting thread has killed the tree already, so the pipes reach
@@ -530,9 +532,16 @@ impl Runner {
         let relaunch = backend.spec != self.backend.spec
             || backend.env_file != self.backend.env_file
             || backend.port != self.backend.port;
-        if backend.health_url != self.backend.health_url
-            || backend.health_timeout != self.backend.health_timeout
-        {
+        let probe_changed = backend.health_url != self.backend.health_url
+            || backend.health_timeout != self.backend.health_timeout;
+        let change = if relaunch {
+            ReloadChange::Launch
+        } else if probe_changed || policy != *self.supervisor.policy() {
+            ReloadChange::Settings
+        } else {
+            ReloadChange::Nothing
+        };
+        if probe_changed {
             self.probe = match &backend.health_url {
                 Some(url) => {
                     let results = self.handle.clone();
@@ -547,9 +556,8 @@ impl Runner {
         }
         self.backend = backend;
         self.supervisor.set_policy(policy, Instant::now());
-        info!(relaunch, "config reloaded");
-        (relaunch && self.supervisor.state().is_running())
-            .then_some(Input::Command(Command::Restart))
+        info!(?change, "config reloaded");
+        Some(Input::Reloaded(change))
     }
 
     fn adopt(&mut self, pid: Pid) -> Input {

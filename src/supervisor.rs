@@ -162,8 +162,22 @@ pub enum Input {
     /// Watched files of the backend's code changed (one debounced burst): `files` are the
     /// first few, `count` how many.
     CodeChanged { files: Vec<String>, count: usize },
+    /// The config was reloaded (the new policy is in place already, see
+    /// [`Supervisor::set_policy`]); what changed decides what happens to the backend.
+    Reloaded(ReloadChange),
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
+}
+
+/// What a config reload changed, as far as the backend is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadChange {
+    /// Nothing the engine uses.
+    Nothing,
+    /// How the backend is supervised (policy, health check), not what is launched.
+    Settings,
+    /// What is launched (command, args, cwd, env, env file, port).
+    Launch,
 }
 
 /// What the runner must do.
@@ -445,6 +459,11 @@ impl Supervisor {
         self.policy = policy;
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The snapshot of an engine that has not started: stopped, nothing known.
     pub fn new_snapshot() -> Snapshot {
         Snapshot {
@@ -541,6 +560,7 @@ impl Supervisor {
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
             Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
+            Input::Reloaded(change) => self.on_reloaded(change, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
         }
         fx
@@ -1010,6 +1030,28 @@ impl Supervisor {
         }
     }
 
+    /// A running backend restarts when what it launches changed. A backend that is `failed`
+    /// (or waiting out a backoff) gets a fresh start after any change: the reload may well be
+    /// the fix, and waiting for a click on Start would hide that. A stopped one stays stopped.
+    fn on_reloaded(&mut self, change: ReloadChange, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting_down || change == ReloadChange::Nothing {
+            return;
+        }
+        match self.state {
+            State::Starting | State::Healthy | State::Unhealthy
+                if change == ReloadChange::Launch =>
+            {
+                self.reset_crash_history();
+                self.begin_stop(AfterStop::Start, now, fx);
+            }
+            State::Failed | State::Backoff => {
+                self.reset_crash_history();
+                self.start(fx);
+            }
+            _ => {}
+        }
+    }
+
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         match self.state {
             State::Stopping => {
@@ -1223,6 +1265,109 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_reload_restarts_what_changed_and_revives_a_failed_backend() {
+        #[derive(Debug, Clone, Copy)]
+        enum Setup {
+            Healthy,
+            Failed,
+            Backoff,
+            Stopped,
+        }
+        // (state before, what the reload changed, terminate?, spawns, state after)
+        let table = [
+            (
+                Setup::Healthy,
+                ReloadChange::Launch,
+                true,
+                0,
+                State::Stopping,
+            ),
+            (
+                Setup::Healthy,
+                ReloadChange::Settings,
+                false,
+                0,
+                State::Healthy,
+            ),
+            (
+                Setup::Healthy,
+                ReloadChange::Nothing,
+                false,
+                0,
+                State::Healthy,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Launch,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Settings,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Nothing,
+                false,
+                0,
+                State::Failed,
+            ),
+            (
+                Setup::Backoff,
+                ReloadChange::Settings,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Stopped,
+                ReloadChange::Launch,
+                false,
+                0,
+                State::Stopped,
+            ),
+        ];
+        for (setup, change, terminate, want_spawns, want_state) in table {
+            let mut h = Harness::new(policy());
+            match setup {
+                Setup::Healthy => h.running(10),
+                Setup::Failed => {
+                    h.cmd(Command::Start);
+                    h.feed(Input::SpawnFailed {
+                        error: "No module named 'fastapi'".into(),
+                    });
+                }
+                Setup::Backoff => {
+                    h.running(10);
+                    h.exit(10, 1);
+                    h.feed(Input::TreeGone { pid: 10 });
+                }
+                Setup::Stopped => {}
+            }
+            let fx = h.at(S).feed(Input::Reloaded(change));
+            let what = format!("{setup:?} + {change:?}: {fx:?}");
+            assert_eq!(
+                has(&fx, &Effect::Terminate { pid: 10 }),
+                terminate,
+                "{what}"
+            );
+            assert_eq!(spawns(&fx), want_spawns, "{what}");
+            assert_eq!(h.sup.state(), want_state, "{what}");
+            if want_state == State::Starting {
+                // A fresh start: the failure is forgotten and the crash count starts over.
+                let snap = h.sup.snapshot(h.now);
+                assert_eq!(snap.failed_reason, None, "{what}");
+                assert_eq!(fx, vec![Effect::Spawn { attempt: 1 }], "{what}");
+            }
+        }
     }
 
     #[test]

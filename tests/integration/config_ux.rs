@@ -304,3 +304,29 @@ fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
     assert_eq!(w.count(&["not reloaded"]), 1, "{}", w.output());
     assert!(w.terminate().success());
 }
+
+/// A backend that failed (its command does not exist) starts as soon as a reload fixes the
+/// config, without a click on Start.
+#[test]
+fn a_reload_that_fixes_a_failed_backend_starts_it() {
+    let mut w = Warden::start("[backend]\ncommand = 'no-such-program-bw16'\n");
+    let failed = w.wait_state("failed", Duration::from_secs(20));
+    assert!(
+        failed["failed_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no-such-program-bw16")),
+        "{failed}"
+    );
+    let port = free_port();
+    std::fs::write(
+        w.home().join("config.toml"),
+        demo_config(&tag("revived"), port, &[], ""),
+    )
+    .unwrap();
+    let out = w.cli(&["config", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    w.healthy();
+    let status = w.wait_state("healthy", Duration::from_secs(20));
+    assert_eq!(status["port"], port);
+    assert!(w.terminate().success());
+}
