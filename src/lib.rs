@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod app;
 pub mod autostart;
+pub mod clock;
 pub mod config;
 pub mod config_watch;
 pub mod console;
@@ -28,5 +29,6 @@ pub mod runner;
 pub mod status;
 pub mod strays;
 pub mod supervisor;
+pub mod usage;
 pub mod view;
 pub mod watch;

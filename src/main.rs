@@ -311,7 +311,19 @@ fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(other) => unexpected(other),
-        Err(code) => Ok(code),
+        Err(code) => {
+            if json && code == ExitCode::from(EXIT_NOT_RUNNING) {
+                // Scripts get an object to read either way; the exit code still says 3.
+                let not_running = serde_json::json!({
+                    "state": "not running",
+                    "config_path": paths.config_file,
+                    "home": paths.home,
+                    "version": env!("CARGO_PKG_VERSION"),
+                });
+                outln!("{}", serde_json::to_string_pretty(&not_running)?);
+            }
+            Ok(code)
+        }
     }
 }
 

@@ -357,8 +357,11 @@ pub struct Snapshot {
     pub pid: Option<Pid>,
     /// How long the current process has been up.
     pub uptime: Option<Duration>,
-    /// Automatic restarts since the warden started.
+    /// Automatic restarts since the warden started: after a crash or a failed health check.
     pub restarts: u32,
+    /// Starts that were asked for: the first one, Start and Restart, a restart for changed
+    /// code, a reload.
+    pub starts: u32,
     /// The last exit.
     pub last_exit: Option<LastExit>,
     /// The last probe.
@@ -411,6 +414,7 @@ pub struct Supervisor {
     crash_times: VecDeque<Instant>,
     backoff_step: u32,
     restarts: u32,
+    starts: u32,
     last_exit: Option<LastExit>,
     health: Health,
     failed_reason: Option<String>,
@@ -440,6 +444,7 @@ impl Supervisor {
             crash_times: VecDeque::new(),
             backoff_step: 0,
             restarts: 0,
+            starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
@@ -471,6 +476,7 @@ impl Supervisor {
             pid: None,
             uptime: None,
             restarts: 0,
+            starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
@@ -499,6 +505,7 @@ impl Supervisor {
                 .child
                 .map(|c| now.saturating_duration_since(c.started_at)),
             restarts: self.restarts,
+            starts: self.starts,
             last_exit: self.last_exit.clone(),
             health: self.health.clone(),
             failed_reason: self.failed_reason.clone(),
@@ -698,6 +705,8 @@ impl Supervisor {
         }
         if self.restarts_pending() {
             self.restarts += 1;
+        } else {
+            self.starts += 1;
         }
         self.child = Some(Child {
             pid,
@@ -1265,6 +1274,55 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn restarts_count_crashes_and_health_failures_starts_count_requests() {
+        let mut h = Harness::new(policy());
+        let counts = |h: &Harness| {
+            let snap = h.sup.snapshot(h.now);
+            (snap.starts, snap.restarts)
+        };
+        h.running(10);
+        assert_eq!(counts(&h), (1, 0), "the first start was asked for");
+        // A crash: its restart is automatic.
+        h.at(S).exit(10, 1);
+        h.feed(Input::TreeGone { pid: 10 });
+        h.at(2 * S).feed(Input::Tick);
+        h.feed(Input::Spawned { pid: 11 });
+        h.ok(11);
+        assert_eq!(counts(&h), (1, 1), "after a crash");
+        // Restart clicked three times: requested, not restarts.
+        let mut pid = 11;
+        for n in 0..3 {
+            h.at((3 + n) * S).cmd(Command::Restart);
+            h.feed(Input::Exited {
+                pid,
+                status: ExitStatus {
+                    code: None,
+                    signal: Some(15),
+                },
+                tail: vec![],
+            });
+            h.feed(Input::TreeGone { pid });
+            pid += 1;
+            h.feed(Input::Spawned { pid });
+            h.ok(pid);
+        }
+        assert_eq!(counts(&h), (4, 1), "after three clicks on Restart");
+        // A reload that changes what runs: requested too.
+        h.at(10 * S).feed(Input::Reloaded(ReloadChange::Launch));
+        h.feed(Input::Exited {
+            pid,
+            status: ExitStatus {
+                code: None,
+                signal: Some(15),
+            },
+            tail: vec![],
+        });
+        h.feed(Input::TreeGone { pid });
+        h.feed(Input::Spawned { pid: pid + 1 });
+        assert_eq!(counts(&h), (5, 1), "after a reload");
     }
 
     #[test]

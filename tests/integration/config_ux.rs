@@ -330,3 +330,118 @@ fn a_reload_that_fixes_a_failed_backend_starts_it() {
     assert_eq!(status["port"], port);
     assert!(w.terminate().success());
 }
+
+/// A backend of three Python processes, each holding 40 MB it has written to.
+const BALLAST_TREE: &str = "import subprocess, sys, time\n\
+ballast = bytearray(b'\\x01') * (40 * 1000 * 1000)\n\
+if len(sys.argv) == 1:\n    \
+kids = [subprocess.Popen([sys.executable, sys.argv[0], 'child']) for _ in range(2)]\n\
+print('ready', flush=True)\n\
+time.sleep(600)\n";
+
+/// Resident memory of `pid` from /proc, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `status` reports the tree's memory (the sum over its processes), CPU and process count, in
+/// JSON and in words; its times are local with the zone; starts and restarts are apart.
+#[test]
+fn status_shows_the_trees_memory_cpu_processes_and_local_times() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("ballast.py"), BALLAST_TREE).unwrap();
+    let config = format!(
+        "[backend]\ncommand = {}\nargs = ['ballast.py']\ncwd = {}\n",
+        toml_str(&python().to_string_lossy()),
+        toml_str(&project.path().to_string_lossy()),
+    );
+    let mut w = Warden::start(&config);
+    let pid = w.started_pid();
+    w.healthy();
+    let log = w.log_path("backend.log");
+    wait_until(Duration::from_secs(30), "three ready processes", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.matches("ready").count() == 3 && live_in_group(pid).len() == 3).then_some(())
+    });
+    let ours: u64 = live_in_group(pid).into_iter().map(rss).sum();
+    assert!(ours >= 120_000_000, "the tree holds {ours} bytes");
+
+    let status = w.status();
+    let memory = status["memory_bytes"].as_u64().unwrap();
+    assert!(
+        (memory as f64) > ours as f64 * 0.8 && (memory as f64) < ours as f64 * 1.2,
+        "status says {memory} bytes, /proc says {ours}: {status}"
+    );
+    assert_eq!(status["process_count"], 3, "{status}");
+    assert!(
+        status["cpu_percent"].as_f64().is_some_and(|c| c >= 0.0),
+        "{status}"
+    );
+    assert_eq!(
+        (status["starts"].as_u64(), status["restarts"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let started_at = status["started_at"].as_str().unwrap();
+    assert!(
+        started_at.len() == 20 && started_at.ends_with('Z'),
+        "JSON keeps UTC RFC 3339: {started_at}"
+    );
+
+    // Human output: in the reader's zone (Tokyo has no summer time: always JST).
+    let out = std::process::Command::new(exe())
+        .args(["status"])
+        .env("BACKEND_WARDEN_HOME", w.home())
+        .env("TZ", "Asia/Tokyo")
+        .output()
+        .unwrap();
+    let human = text(&out.stdout);
+    let started = human
+        .lines()
+        .find(|l| l.starts_with("started    "))
+        .unwrap_or_else(|| panic!("{human}"));
+    assert!(started.ends_with(" JST"), "{started}");
+    assert!(
+        human.contains(" MB memory · ") && human.contains("% CPU · 3 processes"),
+        "{human}"
+    );
+
+    // A crash is a restart; clicks on Restart are starts.
+    sigkill(pid);
+    w.expect_or_dump(&["backend crashed"], Duration::from_secs(20));
+    w.healthy();
+    for _ in 0..2 {
+        let out = w.cli(&["restart"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let status = w.status();
+    assert_eq!(
+        (status["starts"].as_u64(), status["restarts"].as_u64()),
+        (Some(3), Some(1)),
+        "{status}"
+    );
+    let human = text(&w.cli(&["status"]).stdout);
+    assert!(
+        human.contains("restarts   1 after a crash or failed health check; 3 starts asked for"),
+        "{human}"
+    );
+    assert!(w.terminate().success());
+}
+
+/// With no warden, `status --json` still prints an object (exit 3 stays).
+#[test]
+fn status_json_without_a_warden_says_not_running() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cli_in(home.path(), &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "not running");
+    assert_eq!(
+        status["config_path"],
+        home.path().join("config.toml").to_string_lossy().as_ref()
+    );
+}
