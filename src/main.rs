@@ -51,6 +51,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
 
+    /// Keep everything (config, logs, runtime state) under DIR, as BACKEND_WARDEN_HOME does.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -223,9 +227,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let paths = Paths::resolve(cli.config.as_deref())?;
+    let paths = Paths::resolve_with(cli.home.as_deref(), cli.config.as_deref())?;
     match command {
-        Cmd::Run { headless } => run_warden(&paths, cli.config.as_deref(), headless),
+        Cmd::Run { headless } => run_warden(&paths, headless),
         Cmd::Status { json } => status(&paths, json),
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
@@ -234,7 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
-        Cmd::Autostart { action } => autostart_command(action),
+        Cmd::Autostart { action } => autostart_command(&paths, action),
         Cmd::DemoBackend(_) | Cmd::Guardian => Ok(ExitCode::SUCCESS),
     }
 }
@@ -242,13 +246,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Runs the warden: headless here, or the tray. On Linux and macOS the tray is a program of its
 /// own (`backend-warden-tray`, beside this one), so that nothing else loads the GUI libraries:
 /// this process becomes it (same PID, same arguments that matter).
-fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<ExitCode> {
+fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     if headless {
         return app::run_warden(paths, app::run_headless);
     }
     #[cfg(windows)]
     {
-        let _ = config;
         app::run_warden(paths, desktop::run_tray)
     }
     #[cfg(not(windows))]
@@ -257,9 +260,8 @@ fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<Ex
         let tray = process::sibling_program(process::TRAY_PROGRAM)
             .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
+        // The same instance whatever the tray's environment: --home and --config as resolved.
+        command.args(paths.launch_args());
         // Returns only if the tray program could not be started.
         let e = command.exec();
         eprintln!(
@@ -568,20 +570,31 @@ check the guesses, then start the warden (`backend-warden`)",
     }
 }
 
-fn autostart_command(action: AutostartCmd) -> Result<ExitCode> {
+fn autostart_command(paths: &Paths, action: AutostartCmd) -> Result<ExitCode> {
     use backend_warden::autostart;
+    let args = paths.launch_args();
     match action {
         AutostartCmd::Enable => {
-            autostart::enable().context("cannot enable start at login")?;
-            outln!("Backend Warden starts at login ({})", autostart::location());
+            autostart::enable(&args).context("cannot enable start at login")?;
+            outln!(
+                "Backend Warden starts at login ({}), with the config {}",
+                autostart::location(),
+                paths.config_file.display()
+            );
         }
         AutostartCmd::Disable => {
             autostart::disable().context("cannot disable start at login")?;
             outln!("Backend Warden no longer starts at login");
         }
         AutostartCmd::Status => {
-            if autostart::is_enabled() {
+            if autostart::is_enabled(&args) {
                 outln!("enabled ({})", autostart::location());
+            } else if autostart::is_present() {
+                outln!(
+                    "disabled for this warden: the entry at {} starts another one (another \
+                     --config or --home); `autostart enable` makes it start this one",
+                    autostart::location()
+                );
             } else {
                 outln!("disabled");
             }

@@ -445,3 +445,96 @@ fn status_json_without_a_warden_says_not_running() {
         home.path().join("config.toml").to_string_lossy().as_ref()
     );
 }
+
+/// The arguments of a `.desktop` file's `Exec=` line (double-quoted, backslash escapes).
+fn exec_args(entry: &str) -> Vec<String> {
+    let exec = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .unwrap_or_else(|| panic!("no Exec= in {entry}"));
+    let mut args = Vec::new();
+    let mut chars = exec.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut arg = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => arg.extend(chars.next()),
+                        '"' => break,
+                        _ => arg.push(c),
+                    }
+                }
+                args.push(arg.replace("%%", "%"));
+            }
+            ' ' => {}
+            other => panic!("unquoted {other:?} in {exec}"),
+        }
+    }
+    args
+}
+
+/// `autostart enable` from a warden with its own home (or config) writes a login entry that
+/// starts that same warden, not the default one.
+#[test]
+fn autostart_entry_starts_the_same_warden() {
+    let xdg = tempfile::tempdir().unwrap();
+    let mut w = Warden::start(&demo_config(&tag("autostart"), free_port(), &[], ""));
+    w.healthy();
+    let autostart = |args: &[&str]| {
+        std::process::Command::new(exe())
+            .args(args)
+            .env("BACKEND_WARDEN_HOME", w.home())
+            .env("XDG_CONFIG_HOME", xdg.path())
+            .output()
+            .unwrap()
+    };
+    let out = autostart(&["autostart", "enable"]);
+    assert!(out.status.success(), "{out:?}");
+    let entry_path = xdg.path().join("autostart/backend-warden.desktop");
+    let entry = std::fs::read_to_string(&entry_path).unwrap();
+    let args = exec_args(&entry);
+    assert_eq!(
+        args,
+        [exe(), "--home", &w.home().to_string_lossy()],
+        "{entry}"
+    );
+    assert!(text(&autostart(&["autostart", "status"]).stdout).starts_with("enabled ("));
+
+    // What the entry starts, in a login session's environment (no BACKEND_WARDEN_HOME),
+    // reaches this warden.
+    let out = std::process::Command::new(&args[0])
+        .args(&args[1..])
+        .args(["status", "--json"])
+        .env_remove("BACKEND_WARDEN_HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["warden_pid"], w.pid(), "{status}");
+
+    // Another config: its entry carries it, and the first warden is no longer the one enabled.
+    let other = w.home().join("other.toml");
+    let other_arg = other.to_string_lossy().into_owned();
+    let out = autostart(&["autostart", "enable", "--config", &other_arg]);
+    assert!(out.status.success(), "{out:?}");
+    let args = exec_args(&std::fs::read_to_string(&entry_path).unwrap());
+    assert_eq!(
+        args,
+        [
+            exe(),
+            "--home",
+            &w.home().to_string_lossy(),
+            "--config",
+            &other_arg
+        ]
+    );
+    let said = text(&autostart(&["autostart", "status"]).stdout);
+    assert!(said.starts_with("disabled for this warden"), "{said}");
+    let said = text(&autostart(&["autostart", "status", "--config", &other_arg]).stdout);
+    assert!(said.starts_with("enabled ("), "{said}");
+
+    assert!(autostart(&["autostart", "disable"]).status.success());
+    assert!(!entry_path.exists());
+    assert!(w.terminate().success());
+}
