@@ -20,6 +20,7 @@ pub mod envfile;
 pub mod health;
 pub mod icon;
 pub mod ipc;
+pub mod kept;
 pub mod logging;
 pub mod notifier;
 pub mod output;

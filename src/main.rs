@@ -97,7 +97,10 @@ enum Cmd {
     },
     /// Stop the warden (and the backend tree).
     Quit {
-        /// Leave the backend running, unsupervised.
+        /// Leave the backend running, unsupervised. The next warden started with the same
+        /// config adopts it automatically (no strays.adopt needed): it is recorded under the
+        /// runtime folder (run/) and taken back only if its PID, start time and command line
+        /// still match and the config still launches the same thing.
         #[arg(long)]
         keep_backend: bool,
     },

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
+use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
@@ -268,6 +269,8 @@ pub struct Runner {
     board: Arc<StatusBoard>,
     observer: Box<dyn FnMut(&Event) + Send>,
     strays: Option<StrayWatch>,
+    /// Where a tree let go by `quit --keep-backend` is recorded for the next warden.
+    kept_dir: Option<PathBuf>,
 }
 
 impl Runner {
@@ -307,8 +310,16 @@ impl Runner {
             board,
             observer,
             strays: None,
+            kept_dir: None,
         };
         Ok((runner, handle))
+    }
+
+    /// Records a tree let go by `quit --keep-backend` in `runtime_dir`, so that the next warden
+    /// adopts it (see [`crate::kept`]).
+    pub fn with_kept_record(mut self, runtime_dir: PathBuf) -> Runner {
+        self.kept_dir = Some(runtime_dir);
+        self
     }
 
     /// Scans for strays before every start (and names them when they hold the port).
@@ -431,10 +442,23 @@ impl Runner {
                         error!(pid, error = %e, "could not let the backend tree go");
                     }
                     info!(pid, "backend left running, unsupervised");
+                    self.record_kept(pid);
                 }
             }
             Effect::Notify(event) => self.notify(&event),
             Effect::Exit => {}
+        }
+    }
+
+    /// Writes down the tree just let go, for the next warden to adopt.
+    fn record_kept(&self, pid: Pid) {
+        let Some(dir) = &self.kept_dir else { return };
+        match KeptBackend::of(pid, &self.backend.spec, self.backend.port) {
+            Some(kept) => match kept.save(dir) {
+                Ok(()) => info!(pid, "recorded for the next warden to adopt"),
+                Err(e) => warn!(pid, error = %e, "cannot record the backend left running"),
+            },
+            None => warn!(pid, "the backend left running has already exited"),
         }
     }
 

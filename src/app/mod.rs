@@ -21,6 +21,7 @@ use crate::config_watch::{CONFIG_DEBOUNCE, ConfigWatch};
 use crate::control::{Control, WaitLimits};
 use crate::envfile::{self, EnvFileSpec};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
+use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
@@ -315,10 +316,28 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     if let Some(why) = &strays_disabled {
         warn!("{why}");
     }
-    let adopt = if plan.config.strays.adopt {
-        adoption_candidate(&mut scanner, &plan)
-    } else {
-        None
+    // A backend this warden's predecessor left running (`quit --keep-backend`) is ours: it
+    // is adopted without `strays.adopt`, once it is proven to be that very process.
+    let kept = KeptBackend::take(&paths.runtime_dir).and_then(|kept| {
+        let live = crate::kept::live_process(kept.pid);
+        match kept.check(live.as_ref(), &plan.backend.spec, plan.backend.port) {
+            Ok(()) => {
+                info!(
+                    pid = kept.pid,
+                    "adopting the backend the last warden left running (quit --keep-backend)"
+                );
+                Some(kept.pid)
+            }
+            Err(why) => {
+                warn!("not adopting the backend the last warden left running: {why}");
+                None
+            }
+        }
+    });
+    let adopt = match kept {
+        Some(pid) => Some(pid),
+        None if plan.config.strays.adopt => adoption_candidate(&mut scanner, &plan),
+        None => None,
     };
     let policy = Policy::from_config(&plan.config, plan.backend.health_url.is_some());
     let demo_backend = plan.demo.then(|| plan.backend.clone());
@@ -369,7 +388,9 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         hooks.on_event,
     )
     .context("cannot start the engine")?;
-    let runner = runner.with_stray_watch(watch.clone());
+    let runner = runner
+        .with_stray_watch(watch.clone())
+        .with_kept_record(paths.runtime_dir.clone());
 
     let control = Arc::new(
         Control::new(

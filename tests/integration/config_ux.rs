@@ -538,3 +538,64 @@ fn autostart_entry_starts_the_same_warden() {
     assert!(!entry_path.exists());
     assert!(w.terminate().success());
 }
+
+/// `quit --keep-backend`, then a new warden of the same config: it adopts the kept backend
+/// (no `strays.adopt`); with another config it leaves it alone and says why.
+#[test]
+fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
+    let help = text(&cli_in(std::path::Path::new("/nonexistent"), &["quit", "--help"]).stdout);
+    assert!(
+        help.contains("adopts it automatically") && help.contains("start time"),
+        "{help}"
+    );
+
+    let tag = tag("kept");
+    let port = free_port();
+    let mut w = Warden::start(&demo_config(&tag, port, &["--children", "1"], ""));
+    w.healthy();
+    let pid = w.status()["pid"].as_u64().unwrap() as u32;
+    let out = w.cli(&["quit", "--keep-backend"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(w.wait_exit(Duration::from_secs(10)).success());
+    assert!(w.home().join("run/kept-backend.json").is_file());
+    let home = std::mem::replace(&mut w.home, tempfile::tempdir().unwrap());
+
+    let mut w = Warden::start_in(home);
+    let line = w.expect_or_dump(&["backend adopted"], Duration::from_secs(20));
+    assert!(line.contains(&format!("pid={pid}")), "{line}");
+    let status = w.wait_state("healthy", Duration::from_secs(20));
+    assert_eq!(status["pid"], pid, "{status}");
+    assert_eq!(status["adopted"], true, "{status}");
+    assert_eq!(live_with_tag(&tag).len(), 2, "no second backend");
+    assert!(
+        !w.home().join("run/kept-backend.json").exists(),
+        "used once"
+    );
+
+    // Kept again, but the config changes before the next start: not adopted.
+    assert!(w.cli(&["quit", "--keep-backend"]).status.success());
+    assert!(w.wait_exit(Duration::from_secs(10)).success());
+    let home = std::mem::replace(&mut w.home, tempfile::tempdir().unwrap());
+    let (other_tag, other_port) = (tag.clone() + "-new", free_port());
+    std::fs::write(
+        home.path().join("config.toml"),
+        demo_config(&other_tag, other_port, &[], ""),
+    )
+    .unwrap();
+    let mut w = Warden::start_in(home);
+    w.expect_or_dump(
+        &["not adopting", "started from another config"],
+        Duration::from_secs(20),
+    );
+    let new_pid = w.started_pid();
+    assert_ne!(new_pid, pid);
+    w.healthy();
+    assert!(alive(pid), "the kept backend is left alone");
+    assert!(w.terminate().success());
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_none_with_tag(&tag, Duration::from_secs(5));
+}
