@@ -230,12 +230,44 @@ pub struct BackendConfig {
         serialize_with = "ser_opt_path"
     )]
     pub cwd: Option<PathBuf>,
-    /// Extra environment variables for the backend.
+    /// Extra environment variables for the backend; they override the `.env` file's, and
+    /// `${VAR}` in a value expands from the warden's environment.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The `.env` file the backend's environment is read from.
+    #[serde(skip_serializing_if = "EnvFile::is_default")]
+    pub env_file: EnvFile,
     /// The TCP port the backend listens on, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+}
+
+/// Which `.env` file the backend's environment comes from (`backend.env_file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EnvFile {
+    /// `.env` in the backend's cwd, when present (unset in TOML).
+    #[default]
+    Default,
+    /// This file (TOML: a path; relative to the backend's cwd); it must exist.
+    Path(PathBuf),
+    /// No file (TOML `false`).
+    Off,
+}
+
+impl EnvFile {
+    fn is_default(&self) -> bool {
+        *self == EnvFile::Default
+    }
+}
+
+impl Serialize for EnvFile {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvFile::Default => serializer.serialize_bool(true),
+            EnvFile::Path(path) => serializer.serialize_str(&path.to_string_lossy()),
+            EnvFile::Off => serializer.serialize_bool(false),
+        }
+    }
 }
 
 /// Health probing (`[health]`).
@@ -426,6 +458,9 @@ impl Config {
             Ok(root) => root,
             Err(err) => {
                 let at = err.span().map_or(0, |span| span.start);
+                if let Some(hint) = windows_path_hint(text, at) {
+                    return Err(invalid(hint.at, hint.key, hint.message));
+                }
                 return Err(invalid(
                     at,
                     String::new(),
@@ -494,8 +529,12 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # cwd = 'C:\path\to\your\backend'
 # The port the backend listens on (optional, 1-65535).
 # port = 54112
-# Extra environment variables; values must be strings.
+# Extra environment variables; values must be strings. They override the
+# .env file's; "${VAR}" expands from the warden's environment.
 # env = { PYTHONUNBUFFERED = "1" }
+# Environment file (default: .env in the backend's cwd, read when present;
+# a relative path is taken from the backend's cwd; false: none).
+# env_file = ".env"
 
 # [health]
 # Plain http:// URL to probe (optional; without it there is no HTTP probe).
@@ -543,8 +582,12 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # action = "notify"
 # Adopt a single healthy copy found running at start (default false).
 # adopt = false
-# Explicit rules narrow that identity (they never widen it); rarely needed:
+# Explicit rules narrow the identity derived from [backend] (they never widen it):
+# cmdline_contains: only when copies of the same app differ by an argument you
+# can name; never a file name (an editor or pager would match it).
 # cmdline_contains = ["--port 54112"]
+# cwd: when copies run from another folder than [backend] cwd.
+# cwd = 'C:\path\to\your\backend'
 
 # [watch]
 # A change to the backend's code marks it stale ("notify", default), restarts
@@ -593,7 +636,7 @@ const STRAYS_KEYS: &[&str] = &[
     "cwd",
     "exe_name",
 ];
-const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "port"];
+const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "env_file", "port"];
 const HEALTH_KEYS: &[&str] = &[
     "url",
     "interval",
@@ -770,6 +813,7 @@ impl Checker {
                 .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
                 .map(PathBuf::from),
             env: self.env(table).unwrap_or_default(),
+            env_file: self.env_file(table),
             port: self
                 .integer(S, table, "port", 1, u16::MAX.into())
                 .and_then(|(n, _)| u16::try_from(n).ok()),
@@ -1094,6 +1138,28 @@ impl Checker {
         Some(out)
     }
 
+    fn env_file(&mut self, table: &DeTable<'_>) -> EnvFile {
+        let Some(value) = table.get("env_file") else {
+            return EnvFile::Default;
+        };
+        match value.get_ref() {
+            DeValue::Boolean(false) => EnvFile::Off,
+            DeValue::Boolean(true) => EnvFile::Default,
+            DeValue::String(_) => self
+                .non_empty_string("backend", table, "env_file", "env_file = \".env.local\"")
+                .map_or(EnvFile::Default, |path| EnvFile::Path(PathBuf::from(path))),
+            _ => {
+                self.wrong_type(
+                    "backend",
+                    "env_file",
+                    value,
+                    "a path string like \".env.local\", or false for no env file",
+                );
+                EnvFile::Default
+            }
+        }
+    }
+
     fn env(&mut self, table: &DeTable<'_>) -> Option<BTreeMap<String, String>> {
         let value = table.get("env")?;
         let DeValue::Table(vars) = value.get_ref() else {
@@ -1410,6 +1476,116 @@ impl Checker {
 // Helpers
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
+/// A TOML syntax error inside a double-quoted value that looks like a Windows path.
+struct WindowsPathHint {
+    at: usize,
+    key: String,
+    message: String,
+}
+
+/// `cwd = "C:\src\our-api"`: in a double-quoted TOML string a backslash starts an escape, so
+/// the path is a syntax error (`\s`). When the error at byte `at` lies in such a value, the
+/// hint says to use single quotes and shows the line rewritten that way.
+fn windows_path_hint(text: &str, at: usize) -> Option<WindowsPathHint> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = text[line_start..line_end].trim_end_matches('\r');
+    let offset = at.saturating_sub(line_start);
+    // The basic string ("...") that holds the error; an unterminated one (`"C:\src\"`, whose
+    // last backslash escapes the quote) ends at the last quote of the line.
+    let (open, close) = basic_string_around(line, offset)?;
+    let value = &line[open + 1..close];
+    let windows_like = {
+        let bytes = value.as_bytes();
+        (bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && matches!(bytes[2], b'\\' | b'/'))
+            || value.starts_with("\\\\")
+            || value.starts_with(".\\")
+            || value.starts_with("..\\")
+    };
+    if !windows_like || !value.contains('\\') || value.contains('\'') {
+        return None;
+    }
+    let suggestion = format!(
+        "{}'{value}'{}",
+        line[..open].trim_start(),
+        line.get(close + 1..).unwrap_or("").trim_end()
+    );
+    let section = text[..line_start]
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && !l.starts_with("[["))
+                .then(|| l.trim_matches(['[', ']']).trim().to_owned())
+        })
+        .next_back();
+    let name = line[..open]
+        .split_once('=')
+        .map(|(name, _)| name.trim().trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty());
+    let key = match (section, name) {
+        (Some(section), Some(name)) => format!("{section}.{name}"),
+        (Some(section), None) => section,
+        (None, Some(name)) => name,
+        (None, None) => String::new(),
+    };
+    Some(WindowsPathHint {
+        at: line_start + open,
+        key,
+        message: format!("use single quotes for Windows paths: {suggestion}"),
+    })
+}
+
+/// The byte offsets of the opening and closing `"` of the basic string in `line` that contains
+/// `offset` (the closing one is the line's last quote when the string is unterminated).
+fn basic_string_around(line: &str, offset: usize) -> Option<(usize, usize)> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => return None,
+            b'\'' => {
+                // A literal string: no escapes, skip to its end.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let open = i;
+                i += 1;
+                let mut close = None;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            close = Some(i);
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                let (close, reach) = match close {
+                    Some(close) => (close, close),
+                    // The error of an unterminated string is reported at the line's end.
+                    None => (line.rfind('"').filter(|&q| q > open)?, line.len()),
+                };
+                if (open..=reach).contains(&offset) {
+                    return Some((open, close));
+                }
+                i = reach + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
@@ -1685,6 +1861,7 @@ on_change = "restart"
                     ("MODE".to_owned(), "dev".to_owned()),
                     ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
                 ]),
+                env_file: EnvFile::Default,
                 port: Some(54112),
             }),
             health: HealthConfig {
@@ -1876,6 +2053,7 @@ on_change = "restart"
             },
             strays: StraysConfig {
                 cmdline_contains: vec!["--port 54112".into()],
+                cwd: Some(PathBuf::from(r"C:\path\to\your\backend")),
                 ..StraysConfig::default()
             },
             ..Config::default()
@@ -1979,7 +2157,7 @@ on_change = "restart"
         assert_eq!(
             message,
             "unknown key \"comand\" in [backend]; did you mean \"command\"? \
-             (valid keys: command, args, cwd, env, port)"
+             (valid keys: command, args, cwd, env, env_file, port)"
         );
     }
 
@@ -2352,6 +2530,74 @@ on_change = "restart"
 
         let (_, _, key, _) = invalid("[backend]\ncommand = \"x\"\nenv = { \"A=B\" = \"1\" }\n");
         assert_eq!(key, "backend.env.A=B");
+    }
+
+    #[test]
+    fn windows_paths_in_double_quotes_get_the_single_quote_hint() {
+        // (text, line, column, key, message)
+        let cases = [
+            (
+                "[backend]\ncommand = \"python\"\ncwd = \"C:\\src\\our-api\"\n",
+                3,
+                7,
+                "backend.cwd",
+                "use single quotes for Windows paths: cwd = 'C:\\src\\our-api'",
+            ),
+            (
+                "[backend]\ncommand = 'C:\\venv\\Scripts\\python.exe'\n\n[logs]\ndir = \"D:\\logs\\\"\n",
+                5,
+                7,
+                "logs.dir",
+                "use single quotes for Windows paths: dir = 'D:\\logs\\'",
+            ),
+            (
+                "[watch]\npaths = [\"api\", \"C:\\src\\lib\"]\n",
+                2,
+                17,
+                "watch.paths",
+                "use single quotes for Windows paths: paths = [\"api\", 'C:\\src\\lib']",
+            ),
+            (
+                "[backend]\ncommand = \"\\\\server\\share\\python.exe\"\n",
+                2,
+                11,
+                "backend.command",
+                "use single quotes for Windows paths: command = '\\\\server\\share\\python.exe'",
+            ),
+        ];
+        for (text, want_line, want_column, want_key, want_message) in cases {
+            let (line, column, key, message) = invalid(text);
+            assert_eq!(
+                (line, column, key.as_str(), message.as_str()),
+                (want_line, want_column, want_key, want_message),
+                "{text}"
+            );
+        }
+        // Not a Windows path: the plain TOML error stays.
+        let (_, _, key, message) = invalid("[backend]\ncommand = \"a\\qb\"\n");
+        assert_eq!(key, "");
+        assert!(message.starts_with("invalid TOML: "), "{message}");
+    }
+
+    #[test]
+    fn env_file_values() {
+        for (value, want) in [
+            ("'.env.local'", EnvFile::Path(PathBuf::from(".env.local"))),
+            ("false", EnvFile::Off),
+            ("true", EnvFile::Default),
+        ] {
+            let config =
+                parse(&format!("[backend]\ncommand = \"x\"\nenv_file = {value}\n")).unwrap();
+            assert_eq!(config.backend.as_ref().unwrap().env_file, want, "{value}");
+            assert_eq!(
+                parse(&config.to_toml()).unwrap(),
+                config,
+                "{value} round trip"
+            );
+        }
+        let (line, column, key, message) = invalid("[backend]\ncommand = \"x\"\nenv_file = 3\n");
+        assert_eq!((line, column, key.as_str()), (3, 12, "backend.env_file"));
+        assert!(message.contains("or false for no env file"), "{message}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! waiting clients watches the board until the engine has settled. Runs on the IPC
 //! connection threads; never touches processes itself.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -12,6 +12,7 @@ use crate::runner::{EngineHandle, StatusBoard};
 use crate::status::{Fixed, StatusReport};
 use crate::strays::{KillReport, StrayWatch};
 use crate::supervisor::{Command, Policy, Snapshot, State, Supervisor};
+use crate::usage::TreeSampler;
 
 /// How long a waiting client may be kept waiting for each kind of command.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,8 @@ pub struct Control {
     on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     strays: Option<StrayWatch>,
     reloader: Option<Reloader>,
+    /// Measures the backend tree for `status` (`None`: the process table cannot be read).
+    sampler: Mutex<Option<TreeSampler>>,
 }
 
 /// Reads the config again and says what the engine should now run, or why it cannot.
@@ -68,6 +71,7 @@ impl Control {
             on_show,
             strays: None,
             reloader: None,
+            sampler: Mutex::new(TreeSampler::new()),
         }
     }
 
@@ -140,12 +144,10 @@ impl Control {
 
     /// The current status report (before the engine's first report: its starting point).
     pub fn report(&self) -> StatusReport {
-        StatusReport::new(
+        *self.to_report(
             self.board
                 .current()
                 .unwrap_or_else(Supervisor::new_snapshot),
-            &self.fixed(),
-            self.board.scan(),
         )
     }
 
@@ -154,13 +156,15 @@ impl Control {
     }
 
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        Box::new(StatusReport::new(snap, &self.fixed(), self.board.scan()))
+        let mut report = StatusReport::new(snap, &self.fixed(), self.board.scan());
+        report.env_file = self.board.env_file();
+        Box::new(report)
     }
 
     /// Answers one request.
     pub fn handle(&self, request: Request) -> Response {
         match request {
-            Request::Status => self.status(),
+            Request::Status => self.status_with_usage(),
             Request::Show => {
                 let response = self.status();
                 if let Response::Status { status } = &response {
@@ -200,6 +204,23 @@ impl Control {
         // first report: it gets the engine's starting point, not an error.
         Response::Status {
             status: Box::new(self.report()),
+        }
+    }
+
+    /// The status with the tree's memory, CPU and process count: for `status` only, since a
+    /// first measurement of CPU takes a moment (see [`crate::usage::CPU_WINDOW`]).
+    fn status_with_usage(&self) -> Response {
+        let mut report = self.report();
+        if let Some(pid) = report.pid {
+            let mut sampler = self.sampler.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(usage) = sampler.as_mut().and_then(|s| s.sample(pid)) {
+                report.memory_bytes = Some(usage.memory_bytes);
+                report.cpu_percent = Some(usage.cpu_percent);
+                report.process_count = Some(usage.processes);
+            }
+        }
+        Response::Status {
+            status: Box::new(report),
         }
     }
 

@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use backend_warden::app::{
     self, ConfigSource, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, config_error,
 };
+use backend_warden::config;
 use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
@@ -49,6 +50,10 @@ struct Cli {
     /// Use this config file instead of the default one.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+
+    /// Keep everything (config, logs, runtime state) under DIR, as BACKEND_WARDEN_HOME does.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -96,7 +101,10 @@ enum Cmd {
     },
     /// Stop the warden (and the backend tree).
     Quit {
-        /// Leave the backend running, unsupervised.
+        /// Leave the backend running, unsupervised. The next warden started with the same
+        /// config adopts it automatically (no strays.adopt needed): it is recorded under the
+        /// runtime folder (run/) and taken back only if its PID, start time and command line
+        /// still match and the config still launches the same thing.
         #[arg(long)]
         keep_backend: bool,
     },
@@ -131,11 +139,18 @@ struct ControlArgs {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
-    /// Write a commented template to the config path.
+    /// Write a commented template to the config path, or with --detect, a config that runs the
+    /// project in DIR.
     Init {
         /// Replace an existing config file.
         #[arg(long)]
         force: bool,
+        /// Look at the project in DIR (default: the current folder): its virtualenv, main.py /
+        /// app.py / manage.py, pyproject.toml scripts, FastAPI or uvicorn app, .env PORT,
+        /// package.json start/dev script. Prints what it found and what it guessed; with
+        /// nothing to run it writes the commented template.
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+        detect: Option<PathBuf>,
     },
     /// Validate the config and print the effective settings.
     Check,
@@ -219,9 +234,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let paths = Paths::resolve(cli.config.as_deref())?;
+    let paths = Paths::resolve_with(cli.home.as_deref(), cli.config.as_deref())?;
     match command {
-        Cmd::Run { headless } => run_warden(&paths, cli.config.as_deref(), headless),
+        Cmd::Run { headless } => run_warden(&paths, headless),
         Cmd::Status { json } => status(&paths, json),
         Cmd::Start(args) => control(&paths, Command::Start, args),
         Cmd::Stop(args) => control(&paths, Command::Stop, args),
@@ -233,7 +248,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
-        Cmd::Autostart { action } => autostart_command(action),
+        Cmd::Autostart { action } => autostart_command(&paths, action),
         Cmd::DemoBackend(_) | Cmd::Guardian => Ok(ExitCode::SUCCESS),
     }
 }
@@ -241,13 +256,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Runs the warden: headless here, or the tray. On Linux and macOS the tray is a program of its
 /// own (`backend-warden-tray`, beside this one), so that nothing else loads the GUI libraries:
 /// this process becomes it (same PID, same arguments that matter).
-fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<ExitCode> {
+fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     if headless {
         return app::run_warden(paths, app::run_headless);
     }
     #[cfg(windows)]
     {
-        let _ = config;
         app::run_warden(paths, desktop::run_tray)
     }
     #[cfg(not(windows))]
@@ -256,9 +270,8 @@ fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<Ex
         let tray = process::sibling_program(process::TRAY_PROGRAM)
             .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
+        // The same instance whatever the tray's environment: --home and --config as resolved.
+        command.args(paths.launch_args());
         // Returns only if the tray program could not be started.
         let e = command.exec();
         eprintln!(
@@ -310,7 +323,19 @@ fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(other) => unexpected(other),
-        Err(code) => Ok(code),
+        Err(code) => {
+            if json && code == ExitCode::from(EXIT_NOT_RUNNING) {
+                // Scripts get an object to read either way; the exit code still says 3.
+                let not_running = serde_json::json!({
+                    "state": "not running",
+                    "config_path": paths.config_file,
+                    "home": paths.home,
+                    "version": env!("CARGO_PKG_VERSION"),
+                });
+                outln!("{}", serde_json::to_string_pretty(&not_running)?);
+            }
+            Ok(code)
+        }
     }
 }
 
@@ -478,8 +503,47 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
             outln!("{}", paths.config_file.display());
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCmd::Init { force } => {
-            app::write_template(&paths.config_file, force)?;
+        ConfigCmd::Init {
+            force,
+            detect: Some(dir),
+        } => {
+            if !dir.is_dir() {
+                eprintln!("backend-warden: {} is not a folder", dir.display());
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            let detection = backend_warden::detect::detect(&dir);
+            for line in &detection.found {
+                outln!("found:   {line}");
+            }
+            for line in &detection.guessed {
+                outln!("guessed: {line}");
+            }
+            match &detection.config {
+                Some(config) => {
+                    app::write_config(&paths.config_file, config, force)?;
+                    outln!(
+                        "wrote {}
+check the guesses, then start the warden (`backend-warden`)",
+                        paths.config_file.display()
+                    );
+                }
+                None => {
+                    app::write_config(&paths.config_file, config::template(), force)?;
+                    outln!(
+                        "nothing to run found in {} (no main.py, app.py, manage.py,                          pyproject.toml scripts or package.json start/dev script)
+                         wrote the commented template to {}; fill in [backend]",
+                        dir.display(),
+                        paths.config_file.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCmd::Init {
+            force,
+            detect: None,
+        } => {
+            app::write_config(&paths.config_file, config::template(), force)?;
             outln!(
                 "wrote {}\nuntil you fill in [backend], the warden supervises its built-in demo backend",
                 paths.config_file.display()
@@ -532,20 +596,31 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
     }
 }
 
-fn autostart_command(action: AutostartCmd) -> Result<ExitCode> {
+fn autostart_command(paths: &Paths, action: AutostartCmd) -> Result<ExitCode> {
     use backend_warden::autostart;
+    let args = paths.launch_args();
     match action {
         AutostartCmd::Enable => {
-            autostart::enable().context("cannot enable start at login")?;
-            outln!("Backend Warden starts at login ({})", autostart::location());
+            autostart::enable(&args).context("cannot enable start at login")?;
+            outln!(
+                "Backend Warden starts at login ({}), with the config {}",
+                autostart::location(),
+                paths.config_file.display()
+            );
         }
         AutostartCmd::Disable => {
             autostart::disable().context("cannot disable start at login")?;
             outln!("Backend Warden no longer starts at login");
         }
         AutostartCmd::Status => {
-            if autostart::is_enabled() {
+            if autostart::is_enabled(&args) {
                 outln!("enabled ({})", autostart::location());
+            } else if autostart::is_present() {
+                outln!(
+                    "disabled for this warden: the entry at {} starts another one (another \
+                     --config or --home); `autostart enable` makes it start this one",
+                    autostart::location()
+                );
             } else {
                 outln!("disabled");
             }

@@ -33,6 +33,10 @@ struct Cli {
     /// Use this config file instead of the default one.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+
+    /// Keep everything (config, logs, runtime state) under DIR, as BACKEND_WARDEN_HOME does.
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     }
-    let result = Paths::resolve(cli.config.as_deref())
+    let result = Paths::resolve_with(cli.home.as_deref(), cli.config.as_deref())
         .map_err(anyhow::Error::from)
         .and_then(|paths| app::run_warden(&paths, desktop::run_tray));
     match result {

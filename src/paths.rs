@@ -2,6 +2,7 @@
 //! (IPC endpoint, lock). Knows the platform conventions and `BACKEND_WARDEN_HOME`; does no I/O
 //! beyond reading the environment.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Setting this puts everything under one folder: `DIR/config.toml`, `DIR/logs/`, `DIR/run/`.
@@ -38,7 +39,20 @@ impl Paths {
     /// The paths for this user: `BACKEND_WARDEN_HOME` if set, else the platform's conventions;
     /// `config_override` (from `--config`) replaces the config file in either case.
     pub fn resolve(config_override: Option<&Path>) -> Result<Paths, NoHomeDir> {
-        let mut paths = match std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
+        Paths::resolve_with(None, config_override)
+    }
+
+    /// [`Paths::resolve`], with `home_override` (from `--home`) in place of
+    /// `BACKEND_WARDEN_HOME`.
+    pub fn resolve_with(
+        home_override: Option<&Path>,
+        config_override: Option<&Path>,
+    ) -> Result<Paths, NoHomeDir> {
+        let home = home_override
+            .map(|home| home.as_os_str().to_os_string())
+            .or_else(|| std::env::var_os(HOME_ENV))
+            .filter(|v| !v.is_empty());
+        let mut paths = match home {
             Some(home) => Paths::under_home(&absolute(Path::new(&home))),
             None => Paths::platform()?,
         };
@@ -86,6 +100,27 @@ impl Paths {
             .unwrap_or_else(|| self.config_dir().to_path_buf())
     }
 
+    /// The arguments that make `backend-warden` use these paths whatever its environment:
+    /// `--home DIR` when a home chose them, `--config PATH` when the config file is not the
+    /// usual one. What a login entry passes, so that it starts this same warden.
+    pub fn launch_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        let usual_config = match &self.home {
+            Some(home) => {
+                args.extend(["--home".into(), home.as_os_str().to_os_string()]);
+                Some(Paths::under_home(home).config_file)
+            }
+            None => Paths::platform().ok().map(|p| p.config_file),
+        };
+        if usual_config.as_ref() != Some(&self.config_file) {
+            args.extend([
+                "--config".into(),
+                self.config_file.as_os_str().to_os_string(),
+            ]);
+        }
+        args
+    }
+
     /// The folder relative paths in the config are resolved against.
     pub fn config_dir(&self) -> &Path {
         self.config_file.parent().unwrap_or(Path::new("."))
@@ -115,6 +150,20 @@ mod tests {
         assert_eq!(p.config_file, Path::new("/tmp/w/config.toml"));
         assert_eq!(p.default_log_dir, Path::new("/tmp/w/logs"));
         assert_eq!(p.runtime_dir, Path::new("/tmp/w/run"));
+    }
+
+    #[test]
+    fn launch_args_name_what_is_not_usual() {
+        let mut p = Paths::under_home(Path::new("/tmp/w"));
+        assert_eq!(p.launch_args(), ["--home", "/tmp/w"]);
+        p.config_file = PathBuf::from("/etc/w.toml");
+        assert_eq!(
+            p.launch_args(),
+            ["--home", "/tmp/w", "--config", "/etc/w.toml"]
+        );
+        if let Ok(platform) = Paths::platform() {
+            assert!(platform.launch_args().is_empty());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -14,11 +15,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
+use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
-use crate::supervisor::{Command, Effect, Event, Input, Pid, Policy, Snapshot, Supervisor};
+use crate::supervisor::{
+    Command, Effect, Event, Input, Pid, Policy, ReloadChange, Snapshot, Supervisor,
+};
 
 /// How long an exit report waits for the backend's last output lines to be read. After an
 /// exit nobody asked for, the waiting thread has killed the tree already, so the pipes reach
@@ -41,6 +46,8 @@ struct Held {
 pub struct Backend {
     /// What to launch.
     pub spec: LaunchSpec,
+    /// The `.env` file read before every launch (its variables under `spec.env`'s).
+    pub env_file: Option<EnvFileSpec>,
     /// The port it serves, if known: checked before every start.
     pub port: Option<u16>,
     /// Its health URL, if any.
@@ -55,6 +62,8 @@ pub struct StatusBoard {
     inner: Mutex<Option<(Snapshot, Instant)>>,
     changed: Condvar,
     scan: Mutex<Scan>,
+    /// The `.env` file the current (or last) backend's environment was read from.
+    env_file: Mutex<Option<PathBuf>>,
     /// Bumped by every publication (snapshot or scan), for [`StatusBoard::wait_change`].
     version: Mutex<u64>,
     version_changed: Condvar,
@@ -75,6 +84,19 @@ impl StatusBoard {
     fn bump(&self) {
         *self.version.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         self.version_changed.notify_all();
+    }
+
+    /// The `.env` file the current (or last) backend's environment was read from.
+    pub fn env_file(&self) -> Option<PathBuf> {
+        self.env_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_env_file(&self, path: Option<PathBuf>) {
+        *self.env_file.lock().unwrap_or_else(PoisonError::into_inner) = path;
+        self.bump();
     }
 
     /// The latest stray scan.
@@ -255,6 +277,8 @@ pub struct Runner {
     board: Arc<StatusBoard>,
     observer: Box<dyn FnMut(&Event) + Send>,
     strays: Option<StrayWatch>,
+    /// Where a tree let go by `quit --keep-backend` is recorded for the next warden.
+    kept_dir: Option<PathBuf>,
 }
 
 impl Runner {
@@ -294,8 +318,16 @@ impl Runner {
             board,
             observer,
             strays: None,
+            kept_dir: None,
         };
         Ok((runner, handle))
+    }
+
+    /// Records a tree let go by `quit --keep-backend` in `runtime_dir`, so that the next warden
+    /// adopts it (see [`crate::kept`]).
+    pub fn with_kept_record(mut self, runtime_dir: PathBuf) -> Runner {
+        self.kept_dir = Some(runtime_dir);
+        self
     }
 
     /// Scans for strays before every start (and names them when they hold the port).
@@ -427,10 +459,23 @@ impl Runner {
                         error!(pid, error = %e, "could not let the backend tree go");
                     }
                     info!(pid, "backend left running, unsupervised");
+                    self.record_kept(pid);
                 }
             }
             Effect::Notify(event) => self.notify(&event),
             Effect::Exit => {}
+        }
+    }
+
+    /// Writes down the tree just let go, for the next warden to adopt.
+    fn record_kept(&self, pid: Pid) {
+        let Some(dir) = &self.kept_dir else { return };
+        match KeptBackend::of(pid, &self.backend.spec, self.backend.port) {
+            Some(kept) => match kept.save(dir) {
+                Ok(()) => info!(pid, "recorded for the next warden to adopt"),
+                Err(e) => warn!(pid, error = %e, "cannot record the backend left running"),
+            },
+            None => warn!(pid, "the backend left running has already exited"),
         }
     }
 
@@ -481,7 +526,15 @@ impl Runner {
                 }
             }
         }
-        let launched = match process::launch(&self.backend.spec, &mut self.guard) {
+        let spec = match self.launch_spec() {
+            Ok(spec) => spec,
+            Err(error) => {
+                self.log
+                    .note(&format!("could not start the backend: {error}"));
+                return Input::SpawnFailed { error };
+            }
+        };
+        let launched = match process::launch(&spec, &mut self.guard) {
             Ok(launched) => launched,
             Err(e) => {
                 let error = e.to_string();
@@ -520,11 +573,35 @@ impl Runner {
         Input::Spawned { pid }
     }
 
+    /// The launch spec with the `.env` file read now (it may have changed since the last
+    /// start: a code watch restarts the backend for it); `backend.env` wins over the file.
+    fn launch_spec(&self) -> Result<LaunchSpec, String> {
+        let Some(env_file) = &self.backend.env_file else {
+            self.board.set_env_file(None);
+            return Ok(self.backend.spec.clone());
+        };
+        let (mut env, read) = envfile::read(env_file).map_err(|e| e.to_string())?;
+        self.board.set_env_file(read);
+        let mut spec = self.backend.spec.clone();
+        env.append(&mut spec.env);
+        spec.env = env;
+        Ok(spec)
+    }
+
     fn reload(&mut self, backend: Backend, policy: Policy) -> Option<Input> {
-        let relaunch = backend.spec != self.backend.spec || backend.port != self.backend.port;
-        if backend.health_url != self.backend.health_url
-            || backend.health_timeout != self.backend.health_timeout
-        {
+        let relaunch = backend.spec != self.backend.spec
+            || backend.env_file != self.backend.env_file
+            || backend.port != self.backend.port;
+        let probe_changed = backend.health_url != self.backend.health_url
+            || backend.health_timeout != self.backend.health_timeout;
+        let change = if relaunch {
+            ReloadChange::Launch
+        } else if probe_changed || policy != *self.supervisor.policy() {
+            ReloadChange::Settings
+        } else {
+            ReloadChange::Nothing
+        };
+        if probe_changed {
             self.probe = match &backend.health_url {
                 Some(url) => {
                     let results = self.handle.clone();
@@ -539,9 +616,8 @@ impl Runner {
         }
         self.backend = backend;
         self.supervisor.set_policy(policy, Instant::now());
-        info!(relaunch, "config reloaded");
-        (relaunch && self.supervisor.state().is_running())
-            .then_some(Input::Command(Command::Restart))
+        info!(?change, "config reloaded");
+        Some(Input::Reloaded(change))
     }
 
     fn adopt(&mut self, pid: Pid) -> Input {

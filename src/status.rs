@@ -3,9 +3,11 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock;
 
 use crate::strays::{PortHolder, Scan};
 use crate::supervisor::{Health, LastExit, Snapshot, State};
@@ -134,8 +136,24 @@ pub struct StatusReport {
     pub port: Option<u16>,
     /// How long the current backend process has been up.
     pub uptime_ms: Option<u64>,
-    /// Automatic restarts since the warden started.
+    /// Automatic restarts since the warden started: after a crash or a failed health check.
     pub restarts: u32,
+    /// Starts that were asked for since the warden started: the first one, Start and Restart
+    /// (tray, CLI), a restart for changed code, a reload.
+    #[serde(default)]
+    pub starts: u32,
+    /// When the current backend process started (RFC 3339, UTC).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Resident memory of the backend's whole tree, summed, in bytes (`status` only).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU used by the backend's tree lately, in percent of one core (`status` only).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// How many processes the backend's tree has, the main one included (`status` only).
+    #[serde(default)]
+    pub process_count: Option<usize>,
     /// How the last backend process ended.
     pub last_exit: Option<LastExit>,
     /// The latest health probe.
@@ -164,6 +182,10 @@ pub struct StatusReport {
     pub log_path: PathBuf,
     /// The config file in use (it may not exist).
     pub config_path: PathBuf,
+    /// The `.env` file the backend's environment was read from at its last start (`None`: no
+    /// file was read).
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
     /// The warden's version.
     pub version: String,
     /// The warden's own PID.
@@ -195,6 +217,13 @@ impl StatusReport {
             port: fixed.port,
             uptime_ms: snap.uptime.map(millis),
             restarts: snap.restarts,
+            starts: snap.starts,
+            started_at: snap.uptime.map(|up| {
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now() - up).to_string()
+            }),
+            memory_bytes: None,
+            cpu_percent: None,
+            process_count: None,
             last_exit: snap.last_exit,
             health: snap.health,
             strays: scan.strays,
@@ -217,6 +246,7 @@ impl StatusReport {
             }),
             log_path: fixed.log_path.clone(),
             config_path: fixed.config_path.clone(),
+            env_file: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
             warden_pid: std::process::id(),
         }
@@ -291,10 +321,35 @@ impl StatusReport {
                 "           (adopted: started outside the warden, its output is not captured)"
             );
         }
-        if let Some(stale) = &self.stale {
+        if let Some(up) = self.uptime_ms {
+            let since = SystemTime::now() - Duration::from_millis(up);
+            let _ = writeln!(out, "started    {}", clock::local_time(since));
+        }
+        if let (Some(memory), Some(count)) = (self.memory_bytes, self.process_count) {
+            let cpu = self
+                .cpu_percent
+                .map(|cpu| format!(" · {cpu:.1}% CPU"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "stale      code changed {} ago ({} change{}: {}); restart to load it",
+                "usage      {} memory{cpu} · {count} process{}",
+                human_bytes(memory),
+                if count == 1 { "" } else { "es" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "restarts   {} after a crash or failed health check; {} start{} asked for",
+            self.restarts,
+            self.starts,
+            if self.starts == 1 { "" } else { "s" }
+        );
+        if let Some(stale) = &self.stale {
+            let since = SystemTime::now() - Duration::from_millis(stale.since_ms);
+            let _ = writeln!(
+                out,
+                "stale      code changed at {} ({} ago; {} change{}: {}); restart to load it",
+                clock::local_time(since),
                 human_duration(Duration::from_millis(stale.since_ms)),
                 stale.count,
                 if stale.count == 1 { "" } else { "s" },
@@ -378,12 +433,25 @@ impl StatusReport {
         }
         let _ = writeln!(out, "logs       {}", self.log_path.display());
         let _ = writeln!(out, "config     {}", self.config_path.display());
+        if let Some(env_file) = &self.env_file {
+            let _ = writeln!(out, "env file   {}", env_file.display());
+        }
         let _ = write!(
             out,
             "warden     PID {}, version {}",
             self.warden_pid, self.version
         );
         out
+    }
+}
+
+/// "1.5 MB", "234.0 MB", "1.2 GB" (decimal units, as task managers show them).
+fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000_000 => format!("{:.0} KB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
     }
 }
 
@@ -433,6 +501,11 @@ mod tests {
             port: Some(54112),
             uptime_ms: Some((2 * 3600 + 3 * 60) * 1000),
             restarts: 1,
+            starts: 1,
+            started_at: None,
+            memory_bytes: None,
+            cpu_percent: None,
+            process_count: None,
             last_exit: None,
             health: Health::default(),
             strays: vec![],
@@ -446,6 +519,7 @@ mod tests {
             stale: None,
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
+            env_file: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         };
@@ -484,12 +558,18 @@ mod tests {
             port: Some(54112),
             uptime_ms: Some(1000),
             restarts: 0,
+            starts: 1,
+            started_at: None,
+            memory_bytes: None,
+            cpu_percent: None,
+            process_count: None,
             last_exit: None,
             health: Health {
                 listening: Some(false),
                 ..Health::default()
             },
             strays: vec![],
+            other_wardens: vec![],
             port_holders: vec![],
             strays_disabled: None,
             failed_reason: None,
@@ -499,6 +579,7 @@ mod tests {
             stale: None,
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
+            env_file: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         };

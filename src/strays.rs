@@ -117,20 +117,9 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// "HH:MM" (UTC) of a Unix time, or the date too when it is not today.
+/// "HH:MM ZONE" (local) of a Unix time, or the date too when it is not today.
 fn clock_time(secs: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
-    let stamp = humantime::format_rfc3339_seconds(t).to_string();
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    if stamp.get(..10) == now.get(..10) {
-        format!("{} UTC", stamp.get(11..16).unwrap_or(&stamp))
-    } else {
-        format!(
-            "{} {} UTC",
-            stamp.get(..10).unwrap_or(&stamp),
-            stamp.get(11..16).unwrap_or("")
-        )
-    }
+    crate::clock::local_time(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The result of one scan.

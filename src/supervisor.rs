@@ -251,8 +251,22 @@ pub enum Input {
     /// Watched files of the backend's code changed (one debounced burst): `files` are the
     /// first few, `count` how many.
     CodeChanged { files: Vec<String>, count: usize },
+    /// The config was reloaded (the new policy is in place already, see
+    /// [`Supervisor::set_policy`]); what changed decides what happens to the backend.
+    Reloaded(ReloadChange),
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
+}
+
+/// What a config reload changed, as far as the backend is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadChange {
+    /// Nothing the engine uses.
+    Nothing,
+    /// How the backend is supervised (policy, health check), not what is launched.
+    Settings,
+    /// What is launched (command, args, cwd, env, env file, port).
+    Launch,
 }
 
 /// What the runner must do.
@@ -448,8 +462,11 @@ pub struct Snapshot {
     pub pid: Option<Pid>,
     /// How long the current process has been up.
     pub uptime: Option<Duration>,
-    /// Automatic restarts since the warden started.
+    /// Automatic restarts since the warden started: after a crash or a failed health check.
     pub restarts: u32,
+    /// Starts that were asked for: the first one, Start and Restart, a restart for changed
+    /// code, a reload.
+    pub starts: u32,
     /// The last exit.
     pub last_exit: Option<LastExit>,
     /// The last probe.
@@ -512,6 +529,7 @@ pub struct Supervisor {
     crash_times: VecDeque<Instant>,
     backoff_step: u32,
     restarts: u32,
+    starts: u32,
     last_exit: Option<LastExit>,
     health: Health,
     failed_reason: Option<String>,
@@ -546,6 +564,7 @@ impl Supervisor {
             crash_times: VecDeque::new(),
             backoff_step: 0,
             restarts: 0,
+            starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
@@ -575,6 +594,11 @@ impl Supervisor {
         self.policy = policy;
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The snapshot of an engine that has not started: stopped, nothing known.
     pub fn new_snapshot() -> Snapshot {
         Snapshot {
@@ -582,6 +606,7 @@ impl Supervisor {
             pid: None,
             uptime: None,
             restarts: 0,
+            starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
@@ -610,6 +635,7 @@ impl Supervisor {
                 .child
                 .map(|c| now.saturating_duration_since(c.started_at)),
             restarts: self.restarts,
+            starts: self.starts,
             last_exit: self.last_exit.clone(),
             health: self.health.clone(),
             failed_reason: self.failed_reason.clone(),
@@ -686,6 +712,7 @@ impl Supervisor {
                 self.on_port_checked(pid, listening, now, &mut fx)
             }
             Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
+            Input::Reloaded(change) => self.on_reloaded(change, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
         }
         fx
@@ -824,6 +851,8 @@ impl Supervisor {
         }
         if self.restarts_pending() {
             self.restarts += 1;
+        } else {
+            self.starts += 1;
         }
         self.child = Some(Child {
             pid,
@@ -1212,6 +1241,28 @@ impl Supervisor {
         }
     }
 
+    /// A running backend restarts when what it launches changed. A backend that is `failed`
+    /// (or waiting out a backoff) gets a fresh start after any change: the reload may well be
+    /// the fix, and waiting for a click on Start would hide that. A stopped one stays stopped.
+    fn on_reloaded(&mut self, change: ReloadChange, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting_down || change == ReloadChange::Nothing {
+            return;
+        }
+        match self.state {
+            State::Starting | State::Healthy | State::Unhealthy
+                if change == ReloadChange::Launch =>
+            {
+                self.reset_crash_history();
+                self.begin_stop(AfterStop::Start, now, fx);
+            }
+            State::Failed | State::Backoff => {
+                self.reset_crash_history();
+                self.start(fx);
+            }
+            _ => {}
+        }
+    }
+
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         match self.state {
             State::Stopping => {
@@ -1437,6 +1488,158 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn restarts_count_crashes_and_health_failures_starts_count_requests() {
+        let mut h = Harness::new(policy());
+        let counts = |h: &Harness| {
+            let snap = h.sup.snapshot(h.now);
+            (snap.starts, snap.restarts)
+        };
+        h.running(10);
+        assert_eq!(counts(&h), (1, 0), "the first start was asked for");
+        // A crash: its restart is automatic.
+        h.at(S).exit(10, 1);
+        h.feed(Input::TreeGone { pid: 10 });
+        h.at(2 * S).feed(Input::Tick);
+        h.feed(Input::Spawned { pid: 11 });
+        h.ok(11);
+        assert_eq!(counts(&h), (1, 1), "after a crash");
+        // Restart clicked three times: requested, not restarts.
+        let mut pid = 11;
+        for n in 0..3 {
+            h.at((3 + n) * S).cmd(Command::Restart);
+            h.feed(Input::Exited {
+                pid,
+                status: ExitStatus {
+                    code: None,
+                    signal: Some(15),
+                },
+                tail: vec![],
+            });
+            h.feed(Input::TreeGone { pid });
+            pid += 1;
+            h.feed(Input::Spawned { pid });
+            h.ok(pid);
+        }
+        assert_eq!(counts(&h), (4, 1), "after three clicks on Restart");
+        // A reload that changes what runs: requested too.
+        h.at(10 * S).feed(Input::Reloaded(ReloadChange::Launch));
+        h.feed(Input::Exited {
+            pid,
+            status: ExitStatus {
+                code: None,
+                signal: Some(15),
+            },
+            tail: vec![],
+        });
+        h.feed(Input::TreeGone { pid });
+        h.feed(Input::Spawned { pid: pid + 1 });
+        assert_eq!(counts(&h), (5, 1), "after a reload");
+    }
+
+    #[test]
+    fn a_reload_restarts_what_changed_and_revives_a_failed_backend() {
+        #[derive(Debug, Clone, Copy)]
+        enum Setup {
+            Healthy,
+            Failed,
+            Backoff,
+            Stopped,
+        }
+        // (state before, what the reload changed, terminate?, spawns, state after)
+        let table = [
+            (
+                Setup::Healthy,
+                ReloadChange::Launch,
+                true,
+                0,
+                State::Stopping,
+            ),
+            (
+                Setup::Healthy,
+                ReloadChange::Settings,
+                false,
+                0,
+                State::Healthy,
+            ),
+            (
+                Setup::Healthy,
+                ReloadChange::Nothing,
+                false,
+                0,
+                State::Healthy,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Launch,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Settings,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Failed,
+                ReloadChange::Nothing,
+                false,
+                0,
+                State::Failed,
+            ),
+            (
+                Setup::Backoff,
+                ReloadChange::Settings,
+                false,
+                1,
+                State::Starting,
+            ),
+            (
+                Setup::Stopped,
+                ReloadChange::Launch,
+                false,
+                0,
+                State::Stopped,
+            ),
+        ];
+        for (setup, change, terminate, want_spawns, want_state) in table {
+            let mut h = Harness::new(policy());
+            match setup {
+                Setup::Healthy => h.running(10),
+                Setup::Failed => {
+                    h.cmd(Command::Start);
+                    h.feed(Input::SpawnFailed {
+                        error: "No module named 'fastapi'".into(),
+                    });
+                }
+                Setup::Backoff => {
+                    h.running(10);
+                    h.exit(10, 1);
+                    h.feed(Input::TreeGone { pid: 10 });
+                }
+                Setup::Stopped => {}
+            }
+            let fx = h.at(S).feed(Input::Reloaded(change));
+            let what = format!("{setup:?} + {change:?}: {fx:?}");
+            assert_eq!(
+                has(&fx, &Effect::Terminate { pid: 10 }),
+                terminate,
+                "{what}"
+            );
+            assert_eq!(spawns(&fx), want_spawns, "{what}");
+            assert_eq!(h.sup.state(), want_state, "{what}");
+            if want_state == State::Starting {
+                // A fresh start: the failure is forgotten and the crash count starts over.
+                let snap = h.sup.snapshot(h.now);
+                assert_eq!(snap.failed_reason, None, "{what}");
+                assert_eq!(fx, vec![Effect::Spawn { attempt: 1 }], "{what}");
+            }
+        }
     }
 
     #[test]

@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, OnChange, StrayAction};
+use crate::config::{Config, ConfigError, EnvFile, OnChange, StrayAction};
+use crate::config_watch::{CONFIG_DEBOUNCE, ConfigWatch};
 use crate::control::{Control, WaitLimits};
+use crate::envfile::{self, EnvFileSpec};
 use crate::ipc::{self, InstanceLock, IpcError, Request, Response, ServerHandle};
+use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
@@ -75,13 +78,30 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
                 Some(cwd) => paths.resolve_config_relative(cwd),
                 None => paths.config_dir().to_path_buf(),
             };
+            let env_file = match &b.env_file {
+                EnvFile::Default => Some(EnvFileSpec {
+                    path: envfile::default_path(&cwd),
+                    required: false,
+                }),
+                EnvFile::Path(path) => Some(EnvFileSpec {
+                    path: cwd.join(path),
+                    required: true,
+                }),
+                EnvFile::Off => None,
+            };
+            let env = b
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), envfile::expand_from_env(value)))
+                .collect();
             let backend = Backend {
                 spec: LaunchSpec {
                     program: b.command.clone(),
                     args: b.args.clone(),
                     cwd,
-                    env: b.env.clone(),
+                    env,
                 },
+                env_file,
                 port: b.port,
                 health_url: config.health.url.clone(),
                 health_timeout: config.health.timeout,
@@ -120,6 +140,7 @@ fn demo_backend(config: &Config) -> Result<Backend> {
             cwd: std::env::temp_dir(),
             env: Default::default(),
         },
+        env_file: None,
         port: Some(port),
         health_url: Some(format!("http://127.0.0.1:{port}/health")),
         health_timeout: config.health.timeout,
@@ -222,7 +243,13 @@ pub struct Hooks {
     pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     /// Strays were killed without asking (`[strays] action = "kill"`): one call per kill.
     pub on_strays_killed: Box<dyn Fn(&KillReport) + Send>,
+    /// The config file was saved and reloaded (`Ok`: the reload's message and the new config),
+    /// or it was saved broken and the old config stays (`Err`: why; once per distinct error).
+    pub on_config_saved: ConfigSavedHook,
 }
+
+/// See [`Hooks::on_config_saved`].
+pub type ConfigSavedHook = Box<dyn Fn(Result<(String, Config), String>) + Send>;
 
 impl Hooks {
     /// Hooks that only log (headless mode).
@@ -234,6 +261,13 @@ impl Hooks {
                 |status| info!(status = %status.summary(), "another launch asked for the status"),
             ),
             on_strays_killed: Box::new(|report| info!("{}", strays_killed_summary(report))),
+            on_config_saved: Box::new(|outcome| match outcome {
+                Ok((message, _)) => info!("config file saved: {message}"),
+                Err(error) => warn!(
+                    %error,
+                    "config file saved but not reloaded: the old config stays in force"
+                ),
+            }),
         }
     }
 }
@@ -318,6 +352,7 @@ pub struct Running {
     thread: thread::JoinHandle<()>,
     server: ServerHandle,
     _code_watch: Option<CodeWatch>,
+    _config_watch: Option<ConfigWatch>,
 }
 
 impl Running {
@@ -348,10 +383,28 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     if let Some(why) = &strays_disabled {
         warn!("{why}");
     }
-    let adopt = if plan.config.strays.adopt {
-        adoption_candidate(&mut scanner, &plan)
-    } else {
-        None
+    // A backend this warden's predecessor left running (`quit --keep-backend`) is ours: it
+    // is adopted without `strays.adopt`, once it is proven to be that very process.
+    let kept = KeptBackend::take(&paths.runtime_dir).and_then(|kept| {
+        let live = crate::kept::live_process(kept.pid);
+        match kept.check(live.as_ref(), &plan.backend.spec, plan.backend.port) {
+            Ok(()) => {
+                info!(
+                    pid = kept.pid,
+                    "adopting the backend the last warden left running (quit --keep-backend)"
+                );
+                Some(kept.pid)
+            }
+            Err(why) => {
+                warn!("not adopting the backend the last warden left running: {why}");
+                None
+            }
+        }
+    });
+    let adopt = match kept {
+        Some(pid) => Some(pid),
+        None if plan.config.strays.adopt => adoption_candidate(&mut scanner, &plan),
+        None => None,
     };
     let policy = Policy::from_config(
         &plan.config,
@@ -407,7 +460,9 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         hooks.on_event,
     )
     .context("cannot start the engine")?;
-    let runner = runner.with_stray_watch(watch.clone());
+    let runner = runner
+        .with_stray_watch(watch.clone())
+        .with_kept_record(paths.runtime_dir.clone());
 
     let control = Arc::new(
         Control::new(
@@ -427,6 +482,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .context("cannot serve the control endpoint")?;
 
     let code_watch = start_code_watch(&plan_watch, engine.clone());
+    let config_watch = start_config_watch(paths, Arc::clone(&control), hooks.on_config_saved);
     let (done_tx, done) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("engine".into())
@@ -447,7 +503,37 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         thread,
         server,
         _code_watch: code_watch,
+        _config_watch: config_watch,
     })
+}
+
+/// Reloads the config whenever its file is saved, as *Reload config* does. A broken save keeps
+/// the old config and is reported once: saving the same mistake again says nothing new.
+fn start_config_watch(
+    paths: &Paths,
+    control: Arc<Control>,
+    on_saved: ConfigSavedHook,
+) -> Option<ConfigWatch> {
+    let mut last_error: Option<String> = None;
+    let on_save = move || match control.reload() {
+        Ok(reloaded) => {
+            last_error = None;
+            on_saved(Ok(reloaded));
+        }
+        Err(error) => {
+            if last_error.as_ref() != Some(&error) {
+                last_error = Some(error.clone());
+                on_saved(Err(error));
+            }
+        }
+    };
+    match ConfigWatch::start(&paths.config_file, CONFIG_DEBOUNCE, on_save) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the config file; use Reload config after a change");
+            None
+        }
+    }
 }
 
 /// What the code watch needs from the plan.
@@ -647,6 +733,11 @@ pub fn wait_limits(config: &Config) -> WaitLimits {
 
 /// Writes the commented config template to `path`; refuses to overwrite unless `force`.
 pub fn write_template(path: &Path, force: bool) -> Result<()> {
+    write_config(path, crate::config::template(), force)
+}
+
+/// Writes `text` as the config file at `path`; refuses to overwrite unless `force`.
+pub fn write_config(path: &Path, text: &str, force: bool) -> Result<()> {
     if path.exists() && !force {
         anyhow::bail!(
             "{} already exists; edit it, or use --force to replace it with the template",
@@ -657,7 +748,6 @@ pub fn write_template(path: &Path, force: bool) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the folder {}", dir.display()))?;
     }
-    std::fs::write(path, crate::config::template())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! macOS: a LaunchAgent in `~/Library/LaunchAgents`.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -21,22 +22,40 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub fn enable(program: &Path) -> io::Result<()> {
-    let path = file()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// The LaunchAgent that starts `program` with `args`.
+pub fn entry(program: &Path, args: &[OsString]) -> String {
+    let mut arguments = format!(
+        "<string>{}</string>",
+        xml_escape(&program.to_string_lossy())
+    );
+    for arg in args {
+        arguments.push_str(&format!(
+            "<string>{}</string>",
+            xml_escape(&arg.to_string_lossy())
+        ));
     }
-    let plist = format!(
+    format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
          <plist version=\"1.0\"><dict>\n\
          <key>Label</key><string>{LABEL}</string>\n\
-         <key>ProgramArguments</key><array><string>{}</string></array>\n\
+         <key>ProgramArguments</key><array>{arguments}</array>\n\
          <key>RunAtLoad</key><true/>\n\
-         </dict></plist>\n",
-        xml_escape(&program.to_string_lossy())
-    );
-    std::fs::write(path, plist)
+         </dict></plist>\n"
+    )
+}
+
+pub fn write(entry: &str) -> io::Result<()> {
+    let path = file()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, entry)
+}
+
+/// Our LaunchAgent, if there is one.
+pub fn read() -> Option<String> {
+    file().and_then(std::fs::read_to_string).ok()
 }
 
 pub fn disable() -> io::Result<()> {
@@ -44,10 +63,6 @@ pub fn disable() -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-pub fn is_enabled() -> bool {
-    file().is_ok_and(|p| p.exists())
 }
 
 pub fn location() -> String {

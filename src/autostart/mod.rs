@@ -1,7 +1,12 @@
 //! Start at login: the per-user Run key on Windows (with a quoted path), an XDG autostart
 //! `.desktop` file on Linux, a LaunchAgent on macOS. Enabling twice is harmless; disabling
 //! removes exactly what enabling wrote. One file per OS with identical signatures.
+//!
+//! The entry starts `backend-warden` with the arguments that select this warden's files
+//! (`--home`, `--config`: [`crate::paths::Paths::launch_args`]), so a warden run with another
+//! config or home starts at login as itself; "enabled" means an entry that starts this one.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 
@@ -24,9 +29,9 @@ fn program() -> io::Result<PathBuf> {
     crate::process::main_program()
 }
 
-/// Makes the warden start at login.
-pub fn enable() -> io::Result<()> {
-    imp::enable(&program()?)
+/// Makes the warden started with `args` (see the module docs) start at login.
+pub fn enable(args: &[OsString]) -> io::Result<()> {
+    imp::write(&imp::entry(&program()?, args))
 }
 
 /// Stops the warden from starting at login.
@@ -34,9 +39,18 @@ pub fn disable() -> io::Result<()> {
     imp::disable()
 }
 
-/// Whether the warden starts at login (an entry of ours exists).
-pub fn is_enabled() -> bool {
-    imp::is_enabled()
+/// Whether the warden started with `args` starts at login: an entry of ours exists and starts
+/// exactly that.
+pub fn is_enabled(args: &[OsString]) -> bool {
+    let Ok(program) = program() else {
+        return false;
+    };
+    imp::read().is_some_and(|entry| entry == imp::entry(&program, args))
+}
+
+/// Whether an entry of ours exists at all (it may start a warden with other arguments).
+pub fn is_present() -> bool {
+    imp::read().is_some()
 }
 
 /// Where the entry lives, for messages.

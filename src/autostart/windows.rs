@@ -2,6 +2,7 @@
 //! spaces (under `Program Files`) makes Windows try to run `C:\Program` (the common crate's
 //! bug, zzzgydi/auto-launch#32).
 
+use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 
@@ -17,9 +18,29 @@ pub fn quoted(program: &Path) -> String {
     format!("\"{}\"", program.display())
 }
 
-pub fn enable(program: &Path) -> io::Result<()> {
+/// The Run value that starts `program` with `args`, each quoted (a folder with spaces stays
+/// one argument; a trailing backslash is doubled so it does not escape the closing quote).
+pub fn entry(program: &Path, args: &[OsString]) -> String {
+    let mut line = quoted(program);
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        let trailing = arg.len() - arg.trim_end_matches('\\').len();
+        line.push_str(&format!(" \"{arg}{}\"", "\\".repeat(trailing)));
+    }
+    line
+}
+
+pub fn write(entry: &str) -> io::Result<()> {
     let (key, _) = RegKey::predef(HKEY_CURRENT_USER).create_subkey(RUN_KEY)?;
-    key.set_value(VALUE_NAME, &quoted(program))
+    key.set_value(VALUE_NAME, &entry.to_owned())
+}
+
+/// Our Run value, if there is one.
+pub fn read() -> Option<String> {
+    RegKey::predef(HKEY_CURRENT_USER)
+        .open_subkey_with_flags(RUN_KEY, KEY_READ)
+        .and_then(|key| key.get_value::<String, _>(VALUE_NAME))
+        .ok()
 }
 
 pub fn disable() -> io::Result<()> {
@@ -31,13 +52,6 @@ pub fn disable() -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-pub fn is_enabled() -> bool {
-    RegKey::predef(HKEY_CURRENT_USER)
-        .open_subkey_with_flags(RUN_KEY, KEY_READ)
-        .and_then(|key| key.get_value::<String, _>(VALUE_NAME))
-        .is_ok()
 }
 
 pub fn location() -> String {

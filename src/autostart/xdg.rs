@@ -1,5 +1,6 @@
 //! XDG autostart: `$XDG_CONFIG_HOME/autostart/backend-warden.desktop`.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -34,18 +35,34 @@ fn exec_quoted(program: &Path) -> String {
     out
 }
 
-pub fn enable(program: &Path) -> io::Result<()> {
+/// The `.desktop` file that starts `program` with `args`.
+pub fn entry(program: &Path, args: &[OsString]) -> String {
+    let mut exec = exec_quoted(program);
+    for arg in args {
+        exec.push(' ');
+        exec.push_str(&exec_quoted(Path::new(arg)));
+    }
+    format!(
+        "[Desktop Entry]\nType=Application\nName=Backend Warden\n\
+         Comment=Keeps your local backend alive and honest\nExec={exec}\nTerminal=false\n\
+         X-GNOME-Autostart-enabled=true\n{MARKER}\n"
+    )
+}
+
+pub fn write(entry: &str) -> io::Result<()> {
     let path = file()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let entry = format!(
-        "[Desktop Entry]\nType=Application\nName=Backend Warden\n\
-         Comment=Keeps your local backend alive and honest\nExec={}\nTerminal=false\n\
-         X-GNOME-Autostart-enabled=true\n{MARKER}\n",
-        exec_quoted(program)
-    );
     std::fs::write(path, entry)
+}
+
+/// Our entry, if there is one.
+pub fn read() -> Option<String> {
+    file()
+        .and_then(std::fs::read_to_string)
+        .ok()
+        .filter(|text| text.contains(MARKER))
 }
 
 pub fn disable() -> io::Result<()> {
@@ -59,12 +76,6 @@ pub fn disable() -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-pub fn is_enabled() -> bool {
-    file()
-        .and_then(std::fs::read_to_string)
-        .is_ok_and(|text| text.contains(MARKER))
 }
 
 pub fn location() -> String {

@@ -9,6 +9,7 @@
 
 mod tray;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,6 +91,25 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                 ))
             })
         },
+        on_config_saved: {
+            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
+            Box::new(move |outcome| {
+                let mut alerts = alerts.lock().unwrap_or_else(PoisonError::into_inner);
+                match outcome {
+                    Ok((message, config)) => {
+                        alerts.set_notify(config.notify);
+                        info!("config file saved: {message}");
+                        notifier.show(Alert::info("Config reloaded", message));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "config file saved but not reloaded");
+                        if let Some(alert) = alerts.on_config_error(&e) {
+                            notifier.show(alert);
+                        }
+                    }
+                }
+            })
+        },
     };
     let running = start_engine(paths, plan, primary, hooks)?;
     let on_signal = running.engine.clone();
@@ -100,7 +120,8 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
 
     let (actions, clicks) = mpsc::channel();
     let config_file = paths.config_file.clone();
-    tray::run(autostart::is_enabled(), actions, move |proxy| {
+    let launch_args = paths.launch_args();
+    tray::run(autostart::is_enabled(&launch_args), actions, move |proxy| {
         let board = Arc::clone(&running.board);
         let control = Arc::clone(&running.control);
         let engine = running.engine.clone();
@@ -119,6 +140,25 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                     seen = board.wait_change(seen, Duration::from_secs(30));
                 }
             });
+        // Start at login follows changes made elsewhere (`backend-warden autostart ...`, the
+        // installer): the entry is a file or a registry value, read every few seconds.
+        let autostart_proxy = proxy.clone();
+        let autostart_args = launch_args.clone();
+        let _ = thread::Builder::new()
+            .name("tray-autostart".into())
+            .spawn(move || {
+                let mut shown = autostart::is_enabled(&autostart_args);
+                loop {
+                    thread::sleep(AUTOSTART_POLL);
+                    let now = autostart::is_enabled(&autostart_args);
+                    if now != shown {
+                        shown = now;
+                        if autostart_proxy.send_event(UiEvent::Autostart(now)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
         // Clicks, carried out off the UI thread.
         let action_proxy = proxy.clone();
         let _ = thread::Builder::new()
@@ -131,6 +171,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                     alerts,
                     config_file,
                     log_dir,
+                    launch_args,
                     proxy: action_proxy,
                 };
                 while let Ok(action) = clicks.recv() {
@@ -156,8 +197,13 @@ struct TrayActions {
     alerts: Arc<Mutex<AlertPolicy>>,
     config_file: PathBuf,
     log_dir: PathBuf,
+    /// What the login entry passes to start this same warden.
+    launch_args: Vec<OsString>,
     proxy: tao::event_loop::EventLoopProxy<UiEvent>,
 }
+
+/// How often the tray looks at the login entry (see `tray-autostart`).
+const AUTOSTART_POLL: Duration = Duration::from_secs(2);
 
 impl TrayActions {
     fn carry_out(&self, action: UiAction) {
@@ -235,7 +281,7 @@ impl TrayActions {
             },
             UiAction::SetAutostart(on) => {
                 let result = if on {
-                    autostart::enable()
+                    autostart::enable(&self.launch_args)
                 } else {
                     autostart::disable()
                 };
@@ -245,7 +291,7 @@ impl TrayActions {
                 }
                 let _ = self
                     .proxy
-                    .send_event(UiEvent::Autostart(autostart::is_enabled()));
+                    .send_event(UiEvent::Autostart(autostart::is_enabled(&self.launch_args)));
             }
             UiAction::About => self.notifier.show(Alert::info(
                 format!("Backend Warden {}", env!("CARGO_PKG_VERSION")),

@@ -3,6 +3,7 @@
 #![cfg(unix)]
 
 mod cli;
+mod config_ux;
 mod engine;
 mod health;
 mod reliability;

@@ -104,8 +104,14 @@ impl Warden {
 
     /// Starts a warden in an existing home.
     pub fn start_in(home: tempfile::TempDir) -> Warden {
+        Warden::start_with_env(home, &[])
+    }
+
+    /// Starts a warden in an existing home with extra environment variables.
+    pub fn start_with_env(home: tempfile::TempDir, env: &[(&str, &str)]) -> Warden {
         let mut child = Command::new(exe())
             .args(["run", "--headless"])
+            .envs(env.iter().copied())
             .env("BACKEND_WARDEN_HOME", home.path())
             .env("BACKEND_WARDEN_LOG", "backend_warden=debug")
             .stdin(Stdio::null())
