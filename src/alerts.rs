@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::NotifyConfig;
-use crate::status::human_duration;
+use crate::status::{headline, human_duration};
 use crate::supervisor::Event;
 
 /// A notification to show.
@@ -13,10 +13,57 @@ use crate::supervisor::Event;
 pub struct Alert {
     /// The headline.
     pub summary: String,
-    /// The details.
+    /// The details (plain text: the notifier escapes it where servers read markup).
     pub body: String,
     /// Red (crash, give-up, conflict) rather than informational.
     pub urgent: bool,
+    /// Stays until dismissed (a give-up, a config error): its reason must not vanish.
+    pub sticky: bool,
+    /// Buttons on the notification, where the platform has them.
+    pub actions: Vec<AlertAction>,
+}
+
+/// A button on an alert: the same as the tray menu's item of that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    /// "Kill strays"
+    KillStrays,
+    /// "Open logs"
+    OpenLogs,
+    /// "Restart"
+    Restart,
+    /// "Edit config"
+    EditConfig,
+}
+
+impl AlertAction {
+    /// Every action, for reading one back from its key.
+    pub const ALL: [AlertAction; 4] = [
+        AlertAction::KillStrays,
+        AlertAction::OpenLogs,
+        AlertAction::Restart,
+        AlertAction::EditConfig,
+    ];
+
+    /// The key the notification server reports back.
+    pub fn key(self) -> &'static str {
+        match self {
+            AlertAction::KillStrays => "kill-strays",
+            AlertAction::OpenLogs => "open-logs",
+            AlertAction::Restart => "restart",
+            AlertAction::EditConfig => "edit-config",
+        }
+    }
+
+    /// The button's label (the menu item's).
+    pub fn label(self) -> &'static str {
+        match self {
+            AlertAction::KillStrays => "Kill strays",
+            AlertAction::OpenLogs => "Open logs",
+            AlertAction::Restart => "Restart",
+            AlertAction::EditConfig => "Edit config",
+        }
+    }
 }
 
 impl Alert {
@@ -26,15 +73,29 @@ impl Alert {
             summary: summary.into(),
             body: body.into(),
             urgent: false,
+            sticky: false,
+            actions: Vec::new(),
         }
     }
 
-    fn urgent(summary: impl Into<String>, body: impl Into<String>) -> Alert {
+    /// A red alert.
+    pub fn urgent(summary: impl Into<String>, body: impl Into<String>) -> Alert {
         Alert {
-            summary: summary.into(),
-            body: body.into(),
             urgent: true,
+            ..Alert::info(summary, body)
         }
+    }
+
+    /// This alert, kept until dismissed.
+    pub fn sticky(mut self) -> Alert {
+        self.sticky = true;
+        self
+    }
+
+    /// This alert, with buttons.
+    pub fn with_actions(mut self, actions: &[AlertAction]) -> Alert {
+        self.actions = actions.to_vec();
+        self
     }
 }
 
@@ -44,6 +105,10 @@ pub struct AlertPolicy {
     mute: NotifyConfig,
     /// A crash episode is going on (alerted once; the next healthy report ends it).
     crashing: bool,
+    /// An unhealthy spell is going on (alerted once; the next healthy report ends it).
+    unhealthy: bool,
+    /// The warden gave up: the next healthy backend (after a fix) is news.
+    gave_up: bool,
 }
 
 impl AlertPolicy {
@@ -52,6 +117,8 @@ impl AlertPolicy {
         AlertPolicy {
             mute: notify,
             crashing: false,
+            unhealthy: false,
+            gave_up: false,
         }
     }
 
@@ -67,41 +134,81 @@ impl AlertPolicy {
                 status,
                 delay,
                 first_in_episode,
+                tail,
                 ..
             } => {
                 let first = *first_in_episode || !self.crashing;
                 self.crashing = true;
+                let why = headline(&tail.join("\n"));
+                let why = if why.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{why}")
+                };
                 (first && self.mute.crashed).then(|| {
                     Alert::urgent(
                         "Backend crashed",
-                        format!("It {status}; restarting in {}.", in_words(*delay)),
+                        format!("It {status}; restarting in {}.{why}", in_words(*delay)),
                     )
+                    .with_actions(&[AlertAction::OpenLogs])
                 })
             }
-            Event::Healthy {
-                recovered: true,
-                pid,
-                ..
-            } => {
+            Event::Unhealthy { error, .. } => {
+                let first = !std::mem::replace(&mut self.unhealthy, true);
+                (first && self.mute.unhealthy).then(|| {
+                    Alert::urgent(
+                        "Backend unhealthy",
+                        format!("Its health check fails: {error}."),
+                    )
+                    .with_actions(&[AlertAction::Restart, AlertAction::OpenLogs])
+                })
+            }
+            Event::Healthy { pid, .. } => {
                 let was_crashing = std::mem::take(&mut self.crashing);
-                (was_crashing && self.mute.recovered).then(|| {
-                    Alert::info("Backend recovered", format!("Healthy again (PID {pid})."))
-                })
-            }
-            Event::Healthy { .. } => {
-                self.crashing = false;
-                None
+                let was_unhealthy = std::mem::take(&mut self.unhealthy);
+                let was_given_up = std::mem::take(&mut self.gave_up);
+                if !self.mute.recovered {
+                    return None;
+                }
+                if was_given_up {
+                    Some(Alert::info(
+                        "Backend running again",
+                        format!("Healthy after the fix (PID {pid})."),
+                    ))
+                } else if was_crashing || was_unhealthy {
+                    Some(Alert::info(
+                        "Backend recovered",
+                        format!("Healthy again (PID {pid})."),
+                    ))
+                } else {
+                    None
+                }
             }
             Event::GaveUp { reason } => {
                 self.crashing = false;
-                if reason.contains("is held by") || reason.contains("is already in use") {
+                self.unhealthy = false;
+                self.gave_up = true;
+                let body = match headline(reason) {
+                    line if line == reason.lines().next().unwrap_or_default() => line,
+                    line => format!("{line}\n{}", reason.lines().next().unwrap_or_default()),
+                };
+                if reason.contains("is held by") || reason.contains("holds port") {
+                    let actions: &[AlertAction] = if reason.contains("Kill strays frees it") {
+                        &[AlertAction::KillStrays]
+                    } else {
+                        &[]
+                    };
                     self.mute.port_conflict.then(|| {
-                        Alert::urgent("Port conflict: backend not started", reason.clone())
+                        Alert::urgent("Port conflict: backend not started", body)
+                            .sticky()
+                            .with_actions(actions)
                     })
                 } else {
-                    self.mute
-                        .gave_up
-                        .then(|| Alert::urgent("Backend Warden gave up", reason.clone()))
+                    self.mute.gave_up.then(|| {
+                        Alert::urgent("Backend Warden gave up", body)
+                            .sticky()
+                            .with_actions(&[AlertAction::OpenLogs, AlertAction::EditConfig])
+                    })
                 }
             }
             _ => None,
@@ -110,9 +217,10 @@ impl AlertPolicy {
 
     /// The alert for a new set of strays.
     pub fn on_strays(&self, summary: &str) -> Option<Alert> {
-        self.mute
-            .strays
-            .then(|| Alert::urgent("Stray backend copies found", summary.to_string()))
+        self.mute.strays.then(|| {
+            Alert::urgent("Stray backend copies found", summary.to_string())
+                .with_actions(&[AlertAction::KillStrays])
+        })
     }
 
     /// The alert for a config that failed to reload.
@@ -122,6 +230,8 @@ impl AlertPolicy {
                 "Config not reloaded",
                 format!("{error}\nThe previous settings stay in force."),
             )
+            .sticky()
+            .with_actions(&[AlertAction::EditConfig])
         })
     }
 }
@@ -149,6 +259,11 @@ mod tests {
             delay: Duration::from_secs(2),
             attempt: 1,
             first_in_episode: first,
+            tail: vec![
+                "Traceback (most recent call last):".into(),
+                "  File \"/srv/api/main.py\", line 4, in <module>".into(),
+                "RuntimeError: <no database>".into(),
+            ],
         }
     }
 
@@ -173,7 +288,11 @@ mod tests {
         }));
         let summaries: Vec<&str> = alerts.iter().map(|a| a.summary.as_str()).collect();
         assert_eq!(summaries, ["Backend crashed", "Backend Warden gave up"]);
-        assert_eq!(alerts[0].body, "It exited with code 1; restarting in 2 s.");
+        assert_eq!(
+            alerts[0].body,
+            "It exited with code 1; restarting in 2 s.\nRuntimeError: <no database> (main.py, line 4)"
+        );
+        assert!(alerts[1].sticky, "a give-up stays until dismissed");
     }
 
     #[test]
@@ -208,5 +327,57 @@ mod tests {
             .unwrap();
         assert_eq!(conflict.summary, "Port conflict: backend not started");
         assert!(p.on_config_error("config.toml:3:1: bad").is_some());
+    }
+
+    #[test]
+    fn an_unhealthy_spell_is_one_alert_and_its_end_another() {
+        let mut p = AlertPolicy::new(NotifyConfig::default());
+        let bad = Event::Unhealthy {
+            pid: 2,
+            error: "/health answered 503 Service Unavailable".into(),
+        };
+        let first = p.on_event(&bad).unwrap();
+        assert_eq!(first.summary, "Backend unhealthy");
+        assert!(first.body.contains("503"), "{}", first.body);
+        assert!(p.on_event(&bad).is_none(), "one per spell");
+        assert_eq!(
+            p.on_event(&healthy(true)).unwrap().summary,
+            "Backend recovered"
+        );
+        assert!(p.on_event(&bad).is_some(), "a new spell alerts again");
+        let mut muted = AlertPolicy::new(NotifyConfig {
+            unhealthy: false,
+            ..NotifyConfig::default()
+        });
+        assert!(muted.on_event(&bad).is_none());
+    }
+
+    #[test]
+    fn a_healthy_backend_after_a_give_up_is_news() {
+        let mut p = AlertPolicy::new(NotifyConfig::default());
+        p.on_event(&Event::GaveUp {
+            reason: "gave up after 4 crashes".into(),
+        });
+        // A fix saved, the config reloaded: a first start, yet news.
+        let back = p.on_event(&healthy(false)).unwrap();
+        assert_eq!(back.summary, "Backend running again");
+        assert!(p.on_event(&healthy(false)).is_none());
+    }
+
+    #[test]
+    fn alerts_name_the_menu_item_that_helps() {
+        let mut p = AlertPolicy::new(NotifyConfig::default());
+        let blocked = p
+            .on_event(&Event::GaveUp {
+                reason: "could not start the backend: an orphaned worker of an earlier copy of \
+                         this backend holds port 54112 — Kill strays frees it: python PID 7"
+                    .into(),
+            })
+            .unwrap();
+        assert_eq!(blocked.summary, "Port conflict: backend not started");
+        assert_eq!(blocked.actions, [AlertAction::KillStrays]);
+        let strays = p.on_strays("1 copy … Use Kill strays in the menu").unwrap();
+        assert_eq!(strays.actions, [AlertAction::KillStrays]);
+        assert!(p.on_config_error("config.toml:3:1: bad").unwrap().sticky);
     }
 }

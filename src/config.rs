@@ -119,6 +119,8 @@ pub struct NotifyConfig {
     pub port_conflict: bool,
     /// A reloaded config has an error (the old one stays in force).
     pub config_error: bool,
+    /// The backend stopped answering its health check (once per bad spell).
+    pub unhealthy: bool,
 }
 
 impl Default for NotifyConfig {
@@ -130,6 +132,7 @@ impl Default for NotifyConfig {
             strays: true,
             port_conflict: true,
             config_error: true,
+            unhealthy: true,
         }
     }
 }
@@ -240,6 +243,9 @@ pub struct BackendConfig {
     /// The TCP port the backend listens on, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// What the tray's *Open in browser* opens (default: the health URL's origin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_url: Option<String>,
 }
 
 /// Which `.env` file the backend's environment comes from (`backend.env_file`).
@@ -529,6 +535,8 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # cwd = 'C:\path\to\your\backend'
 # The port the backend listens on (optional, 1-65535).
 # port = 54112
+# What the tray's "Open in browser" opens (default: the health URL's site).
+# open_url = "http://127.0.0.1:54112/docs"
 # Extra environment variables; values must be strings. They override the
 # .env file's; "${VAR}" expands from the warden's environment.
 # env = { PYTHONUNBUFFERED = "1" }
@@ -604,6 +612,7 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # strays = true
 # port_conflict = true
 # config_error = true
+# unhealthy = true
 "#;
 
 // ---------------------------------------------------------------------------------------------
@@ -621,6 +630,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 const WATCH_KEYS: &[&str] = &["paths", "include", "exclude", "debounce", "on_change"];
 const NOTIFY_KEYS: &[&str] = &[
+    "unhealthy",
     "crashed",
     "recovered",
     "gave_up",
@@ -636,7 +646,9 @@ const STRAYS_KEYS: &[&str] = &[
     "cwd",
     "exe_name",
 ];
-const BACKEND_KEYS: &[&str] = &["command", "args", "cwd", "env", "env_file", "port"];
+const BACKEND_KEYS: &[&str] = &[
+    "command", "args", "cwd", "env", "env_file", "port", "open_url",
+];
 const HEALTH_KEYS: &[&str] = &[
     "url",
     "interval",
@@ -817,7 +829,30 @@ impl Checker {
             port: self
                 .integer(S, table, "port", 1, u16::MAX.into())
                 .and_then(|(n, _)| u16::try_from(n).ok()),
+            open_url: self.open_url(table),
         }
+    }
+
+    fn open_url(&mut self, table: &DeTable<'_>) -> Option<String> {
+        let url = self.non_empty_string(
+            "backend",
+            table,
+            "open_url",
+            "open_url = \"http://127.0.0.1:54112/docs\"",
+        )?;
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Some(url);
+        }
+        let at = table.get("open_url").map_or(0, |v| v.span().start);
+        self.report(
+            at,
+            "backend.open_url".to_owned(),
+            format!(
+                "{url:?} is not a web address: write it in full, e.g. \
+                 open_url = \"http://127.0.0.1:54112/docs\""
+            ),
+        );
+        None
     }
 
     fn health(&mut self, table: &DeTable<'_>) -> HealthConfig {
@@ -988,6 +1023,7 @@ impl Checker {
             port_conflict: self
                 .boolean(S, table, "port_conflict")
                 .unwrap_or(d.port_conflict),
+            unhealthy: self.boolean(S, table, "unhealthy").unwrap_or(d.unhealthy),
             config_error: self
                 .boolean(S, table, "config_error")
                 .unwrap_or(d.config_error),
@@ -1805,6 +1841,7 @@ command = "python"
 args = ["main.py", "--port", "54112"]
 cwd = 'C:\path\to\your\backend'
 port = 54112
+open_url = "http://127.0.0.1:54112/docs"
 
 [backend.env]
 PYTHONUNBUFFERED = "1"
@@ -1863,6 +1900,7 @@ on_change = "restart"
                 ]),
                 env_file: EnvFile::Default,
                 port: Some(54112),
+                open_url: Some("http://127.0.0.1:54112/docs".into()),
             }),
             health: HealthConfig {
                 url: Some("http://127.0.0.1:54112/health".into()),
@@ -2157,7 +2195,7 @@ on_change = "restart"
         assert_eq!(
             message,
             "unknown key \"comand\" in [backend]; did you mean \"command\"? \
-             (valid keys: command, args, cwd, env, env_file, port)"
+             (valid keys: command, args, cwd, env, env_file, port, open_url)"
         );
     }
 

@@ -51,6 +51,8 @@ pub struct Reloaded {
     pub demo: bool,
     /// What the stray watch looks for now.
     pub strays: crate::strays::WatchSettings,
+    /// What *Open in browser* opens now.
+    pub open_url: Option<String>,
 }
 
 impl Control {
@@ -90,6 +92,7 @@ impl Control {
             .ok_or_else(|| "this warden cannot reload its config".to_string())?;
         let reloaded = reloader()?;
         let (port, demo) = (reloaded.backend.port, reloaded.demo);
+        let open_url = reloaded.open_url.clone();
         let strays_disabled = reloaded
             .strays
             .identity
@@ -108,6 +111,11 @@ impl Control {
             fixed.port = port;
             fixed.demo = demo;
             fixed.strays_disabled = strays_disabled;
+            fixed.open_url = open_url;
+            // The warden started with a broken config: this one is the first it can run.
+            if fixed.config_error.take().is_some() {
+                self.engine.command(Command::Start);
+            }
         }
         Ok((
             "config reloaded; [logs] changes apply at the next warden start".into(),

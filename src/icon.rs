@@ -56,17 +56,20 @@ pub enum Look {
     Failed,
     /// Grey disc with a white square ■ (stopped or stopping).
     Stopped,
+    /// Red disc with a white exclamation mark "!" (the config has an error: nothing runs).
+    ConfigError,
 }
 
 impl Look {
     /// Every look, in a stable order.
-    pub const ALL: [Look; 6] = [
+    pub const ALL: [Look; 7] = [
         Look::Healthy,
         Look::Starting,
         Look::Unhealthy,
         Look::Crashed,
         Look::Failed,
         Look::Stopped,
+        Look::ConfigError,
     ];
 
     /// The main colour of this look: the disc (or ring) is filled with exactly this RGB value.
@@ -75,7 +78,7 @@ impl Look {
             Look::Healthy => GREEN,
             Look::Starting => BLUE,
             Look::Unhealthy => AMBER,
-            Look::Crashed | Look::Failed => RED,
+            Look::Crashed | Look::Failed | Look::ConfigError => RED,
             Look::Stopped => GREY,
         }
     }
@@ -86,7 +89,9 @@ impl Look {
         match self {
             Look::Starting => None,
             Look::Unhealthy => Some(INK),
-            Look::Healthy | Look::Crashed | Look::Failed | Look::Stopped => Some(WHITE),
+            Look::Healthy | Look::Crashed | Look::Failed | Look::Stopped | Look::ConfigError => {
+                Some(WHITE)
+            }
         }
     }
 }
@@ -136,7 +141,7 @@ pub fn render(look: Look, badge: bool, size: u32) -> Rgba {
     match look {
         Look::Healthy => c.check(ink),
         Look::Starting => {}
-        Look::Unhealthy => c.exclamation(ink),
+        Look::Unhealthy | Look::ConfigError => c.exclamation(ink),
         Look::Crashed => c.circular_arrow(ink),
         Look::Failed => c.cross(ink),
         Look::Stopped => c.square(ink),
@@ -487,7 +492,7 @@ fn arc_path(cx: f32, cy: f32, r: f32, a0: f32, a1: f32) -> Option<Path> {
 mod tests {
     use super::*;
 
-    const LOOKS: [Look; 6] = Look::ALL;
+    const LOOKS: [Look; 7] = Look::ALL;
 
     fn rgb_at(img: &Rgba, x: u32, y: u32) -> Option<[u8; 3]> {
         let p = img.pixel(x, y);

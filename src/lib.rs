@@ -16,6 +16,7 @@ pub mod console;
 pub mod control;
 pub mod demo;
 pub mod detect;
+pub mod diagnostics;
 pub mod envfile;
 pub mod health;
 pub mod icon;

@@ -99,6 +99,13 @@ enum Cmd {
         #[arg(long, conflicts_with = "follow")]
         path: bool,
     },
+    /// Write one file for a developer: status, the last 500 lines of both logs, the config
+    /// with secrets redacted, port holders, strays and versions.
+    Diagnose {
+        /// Where to write it (default: a dated file on the Desktop, else in Downloads).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Stop the warden (and the backend tree).
     Quit {
         /// Leave the backend running, unsupervised. The next warden started with the same
@@ -246,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             include_debug,
         } => kill_strays(&paths, dry_run, include_debug),
         Cmd::Logs { follow, path } => logs(&paths, follow, path),
+        Cmd::Diagnose { out } => diagnose(&paths, out),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
         Cmd::Autostart { action } => autostart_command(&paths, action),
@@ -262,7 +270,7 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     }
     #[cfg(windows)]
     {
-        app::run_warden(paths, desktop::run_tray)
+        app::run_warden_in_tray(paths, desktop::run_tray)
     }
     #[cfg(not(windows))]
     {
@@ -414,6 +422,27 @@ fn unexpected(response: Response) -> Result<ExitCode> {
         other => eprintln!("backend-warden: unexpected answer from the warden: {other:?}"),
     }
     Ok(ExitCode::from(EXIT_FAILED))
+}
+
+fn diagnose(paths: &Paths, out: Option<PathBuf>) -> Result<ExitCode> {
+    let status = match ipc::request(&paths.runtime_dir, &Request::Status, Duration::from_secs(5)) {
+        Ok(Response::Status { status }) => Some(status),
+        _ => None,
+    };
+    let log_dir = match (&status, log_path(paths)) {
+        (Some(status), _) => status.log_path.parent().map(Path::to_path_buf),
+        (None, Ok(path)) => path.parent().map(Path::to_path_buf),
+        (None, Err(_)) => None,
+    }
+    .unwrap_or_else(|| paths.default_log_dir.clone());
+    let text = backend_warden::diagnostics::report(status.as_deref(), &paths.config_file, &log_dir);
+    let file = out.unwrap_or_else(|| backend_warden::diagnostics::default_file(&log_dir));
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    outln!(
+        "diagnostics written to {} (secrets in the config redacted)",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The backend log's path: from the running warden if there is one, else from the config.

@@ -45,26 +45,66 @@ fn main() -> ExitCode {
     match process::main_program() {
         Ok(main_program) if main_program.is_file() => {}
         Ok(main_program) => {
-            eprintln!(
-                "backend-warden-tray: {} is missing: the tray needs the program it was installed \
-                 with. Reinstall Backend Warden.",
-                main_program.display()
+            fatal(
+                None,
+                &format!(
+                    "{} is missing: the tray needs the program it was installed with. \
+                     Reinstall Backend Warden.",
+                    main_program.display()
+                ),
             );
             return ExitCode::from(EXIT_FAILED);
         }
         Err(e) => {
-            eprintln!("backend-warden-tray: cannot find this program's folder: {e}");
+            fatal(None, &format!("cannot find this program's folder: {e}"));
             return ExitCode::from(EXIT_FAILED);
         }
     }
-    let result = Paths::resolve_with(cli.home.as_deref(), cli.config.as_deref())
-        .map_err(anyhow::Error::from)
-        .and_then(|paths| app::run_warden(&paths, desktop::run_tray));
-    match result {
+    let paths = match Paths::resolve_with(cli.home.as_deref(), cli.config.as_deref()) {
+        Ok(paths) => paths,
+        Err(e) => {
+            fatal(None, &e.to_string());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match app::run_warden_in_tray(&paths, desktop::run_tray) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("backend-warden: {e:#}");
+            fatal(Some(&paths), &format!("{e:#}"));
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// A failure before the tray could show anything: said on stderr, in warden.log, and as a
+/// desktop notification that stays, since a teammate who started the tray from the menu or
+/// at login reads neither stderr nor logs.
+fn fatal(paths: Option<&Paths>, message: &str) {
+    eprintln!("backend-warden: {message}");
+    if let Some(paths) = paths {
+        use std::io::Write as _;
+        let log = paths.default_log_dir.join("warden.log");
+        let line = format!(
+            "{} ERROR Backend Warden could not start: {message}\n",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        );
+        let _ = std::fs::create_dir_all(&paths.default_log_dir);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+    let mut note = notify_rust::Notification::new();
+    note.appname(backend_warden::notifier::APP_NAME)
+        .summary("Backend Warden could not start")
+        .body(&if backend_warden::notifier::reads_markup() {
+            backend_warden::notifier::escape_markup(message)
+        } else {
+            message.to_string()
+        })
+        .timeout(notify_rust::Timeout::Never);
+    #[cfg(not(target_os = "macos"))]
+    note.urgency(notify_rust::Urgency::Critical);
+    let _ = note.show();
 }

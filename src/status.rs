@@ -186,6 +186,13 @@ pub struct StatusReport {
     /// file was read).
     #[serde(default)]
     pub env_file: Option<PathBuf>,
+    /// The backend's address for a browser (`backend.open_url`, else the health URL's site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_url: Option<String>,
+    /// The config could not be used when the warden started: why (file:line:column, key).
+    /// Nothing runs until a reload succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// The warden's version.
     pub version: String,
     /// The warden's own PID.
@@ -206,6 +213,10 @@ pub struct Fixed {
     pub config_path: PathBuf,
     /// See [`StatusReport::strays_disabled`].
     pub strays_disabled: Option<String>,
+    /// See [`StatusReport::open_url`].
+    pub open_url: Option<String>,
+    /// See [`StatusReport::config_error`].
+    pub config_error: Option<String>,
 }
 
 impl StatusReport {
@@ -247,6 +258,8 @@ impl StatusReport {
             log_path: fixed.log_path.clone(),
             config_path: fixed.config_path.clone(),
             env_file: None,
+            open_url: fixed.open_url.clone(),
+            config_error: fixed.config_error.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             warden_pid: std::process::id(),
         }
@@ -354,6 +367,13 @@ impl StatusReport {
                 stale.count,
                 if stale.count == 1 { "" } else { "s" },
                 stale.files.join(", ")
+            );
+        }
+        if let Some(error) = &self.config_error {
+            let _ = writeln!(
+                out,
+                "config     error: {}\n           (nothing runs: fix the file, then `backend-warden config reload`)",
+                indent(error)
             );
         }
         if let Some(reason) = &self.failed_reason {
@@ -520,6 +540,8 @@ mod tests {
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
             env_file: None,
+            open_url: None,
+            config_error: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         };
@@ -580,6 +602,8 @@ mod tests {
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
             env_file: None,
+            open_url: None,
+            config_error: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         };
@@ -622,5 +646,110 @@ mod tests {
                 .details()
                 .contains("failing: http://127.0.0.1:54112/health answered")
         );
+    }
+}
+
+/// One line that says why the backend failed, for people: the exception line of a Python
+/// traceback with the user's own file and line ("SyntaxError: '(' was never closed (main.py,
+/// line 12)"), else the first line of `text`. Frames in the standard library, site-packages
+/// and `<frozen …>` modules are not the user's.
+pub fn headline(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let traceback = lines.iter().position(|l| {
+        l.trim_start()
+            .starts_with("Traceback (most recent call last)")
+            || l.trim_start().starts_with("File \"")
+    });
+    let exception = traceback.and_then(|from| {
+        lines[from..]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| looks_like_exception(l))
+    });
+    let Some(exception) = exception else {
+        return lines
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map_or_else(String::new, |l| l.trim().to_string());
+    };
+    let frame = lines
+        .iter()
+        .rev()
+        .filter_map(|l| user_frame(l.trim()))
+        .next();
+    match frame {
+        Some((file, line)) if !exception.contains(&format!("{file}, line")) => {
+            format!("{exception} ({file}, line {line})")
+        }
+        _ => exception.to_string(),
+    }
+}
+
+/// `ValueError: …`, `pkg.errors.Oops: …`, `KeyboardInterrupt`.
+fn looks_like_exception(line: &str) -> bool {
+    let name = line.split(':').next().unwrap_or(line);
+    !name.is_empty()
+        && !name.contains(char::is_whitespace)
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_alphabetic())
+        && (line.contains(": ")
+            || name.ends_with("Error")
+            || name.ends_with("Exception")
+            || name.ends_with("Interrupt")
+            || name.ends_with("Exit"))
+}
+
+/// `File "/srv/api/main.py", line 12, in <module>` → ("main.py", 12), for the user's files.
+fn user_frame(line: &str) -> Option<(String, u32)> {
+    let rest = line.strip_prefix("File \"")?;
+    let (path, rest) = rest.split_once('"')?;
+    let number: u32 = rest
+        .trim_start_matches(", line ")
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let lower = path.replace('\\', "/").to_lowercase();
+    let library = path.starts_with('<')
+        || lower.contains("/site-packages/")
+        || lower.contains("/dist-packages/")
+        || lower.contains("/lib/python")
+        || lower.contains("/python3");
+    if library {
+        return None;
+    }
+    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    Some((file.to_string(), number))
+}
+
+#[cfg(test)]
+mod headline_tests {
+    use super::headline;
+
+    #[test]
+    fn tracebacks_lead_with_the_exception_and_the_users_line() {
+        let syntax = "gave up after 4 crashes within 1m: the backend exited with code 1; last output:\n\
+            Traceback (most recent call last):\n  File \"/srv/api/main.py\", line 12\n    def x(\n         ^\n\
+            SyntaxError: '(' was never closed";
+        assert_eq!(
+            headline(syntax),
+            "SyntaxError: '(' was never closed (main.py, line 12)"
+        );
+        let deep = "the backend exited with code 1; last output:\nTraceback (most recent call last):\n  \
+            File \"/srv/api/main.py\", line 3, in <module>\n    import settings\n  \
+            File \"/srv/api/settings.py\", line 7, in <module>\n    DB = os.environ[\"DB_URL\"]\n  \
+            File \"<frozen os>\", line 679, in __getitem__\n  \
+            File \"/srv/api/.venv/lib/python3.11/site-packages/x.py\", line 1, in y\n\
+            KeyError: 'DB_URL'";
+        assert_eq!(headline(deep), "KeyError: 'DB_URL' (settings.py, line 7)");
+        assert_eq!(
+            headline("port 54112 is held by python3 PID 7; stop that program"),
+            "port 54112 is held by python3 PID 7; stop that program"
+        );
+        assert_eq!(headline("\n\nfirst\nsecond"), "first");
+        assert_eq!(headline(""), "");
     }
 }

@@ -121,8 +121,8 @@ impl fmt::Display for ExitStatus {
         match (self.code, self.signal) {
             (Some(code), _) => write!(f, "exited with code {code}"),
             (None, Some(sig)) => match signal_name(sig) {
-                Some(name) => write!(f, "killed by signal {sig} ({name})"),
-                None => write!(f, "killed by signal {sig}"),
+                Some(name) => write!(f, "was killed by signal {sig} ({name})"),
+                None => write!(f, "was killed by signal {sig}"),
             },
             (None, None) => f.write_str("exited"),
         }
@@ -314,6 +314,8 @@ pub enum Event {
         delay: Duration,
         attempt: u32,
         first_in_episode: bool,
+        /// Its last lines of output (the traceback, usually).
+        tail: Vec<String>,
     },
     /// The backend exited on its own and the restart policy says to leave it.
     Exited { pid: Pid, status: ExitStatus },
@@ -1004,6 +1006,7 @@ impl Supervisor {
             delay,
             attempt: self.backoff_step,
             first_in_episode,
+            tail,
         }));
     }
 
@@ -2452,7 +2455,7 @@ mod tests {
     fn exit_status_reads_well() {
         let s = |code, signal| ExitStatus { code, signal }.to_string();
         assert_eq!(s(Some(1), None), "exited with code 1");
-        assert_eq!(s(None, Some(9)), "killed by signal 9 (SIGKILL)");
-        assert_eq!(s(None, Some(64)), "killed by signal 64");
+        assert_eq!(s(None, Some(9)), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(s(None, Some(64)), "was killed by signal 64");
     }
 }

@@ -3,7 +3,7 @@
 //! module only applies it.
 
 use crate::icon::Look;
-use crate::status::{StatusReport, human_duration};
+use crate::status::{StatusReport, StrayKind, headline, human_duration};
 use crate::supervisor::State;
 
 /// Windows truncates tray tooltips at 127 characters (NOTIFYICONDATA's 128 with the NUL).
@@ -34,6 +34,26 @@ pub struct TrayView {
     pub can_kill: bool,
     /// "Restart", or "Restart (code changed)" when the running code is stale.
     pub restart_label: String,
+    /// Why it failed or last crashed, or why its health check fails, in one line
+    /// ("SyntaxError: invalid syntax (main.py, line 12)"): stays while the state lasts.
+    pub reason_line: Option<String>,
+    /// The whole story behind `reason_line` (the reason and the last output), for *Copy
+    /// details*.
+    pub details: Option<String>,
+    /// "Kill debug session (PID 12)": debug sessions are left alone by *Kill strays*.
+    pub kill_debug_label: Option<String>,
+    /// The backend's address for *Open in browser*.
+    pub open_url: Option<String>,
+}
+
+/// The words a teammate reads for a state in the menu and the tooltip.
+pub fn state_words(state: State) -> &'static str {
+    match state {
+        // The countdown is not shown: the menu is not redrawn every second.
+        State::Backoff => "crashed, restarting",
+        State::Failed => "failed",
+        other => other.as_str(),
+    }
 }
 
 /// The icon for a state.
@@ -58,9 +78,24 @@ impl TrayView {
             .filter(|h| !h.ours)
             .map(|h| h.pid.to_string())
             .collect();
-        let strays: Vec<String> = report.strays.iter().map(|s| s.pid.to_string()).collect();
+        let strays: Vec<String> = report
+            .strays
+            .iter()
+            .filter(|s| s.kind != StrayKind::DebugSession)
+            .map(|s| s.pid.to_string())
+            .collect();
+        let debug: Vec<String> = report
+            .strays
+            .iter()
+            .filter(|s| s.kind == StrayKind::DebugSession)
+            .map(|s| s.pid.to_string())
+            .collect();
         let alert_line = match (strays.len(), conflict.is_empty()) {
-            (0, true) => None,
+            (0, true) if debug.is_empty() => None,
+            (0, true) => Some(format!(
+                "Debug session outside the warden: PID {}",
+                debug.join(", ")
+            )),
             (0, false) => Some(format!(
                 "Port {} held by PID {}",
                 report.port.map(|p| p.to_string()).unwrap_or_default(),
@@ -69,7 +104,10 @@ impl TrayView {
             (1, _) => Some(format!("1 stray: PID {}", strays[0])),
             (n, _) => Some(format!("{n} strays: PIDs {}", strays.join(", "))),
         };
-        let mut status_line = format!("Backend: {state}");
+        let mut status_line = format!("Backend: {}", state_words(state));
+        if report.demo {
+            status_line.push_str(" (demo backend)");
+        }
         if let Some(pid) = report.pid {
             status_line.push_str(&format!(" · PID {pid}"));
         }
@@ -87,21 +125,19 @@ impl TrayView {
                 if n == 1 { "" } else { "s" }
             ));
         }
-        if let Some(left) = report.backoff_remaining_ms {
-            status_line.push_str(&format!(
-                " · restarting in {}",
-                human_duration(std::time::Duration::from_millis(left))
-            ));
-        }
         if let Some(problem) = report.health_problem() {
             status_line.push_str(&format!(" · {problem}"));
+        }
+        let (reason_line, details) = reason(report);
+        if let Some(error) = &report.config_error {
+            return TrayView::config_error(report, error);
         }
         let running = matches!(state, State::Starting | State::Healthy | State::Unhealthy);
         TrayView {
             look: look(state),
             badge: alert_line.is_some(),
             tooltip: truncate(
-                &format!("Backend Warden — {}", report.summary_with(coarse)),
+                &format!("Backend Warden — {}", tooltip(report)),
                 TOOLTIP_MAX,
             ),
             status_line,
@@ -120,7 +156,107 @@ impl TrayView {
             } else {
                 "Restart".to_string()
             },
+            reason_line,
+            details,
+            kill_debug_label: match debug.as_slice() {
+                [] => None,
+                [one] => Some(format!("Kill debug session (PID {one})")),
+                many => Some(format!("Kill debug sessions (PIDs {})", many.join(", "))),
+            },
+            open_url: report.open_url.clone(),
         }
+    }
+}
+
+impl TrayView {
+    /// The warden started with a config it cannot use: nothing runs, the menu says why, and
+    /// only the config items make sense.
+    fn config_error(report: &StatusReport, error: &str) -> TrayView {
+        let first = error.lines().next().unwrap_or(error).to_string();
+        TrayView {
+            look: Look::ConfigError,
+            badge: false,
+            tooltip: truncate(
+                &format!("Backend Warden — config error: {first}"),
+                TOOLTIP_MAX,
+            ),
+            status_line: "Backend: not started — the config has an error".to_string(),
+            alert_line: None,
+            can_start: false,
+            can_stop: false,
+            can_restart: false,
+            kill_label: "Kill strays".to_string(),
+            can_kill: false,
+            restart_label: "Restart".to_string(),
+            reason_line: Some(first),
+            details: Some(format!(
+                "{error}\nConfig file: {}",
+                report.config_path.display()
+            )),
+            kill_debug_label: None,
+            open_url: None,
+        }
+    }
+}
+
+/// "healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart", in the tray's words.
+fn tooltip(report: &StatusReport) -> String {
+    let mut parts = vec![state_words(report.state).to_string()];
+    if report.demo {
+        parts.push("demo backend".into());
+    }
+    if let Some(pid) = report.pid {
+        parts.push(format!("PID {pid}"));
+    }
+    if let Some(port) = report.port {
+        parts.push(format!(":{port}"));
+    }
+    if let Some(up) = report.uptime_ms {
+        parts.push(format!(
+            "up {}",
+            coarse(std::time::Duration::from_millis(up))
+        ));
+    }
+    if report.restarts > 0 {
+        let s = if report.restarts == 1 { "" } else { "s" };
+        parts.push(format!("{} restart{s}", report.restarts));
+    }
+    parts.join(" · ")
+}
+
+/// The one-line reason the menu keeps showing, and the details behind it.
+fn reason(report: &StatusReport) -> (Option<String>, Option<String>) {
+    let exit_details = |exit: &crate::supervisor::LastExit| {
+        let mut text = format!("The backend (PID {}) {}.", exit.pid, exit.reason);
+        if !exit.tail.is_empty() {
+            text.push_str("\nLast output:\n");
+            text.push_str(&exit.tail.join("\n"));
+        }
+        text
+    };
+    match report.state {
+        State::Failed => match &report.failed_reason {
+            Some(why) => (Some(headline(why)), Some(why.clone())),
+            None => (None, None),
+        },
+        State::Backoff if report.last_exit.is_some() => {
+            let exit = report.last_exit.as_ref().expect("checked");
+            let line = match headline(&exit.tail.join("\n")) {
+                h if h.is_empty() => format!("Last crash: it {}", exit.reason),
+                h => format!("Last crash: {h}"),
+            };
+            (Some(line), Some(exit_details(exit)))
+        }
+        // The status line says what the health check answers; the details keep it.
+        State::Unhealthy => (
+            None,
+            report
+                .health
+                .last_error
+                .as_ref()
+                .map(|error| format!("The health check fails: {error}")),
+        ),
+        _ => (None, report.last_exit.as_ref().map(exit_details)),
     }
 }
 
@@ -175,6 +311,8 @@ mod tests {
             log_path: PathBuf::new(),
             config_path: PathBuf::new(),
             env_file: None,
+            open_url: None,
+            config_error: None,
             version: "0.1.0".into(),
             warden_pid: 1,
         }

@@ -20,10 +20,11 @@ BASE_PKGS=(pkg-config)
 # GUI build packages: GTK 3 + (Ayatana) AppIndicator for tray-icon/tao/muda, libxdo for muda.
 GUI_BUILD_PKGS=(libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
 # Tray test packages: the headless desktop of the tray end-to-end test
-# (tests/tray/tray-e2e-env.sh: Xvfb, private D-Bus, xfce4-panel's tray, dunst, Debian's python3-gi).
+# (tests/tray/tray-e2e-env.sh: Xvfb, private D-Bus, xfce4-panel's tray, dunst, Debian's python3-gi;
+# xclip reads what Copy details put on the clipboard).
 TRAY_TEST_PKGS=(xvfb x11-utils xdotool imagemagick dbus-daemon dbus-bin libglib2.0-bin
                 python3 python3-gi gir1.2-glib-2.0 libayatana-appindicator3-1 libxdo3
-                xfce4-panel dunst)
+                xfce4-panel dunst xclip)
 
 SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo)   # sudo only when not root
 # Wait up to 10 min for a dpkg lock held by another apt run, then retry a few times besides

@@ -55,6 +55,10 @@ pub struct Plan {
     pub demo: bool,
     /// Where `backend.log` and `warden.log` go.
     pub log_dir: PathBuf,
+    /// The config file could not be used (file:line:column, key, what is valid): the warden
+    /// runs without starting the backend until a reload succeeds. Only the tray runs so; the
+    /// headless warden exits instead.
+    pub config_error: Option<String>,
 }
 
 /// Reads the config file; a missing file means defaults.
@@ -122,6 +126,7 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
         backend,
         demo,
         log_dir,
+        config_error: None,
     })
 }
 
@@ -325,6 +330,18 @@ pub fn strays_killed_summary(report: &KillReport) -> String {
     )
 }
 
+/// What *Open in browser* opens: `backend.open_url`, else the health URL's site
+/// (`http://127.0.0.1:54112/` for `http://127.0.0.1:54112/health`).
+pub fn open_url(config: &Config, backend: &Backend) -> Option<String> {
+    if let Some(url) = config.backend.as_ref().and_then(|b| b.open_url.clone()) {
+        return Some(url);
+    }
+    let health = backend.health_url.as_deref()?;
+    let (scheme, rest) = health.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{host}/"))
+}
+
 /// The stray watch's settings from a config.
 pub fn watch_settings(
     config: &Config,
@@ -424,8 +441,11 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         demo: plan.demo,
         log_path: log.path().to_path_buf(),
         config_path: paths.config_file.clone(),
+        open_url: open_url(&plan.config, &plan.backend),
         strays_disabled,
+        config_error: plan.config_error.clone(),
     };
+    let config_error = plan.config_error.clone();
     let limits = wait_limits(&plan.config);
     let board = Arc::new(StatusBoard::default());
     let publish_board = Arc::clone(&board);
@@ -491,10 +511,17 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
             let _ = done_tx.send(());
         })
         .context("cannot start the engine thread")?;
-    match adopt {
-        Some(pid) => engine.adopt(pid),
-        None => engine.command(Command::Start),
-    };
+    match (adopt, &config_error) {
+        (_, Some(error)) => {
+            error!(%error, "config error: the backend is not started until the config is fixed and reloaded");
+        }
+        (Some(pid), None) => {
+            engine.adopt(pid);
+        }
+        (None, None) => {
+            engine.command(Command::Start);
+        }
+    }
     Ok(Running {
         engine,
         board,
@@ -613,7 +640,9 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
         );
         let identity = Identity::new(&backend.spec, &config.strays, paths.config_dir());
         let strays = watch_settings(&config, identity, backend.port);
+        let open_url = open_url(&config, &backend);
         Ok(crate::control::Reloaded {
+            open_url,
             backend,
             policy,
             config,
@@ -667,6 +696,24 @@ pub fn run_warden(
     paths: &Paths,
     front: impl FnOnce(&Paths, Plan, Primary) -> Result<()>,
 ) -> Result<ExitCode> {
+    become_warden(paths, false, front)
+}
+
+/// As [`run_warden`], for the tray: a config error does not end the program (nobody reads its
+/// stderr) but starts the warden in the "config error" state, which *Edit config* and *Reload
+/// config* (or a save of the file) get out of.
+pub fn run_warden_in_tray(
+    paths: &Paths,
+    front: impl FnOnce(&Paths, Plan, Primary) -> Result<()>,
+) -> Result<ExitCode> {
+    become_warden(paths, true, front)
+}
+
+fn become_warden(
+    paths: &Paths,
+    tolerate_config_error: bool,
+    front: impl FnOnce(&Paths, Plan, Primary) -> Result<()>,
+) -> Result<ExitCode> {
     let primary = match claim(paths, &Request::Show)? {
         Claim::Primary(primary) => primary,
         Claim::Handed(response) => {
@@ -686,11 +733,16 @@ pub fn run_warden(
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let (config, source) = match load_config(paths) {
-        Ok(loaded) => loaded,
+    let plan = match load_config(paths) {
+        Ok((config, source)) => plan(paths, config, source)?,
+        Err(e) if tolerate_config_error => {
+            let mut plan = plan(paths, Config::default(), ConfigSource::File)?;
+            plan.config_error = Some(e.to_string());
+            plan
+        }
         Err(e) => return Ok(config_error(&e)),
     };
-    front(paths, plan(paths, config, source)?, primary)?;
+    front(paths, plan, primary)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@
 //! CLI, the headless warden, the guardian or the demo backend. On Windows, where the tray costs
 //! no extra library, `backend-warden.exe` compiles it in as well.
 
+mod open;
 mod tray;
 
 use std::ffi::OsString;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use backend_warden::alerts::{Alert, AlertPolicy};
+use backend_warden::alerts::{Alert, AlertAction, AlertPolicy};
 use backend_warden::app::{
     Hooks, Plan, Primary, describe, start_engine, strays_summary, write_template,
 };
@@ -27,7 +28,11 @@ use backend_warden::control::Control;
 use backend_warden::notifier::Notifier;
 use backend_warden::paths::Paths;
 use backend_warden::runner::EngineHandle;
+use backend_warden::status::headline;
+use backend_warden::strays::KillReport;
 use backend_warden::supervisor::Command;
+use backend_warden::supervisor::Event;
+use backend_warden::view::TrayView;
 use backend_warden::{autostart, logging};
 use tray::{UiAction, UiEvent};
 
@@ -45,13 +50,25 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
         .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
     logging::init(&plan.log_dir, true);
     info!("{}", describe(&plan, paths));
-    let notifier = Notifier::start().context("cannot start the notifier")?;
+    // Clicks on the menu and on the alerts' buttons go the same way.
+    let (actions, clicks) = mpsc::channel();
+    let button_clicks = Mutex::new(actions.clone());
+    let notifier = Notifier::start_with_actions(Some(Arc::new(move |action| {
+        let _ = button_clicks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(ui_action(action));
+    })))
+    .context("cannot start the notifier")?;
     let alerts = Arc::new(Mutex::new(AlertPolicy::new(plan.config.notify.clone())));
+    let recent = Arc::new(RecentEvents::default());
     let log_dir = plan.log_dir.clone();
     let hooks = Hooks {
         on_event: {
             let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
+            let recent = Arc::clone(&recent);
             Box::new(move |event| {
+                recent.record(event);
                 let alert = alerts
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -75,7 +92,9 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
         },
         on_strays_killed: {
             let notifier = notifier.clone();
+            let recent = Arc::clone(&recent);
             Box::new(move |report| {
+                recent.strays_killed(report);
                 notifier.show(Alert::info(
                     "Stray backend copies killed",
                     crate::app::strays_killed_summary(report),
@@ -111,14 +130,29 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
             })
         },
     };
+    install_panic_alert(&notifier);
+    let config_error = plan.config_error.clone();
     let running = start_engine(paths, plan, primary, hooks)?;
+    welcome_once(paths, &notifier);
+    if let Some(error) = config_error {
+        notifier.show(
+            Alert::urgent(
+                "Config error: backend not started",
+                format!(
+                    "{error}\nUse Edit config in the menu to fix it; saving reloads it. ({})",
+                    paths.config_file.display()
+                ),
+            )
+            .sticky()
+            .with_actions(&[AlertAction::EditConfig]),
+        );
+    }
     let on_signal = running.engine.clone();
     ctrlc::set_handler(move || {
         on_signal.command(Command::Shutdown);
     })
     .context("cannot install the Ctrl+C handler")?;
 
-    let (actions, clicks) = mpsc::channel();
     let config_file = paths.config_file.clone();
     let launch_args = paths.launch_args();
     tray::run(autostart::is_enabled(&launch_args), actions, move |proxy| {
@@ -128,14 +162,20 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
         // Status to the UI: on every change, and twice a minute for the uptime.
         let status_proxy = proxy.clone();
         let status_control = Arc::clone(&control);
+        let status_recent = Arc::clone(&recent);
         let _ = thread::Builder::new()
             .name("tray-status".into())
             .spawn(move || {
                 let mut seen = 0;
+                let mut events_shown = 0;
                 loop {
                     let report = Box::new(status_control.report());
                     if status_proxy.send_event(UiEvent::Status(report)).is_err() {
                         return;
+                    }
+                    if let Some((version, lines)) = status_recent.since(events_shown) {
+                        events_shown = version;
+                        let _ = status_proxy.send_event(UiEvent::Events(lines));
                     }
                     seen = board.wait_change(seen, Duration::from_secs(30));
                 }
@@ -169,10 +209,12 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                     control,
                     notifier,
                     alerts,
+                    recent,
                     config_file,
                     log_dir,
                     launch_args,
                     proxy: action_proxy,
+                    clipboard: Mutex::new(None),
                 };
                 while let Ok(action) = clicks.recv() {
                     actions.carry_out(action);
@@ -195,11 +237,138 @@ struct TrayActions {
     control: Arc<Control>,
     notifier: Notifier,
     alerts: Arc<Mutex<AlertPolicy>>,
+    recent: Arc<RecentEvents>,
     config_file: PathBuf,
     log_dir: PathBuf,
     /// What the login entry passes to start this same warden.
     launch_args: Vec<OsString>,
     proxy: tao::event_loop::EventLoopProxy<UiEvent>,
+    /// Kept for the life of the tray: on X11 the copied text is served by its owner.
+    clipboard: Mutex<Option<arboard::Clipboard>>,
+}
+
+/// A bug (a panic on any thread) is logged with its place and shown as an alert that stays,
+/// then handled as before (the thread ends; a panic in the engine ends the warden).
+fn install_panic_alert(notifier: &Notifier) {
+    let notifier = notifier.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "Backend Warden hit a bug");
+        notifier.show(
+            Alert::urgent(
+                "Backend Warden hit a bug",
+                format!(
+                    "{info}\nIt is in warden.log; Save diagnostics… in the menu collects it \
+                     for a developer."
+                ),
+            )
+            .sticky(),
+        );
+        previous(info);
+    }));
+}
+
+/// The first launch says where the warden is and what to do next, once per user (a marker
+/// beside the warden's own logs remembers it).
+fn welcome_once(paths: &Paths, notifier: &Notifier) {
+    let marker = paths.default_log_dir.join(".welcome-shown");
+    if marker.exists() {
+        return;
+    }
+    notifier.show(Alert::info(
+        "Backend Warden is running",
+        "It lives in the notification area (the round icon). Point it at your backend with \
+         Edit config in its menu; until then it runs a small demo backend.",
+    ));
+    if let Err(e) = std::fs::create_dir_all(&paths.default_log_dir)
+        .and_then(|()| std::fs::write(&marker, env!("CARGO_PKG_VERSION")))
+    {
+        warn!(error = %e, "cannot remember that the welcome was shown");
+    }
+}
+
+/// The README beside the program (installed), or in the source tree it was built from.
+fn readme() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("README.md")));
+    let source = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    [beside, source].into_iter().flatten().find(|p| p.is_file())
+}
+
+/// The alert button's action as a menu click.
+fn ui_action(action: AlertAction) -> UiAction {
+    match action {
+        AlertAction::KillStrays => UiAction::KillStrays,
+        AlertAction::OpenLogs => UiAction::OpenLogs,
+        AlertAction::Restart => UiAction::Restart,
+        AlertAction::EditConfig => UiAction::EditConfig,
+    }
+}
+
+/// The last [`tray::RECENT_EVENTS`] crashes, restarts, give-ups and stray kills, newest
+/// first, with the local time: what the *Recent events* submenu lists.
+#[derive(Default)]
+struct RecentEvents {
+    lines: Mutex<(usize, std::collections::VecDeque<String>)>,
+}
+
+impl RecentEvents {
+    fn push(&self, what: String) {
+        let mut guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let (version, lines) = &mut *guard;
+        let when = backend_warden::clock::local_time(std::time::SystemTime::now());
+        lines.push_front(format!("{when}  {what}"));
+        lines.truncate(tray::RECENT_EVENTS);
+        *version += 1;
+    }
+
+    fn record(&self, event: &Event) {
+        if let Some(what) = event_line(event) {
+            self.push(what);
+        }
+    }
+
+    fn strays_killed(&self, report: &KillReport) {
+        let pids: Vec<String> = report
+            .killed
+            .iter()
+            .map(|(pid, _)| pid.to_string())
+            .collect();
+        if !pids.is_empty() {
+            self.push(format!("killed strays: PID {}", pids.join(", ")));
+        }
+    }
+
+    /// The lines, if they changed since `version`.
+    fn since(&self, version: usize) -> Option<(usize, Vec<String>)> {
+        let guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        (guard.0 != version).then(|| (guard.0, guard.1.iter().cloned().collect()))
+    }
+}
+
+/// One line for the *Recent events* submenu, for the events a teammate looks back at.
+fn event_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Crashed { status, tail, .. } => match headline(&tail.join("\n")) {
+            why if why.is_empty() => format!("crashed: it {status}"),
+            why => format!("crashed: {why}"),
+        },
+        Event::GaveUp { reason } => format!("gave up: {}", headline(reason)),
+        Event::Unhealthy { error, .. } => format!("unhealthy: {error}"),
+        Event::Healthy {
+            recovered: true, ..
+        } => "recovered".to_string(),
+        Event::RestartingUnhealthy { unhealthy_for, .. } => format!(
+            "restarted: unhealthy for {}",
+            backend_warden::status::human_duration(*unhealthy_for)
+        ),
+        Event::RestartingForCode { count, .. } => {
+            format!("restarted: the code changed ({count} file(s))")
+        }
+        Event::Stopped { forced: true, .. } => "stopped (it had to be killed)".to_string(),
+        _ => return None,
+    })
 }
 
 /// How often the tray looks at the login entry (see `tray-autostart`).
@@ -224,7 +393,7 @@ impl TrayActions {
             UiAction::OpenLogs => {
                 let log = self.log_dir.join("backend.log");
                 if log.exists() {
-                    self.open(&log);
+                    self.open(&log, open::Kind::Text);
                 } else {
                     self.notifier.show(Alert::info(
                         "No log yet",
@@ -232,9 +401,13 @@ impl TrayActions {
                     ));
                 }
             }
-            UiAction::OpenLogFolder => self.open(&self.log_dir),
-            UiAction::KillStrays => match self.control.kill_strays(false, false) {
+            UiAction::OpenLogFolder => self.open(&self.log_dir, open::Kind::Folder),
+            UiAction::KillStrays | UiAction::KillDebug => match self
+                .control
+                .kill_strays(false, action == UiAction::KillDebug)
+            {
                 Ok(report) => {
+                    self.recent.strays_killed(&report);
                     let killed: Vec<String> = report
                         .killed
                         .iter()
@@ -250,14 +423,22 @@ impl TrayActions {
                 Err(e) => self.notifier.show(Alert::info("Cannot kill strays", e)),
             },
             UiAction::EditConfig => {
-                if !self.config_file.exists()
-                    && let Err(e) = write_template(&self.config_file, false)
-                {
-                    self.notifier
-                        .show(Alert::info("Cannot create the config", format!("{e:#}")));
-                    return;
+                if !self.config_file.exists() {
+                    if let Err(e) = write_template(&self.config_file, false) {
+                        self.notifier
+                            .show(Alert::info("Cannot create the config", format!("{e:#}")));
+                        return;
+                    }
+                    self.notifier.show(Alert::info(
+                        "Config created",
+                        format!(
+                            "{} did not exist: it now holds the commented template. Fill in \
+                             [backend] and save; the warden reloads it.",
+                            self.config_file.display()
+                        ),
+                    ));
                 }
-                self.open(&self.config_file);
+                self.open(&self.config_file, open::Kind::Text);
             }
             UiAction::ReloadConfig => match self.control.reload() {
                 Ok((message, config)) => {
@@ -295,17 +476,115 @@ impl TrayActions {
             }
             UiAction::About => self.notifier.show(Alert::info(
                 format!("Backend Warden {}", env!("CARGO_PKG_VERSION")),
-                "Keeps exactly one copy of your local backend alive and honest.",
+                format!(
+                    "Keeps exactly one copy of your local backend alive and honest.\n\
+                     Config: {}\nLogs: {}\nHelp: {}",
+                    self.config_file.display(),
+                    self.log_dir.display(),
+                    readme().map_or_else(
+                        || "backend-warden --help".to_string(),
+                        |p| p.display().to_string()
+                    ),
+                ),
+            )),
+            UiAction::CopyDetails => self.copy_details(),
+            UiAction::OpenInBrowser => match self.control.report().open_url {
+                Some(url) => {
+                    if let Err(e) = opener::open_browser(&url) {
+                        self.notifier.show(Alert::info(
+                            "Cannot open the browser",
+                            format!("{url}: {e}"),
+                        ));
+                    }
+                }
+                None => self.notifier.show(Alert::info(
+                    "No address to open",
+                    "Set backend.open_url (or [health] url) in the config.",
+                )),
+            },
+            UiAction::OpenConfigFolder => {
+                let folder = self
+                    .config_file
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                if let Err(e) = std::fs::create_dir_all(&folder) {
+                    self.notifier.show(Alert::info(
+                        "Cannot open the config folder",
+                        format!("{}: {e}", folder.display()),
+                    ));
+                    return;
+                }
+                self.open(&folder, open::Kind::Folder);
+            }
+            UiAction::SaveDiagnostics => self.save_diagnostics(),
+        }
+    }
+
+    fn copy_details(&self) {
+        let report = self.control.report();
+        let Some(details) = TrayView::of(&report).details else {
+            self.notifier.show(Alert::info(
+                "Nothing to copy",
+                "The backend has not failed.",
+            ));
+            return;
+        };
+        let mut clipboard = self
+            .clipboard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let copied = match clipboard.as_mut() {
+            Some(c) => c.set_text(details.clone()),
+            None => arboard::Clipboard::new().and_then(|mut c| {
+                let copied = c.set_text(details.clone());
+                *clipboard = Some(c);
+                copied
+            }),
+        };
+        if let Err(e) = copied {
+            warn!(error = %e, "cannot copy to the clipboard");
+            self.notifier.show(Alert::info(
+                "Cannot copy to the clipboard",
+                format!(
+                    "{e}. The details are in {}.",
+                    self.log_dir.join("backend.log").display()
+                ),
+            ));
+        }
+    }
+
+    fn save_diagnostics(&self) {
+        let report = self.control.report();
+        let text =
+            backend_warden::diagnostics::report(Some(&report), &self.config_file, &self.log_dir);
+        let file = backend_warden::diagnostics::default_file(&self.log_dir);
+        match std::fs::write(&file, text) {
+            Ok(()) => {
+                info!(file = %file.display(), "diagnostics saved");
+                self.notifier.show(Alert::info(
+                    "Diagnostics saved",
+                    format!(
+                        "{}\nSend this file to a developer (secrets are redacted).",
+                        file.display()
+                    ),
+                ));
+                if opener::reveal(&file).is_err() {
+                    self.open(file.parent().unwrap_or(&self.log_dir), open::Kind::Folder);
+                }
+            }
+            Err(e) => self.notifier.show(Alert::info(
+                "Cannot save diagnostics",
+                format!("{}: {e}", file.display()),
             )),
         }
     }
 
-    fn open(&self, path: &Path) {
-        if let Err(e) = opener::open(path) {
-            self.notifier.show(Alert::info(
-                "Cannot open",
-                format!("{}: {e}", path.display()),
-            ));
+    /// Opens `path` (with a fallback where no program is associated); says so when nothing
+    /// could, naming the path.
+    fn open(&self, path: &Path, kind: open::Kind) {
+        if let Err(why) = open::open(path, kind) {
+            warn!(path = %path.display(), %why, "cannot open");
+            self.notifier.show(Alert::info("Cannot open", why));
         }
     }
 }

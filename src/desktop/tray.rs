@@ -10,7 +10,9 @@ use std::sync::mpsc::Sender;
 
 use tao::event::{Event, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
-use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem};
+use tray_icon::menu::{
+    CheckMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem, Submenu,
+};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 use backend_warden::icon::{self, Look};
@@ -32,6 +34,16 @@ pub enum UiAction {
     OpenLogFolder,
     /// Kill the strays.
     KillStrays,
+    /// Kill the strays, debug sessions included.
+    KillDebug,
+    /// Put the failure's details on the clipboard.
+    CopyDetails,
+    /// Open the backend's address in the browser.
+    OpenInBrowser,
+    /// Open the folder of the config file.
+    OpenConfigFolder,
+    /// Save a diagnostics file for a developer.
+    SaveDiagnostics,
     /// Open the config file (writing the template first if there is none).
     EditConfig,
     /// Read the config again.
@@ -51,6 +63,8 @@ pub enum UiEvent {
     Status(Box<StatusReport>),
     /// Whether start at login is on.
     Autostart(bool),
+    /// The recent events, newest first ("10:02 crashed: exited with code 1").
+    Events(Vec<String>),
     /// A menu item was clicked (forwarded from muda's handler).
     Menu(MenuId),
     /// The warden has stopped: close the tray.
@@ -60,10 +74,25 @@ pub enum UiEvent {
 /// The tray's size in pixels: what trays draw at 100 % (larger sources scale down well).
 const ICON_SIZE: u32 = 32;
 
+/// How many recent events the submenu lists.
+pub const RECENT_EVENTS: usize = 10;
+
 struct Items {
     status: MenuItem,
     alert: MenuItem,
     alert_shown: bool,
+    /// Why it failed (or last crashed), kept while the state lasts.
+    reason: MenuItem,
+    reason_shown: bool,
+    copy: MenuItem,
+    recent: Submenu,
+    recent_items: Vec<MenuItem>,
+    recent_empty: MenuItem,
+    kill_debug: MenuItem,
+    kill_debug_shown: bool,
+    open_browser: MenuItem,
+    open_config_folder: MenuItem,
+    save_diagnostics: MenuItem,
     start: MenuItem,
     stop: MenuItem,
     restart: MenuItem,
@@ -83,6 +112,17 @@ impl Items {
             status: MenuItem::new("Backend: starting", false, None),
             alert: MenuItem::new("", false, None),
             alert_shown: false,
+            reason: MenuItem::new("", false, None),
+            reason_shown: false,
+            copy: MenuItem::new("Copy details", false, None),
+            recent: Submenu::new("Recent events", true),
+            recent_items: Vec::new(),
+            recent_empty: MenuItem::new("Nothing has happened yet", false, None),
+            kill_debug: MenuItem::new("", true, None),
+            kill_debug_shown: false,
+            open_browser: MenuItem::new("Open in browser", false, None),
+            open_config_folder: MenuItem::new("Open config folder", true, None),
+            save_diagnostics: MenuItem::new("Save diagnostics…", true, None),
             start: MenuItem::new("Start", false, None),
             stop: MenuItem::new("Stop", false, None),
             restart: MenuItem::new("Restart", false, None),
@@ -97,18 +137,23 @@ impl Items {
                 true,
                 None,
             ),
-            quit: MenuItem::new("Quit", true, None),
+            // Quitting stops the backend too: the label says so.
+            quit: MenuItem::new("Quit (stops the backend)", true, None),
         }
     }
 
     fn menu(&self) -> Result<Menu, tray_icon::menu::Error> {
         let menu = Menu::new();
+        self.recent.append(&self.recent_empty)?;
         menu.append_items(&[
             &self.status,
+            &self.copy,
+            &self.recent,
             &PredefinedMenuItem::separator(),
             &self.start,
             &self.stop,
             &self.restart,
+            &self.open_browser,
             &PredefinedMenuItem::separator(),
             &self.open_logs,
             &self.open_folder,
@@ -116,8 +161,10 @@ impl Items {
             &PredefinedMenuItem::separator(),
             &self.edit,
             &self.reload,
+            &self.open_config_folder,
             &self.autostart,
             &PredefinedMenuItem::separator(),
+            &self.save_diagnostics,
             &self.about,
             &self.quit,
         ])?;
@@ -132,6 +179,11 @@ impl Items {
             (&self.open_logs, UiAction::OpenLogs),
             (&self.open_folder, UiAction::OpenLogFolder),
             (&self.kill, UiAction::KillStrays),
+            (&self.kill_debug, UiAction::KillDebug),
+            (&self.copy, UiAction::CopyDetails),
+            (&self.open_browser, UiAction::OpenInBrowser),
+            (&self.open_config_folder, UiAction::OpenConfigFolder),
+            (&self.save_diagnostics, UiAction::SaveDiagnostics),
             (&self.edit, UiAction::EditConfig),
             (&self.reload, UiAction::ReloadConfig),
             (&self.about, UiAction::About),
@@ -168,6 +220,59 @@ impl Items {
         self.restart.set_text(&view.restart_label);
         self.kill.set_text(&view.kill_label);
         self.kill.set_enabled(view.can_kill);
+        // The reason line sits right under the status line (and the alert line).
+        let at = 1 + usize::from(self.alert_shown);
+        self.reason_shown = toggle(
+            menu,
+            &self.reason,
+            self.reason_shown,
+            view.reason_line.as_deref(),
+            at,
+        );
+        self.copy.set_enabled(view.details.is_some());
+        let kill_at = menu
+            .items()
+            .iter()
+            .position(|i| i.id() == self.kill.id())
+            .map_or(0, |p| p + 1);
+        self.kill_debug_shown = toggle(
+            menu,
+            &self.kill_debug,
+            self.kill_debug_shown,
+            view.kill_debug_label.as_deref(),
+            kill_at,
+        );
+        self.open_browser.set_enabled(view.open_url.is_some());
+    }
+
+    /// Lists `events` (newest first) in the Recent events submenu.
+    fn show_events(&mut self, events: &[String]) {
+        for item in self.recent_items.drain(..) {
+            let _ = self.recent.remove(&item);
+        }
+        if events.is_empty() {
+            return;
+        }
+        let _ = self.recent.remove(&self.recent_empty);
+        for line in events.iter().take(RECENT_EVENTS) {
+            let item = MenuItem::new(line, false, None);
+            if self.recent.append(&item).is_ok() {
+                self.recent_items.push(item);
+            }
+        }
+    }
+}
+
+/// Shows `item` with `text` at `at` (inserting it if it was not shown), or removes it when
+/// `text` is `None`. Whether it is shown now.
+fn toggle(menu: &Menu, item: &MenuItem, shown: bool, text: Option<&str>, at: usize) -> bool {
+    match (text, shown) {
+        (Some(text), shown) => {
+            item.set_text(text);
+            shown || menu.insert(item, at).is_ok()
+        }
+        (None, true) => menu.remove(item).is_err(),
+        (None, false) => false,
     }
 }
 
@@ -260,6 +365,11 @@ pub fn run(
                         last_tooltip.clone_from(&view.tooltip);
                     }
                     items.apply(menu, &view);
+                }
+            }
+            Event::UserEvent(UiEvent::Events(events)) => {
+                if let Some((_, _, items)) = &mut tray {
+                    items.show_events(&events);
                 }
             }
             Event::UserEvent(UiEvent::Autostart(on)) => {
