@@ -1,7 +1,8 @@
 //! `config init --detect DIR`: looks at a project folder (a virtualenv, `main.py` / `app.py` /
 //! `manage.py`, `pyproject.toml` scripts, a FastAPI or uvicorn app, `.env`'s `PORT`, a
 //! `package.json` start script) and writes the config that runs it, saying what it found and
-//! what it guessed. Reads files in that folder only; imports `config`'s helpers and `envfile`.
+//! what it guessed. Reads files in that folder only; imports `envfile` (for `.env`), `toml`
+//! and `serde_json`.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -7,6 +7,8 @@ set -euo pipefail
 H=$TRAY_E2E_SCRIPT
 APP=${APP:?} SHOTS=${SHOTS:?}
 HOME_DIR=$(mktemp -d); export BACKEND_WARDEN_HOME=$HOME_DIR
+# Login entries go here, not into the real ~/.config/autostart.
+export XDG_CONFIG_HOME=$HOME_DIR/xdg
 TAG=e2e-$$-$RANDOM
 GREEN='rgb(46,125,50)' RED='rgb(211,47,47)' GREY='rgb(117,117,117)' ORANGE='rgb(255,109,0)'
 T0=$(date +%s%3N)
@@ -37,6 +39,7 @@ menu() { $H sni-menu; }
 menu_has() { local m; m=$(menu); grep -E "$1" <<<"$m" >/dev/null; }
 item_enabled() { local m; m=$(menu); grep -E "^[0-9]+ +$1 " <<<"$m" | grep -v 'enabled=False' >/dev/null; }
 item_disabled() { local m; m=$(menu); grep -E "^[0-9]+ +$1 " <<<"$m" | grep 'enabled=False' >/dev/null; }
+autostart_is() { local m; m=$(menu); grep -E "^[0-9]+ +Start at login " <<<"$m" | grep "toggle-state=$1" >/dev/null; }
 count_notes() { local n; n=$($H notifications); grep -c "$1" <<<"$n" || true; }
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 tagged() { pgrep -f -- "$TAG" || true; }
@@ -111,6 +114,16 @@ $H sni-click Restart >/dev/null
 wait_until 20 "a new healthy backend" new_healthy_pid "$NEW"
 alive "$NEW" && fail "old backend $NEW survived Restart"
 ok "Restart: a new backend, the old one gone"
+
+# Start at login follows the command line.
+autostart_is 0 || fail "Start at login checked before any entry: $(menu)"
+"$APP" autostart enable >/dev/null
+wait_until 10 "Start at login checked" autostart_is 1
+grep -F -- "--home" "$XDG_CONFIG_HOME/autostart/backend-warden.desktop" >/dev/null \
+  || fail "the login entry does not start this warden: $(cat "$XDG_CONFIG_HOME/autostart/backend-warden.desktop")"
+"$APP" autostart disable >/dev/null
+wait_until 10 "Start at login unchecked" autostart_is 0
+ok "Start at login follows autostart enable / disable from the CLI"
 
 # A stray started by hand: badge, menu line, Kill strays (1), and it dies when clicked.
 STRAY_PORT=$(free_port)
