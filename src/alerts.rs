@@ -158,7 +158,7 @@ impl AlertPolicy {
                 (first && self.mute.unhealthy).then(|| {
                     Alert::urgent(
                         "Backend unhealthy",
-                        format!("Its health check fails: {error}."),
+                        format!("Its health check fails: {}.", without_origin(error)),
                     )
                     .with_actions(&[AlertAction::Restart, AlertAction::OpenLogs])
                 })
@@ -188,9 +188,11 @@ impl AlertPolicy {
                 self.crashing = false;
                 self.unhealthy = false;
                 self.gave_up = true;
+                let first = reason.lines().next().unwrap_or_default();
+                let first = first.strip_suffix("; last output:").unwrap_or(first);
                 let body = match headline(reason) {
-                    line if line == reason.lines().next().unwrap_or_default() => line,
-                    line => format!("{line}\n{}", reason.lines().next().unwrap_or_default()),
+                    line if line == first || reason.lines().next() == Some(line.as_str()) => line,
+                    line => format!("{line}\n{first}"),
                 };
                 if reason.contains("is held by") || reason.contains("holds port") {
                     let actions: &[AlertAction] = if reason.contains("Kill strays frees it") {
@@ -234,6 +236,16 @@ impl AlertPolicy {
             .with_actions(&[AlertAction::EditConfig])
         })
     }
+}
+
+/// "http://127.0.0.1:54112/health answered 503" → "/health answered 503": the address is in
+/// the config; the path and the answer are what a reader needs.
+fn without_origin(error: &str) -> &str {
+    error
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+        .filter(|_| error.starts_with("http"))
+        .unwrap_or(error)
 }
 
 fn in_words(delay: Duration) -> String {
@@ -293,6 +305,19 @@ mod tests {
             "It exited with code 1; restarting in 2 s.\nRuntimeError: <no database> (main.py, line 4)"
         );
         assert!(alerts[1].sticky, "a give-up stays until dismissed");
+        let syntax = p
+            .on_event(&Event::GaveUp {
+                reason: "gave up after 3 crashes within 1m: the backend exited with code 1; \
+                         last output:\n  File \"/p/broken.py\", line 3\n    def h(:\n\
+                         SyntaxError: invalid syntax"
+                    .into(),
+            })
+            .unwrap();
+        assert_eq!(
+            syntax.body,
+            "SyntaxError: invalid syntax (broken.py, line 3)\n\
+             gave up after 3 crashes within 1m: the backend exited with code 1"
+        );
     }
 
     #[test]
@@ -334,11 +359,14 @@ mod tests {
         let mut p = AlertPolicy::new(NotifyConfig::default());
         let bad = Event::Unhealthy {
             pid: 2,
-            error: "/health answered 503 Service Unavailable".into(),
+            error: "http://127.0.0.1:54112/health answered 503 Service Unavailable".into(),
         };
         let first = p.on_event(&bad).unwrap();
         assert_eq!(first.summary, "Backend unhealthy");
-        assert!(first.body.contains("503"), "{}", first.body);
+        assert_eq!(
+            first.body,
+            "Its health check fails: /health answered 503 Service Unavailable."
+        );
         assert!(p.on_event(&bad).is_none(), "one per spell");
         assert_eq!(
             p.on_event(&healthy(true)).unwrap().summary,

@@ -45,11 +45,13 @@ alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/n
 tagged() { pgrep -f -- "$TAG" || true; }
 
 PORT=$(free_port)
-cat >"$HOME_DIR/config.toml" <<TOML
+demo_config() {
+  cat <<TOML
 [backend]
 command = '$APP'
 args = ['demo-backend', '--port', '$PORT', '--tag', '$TAG']
 port = $PORT
+env = { API_TOKEN = "s3cr3t-token-$TAG" }
 [health]
 url = "http://127.0.0.1:$PORT/health"
 interval = "300ms"
@@ -58,12 +60,39 @@ backoff_initial = "1500ms"
 [strays]
 scan_interval = "500ms"
 TOML
+}
 
+# A first launch with a broken config (a port in quotes): no exit, a tray in its "config
+# error" state that says what is wrong where a teammate looks.
+demo_config | sed "s/^port = $PORT\$/port = \"$PORT\"/" >"$HOME_DIR/config.toml"
 "$APP" >"$LOG" 2>&1 &
 WARDEN=$!
 trap 'kill $WARDEN 2>/dev/null || true' EXIT
 $H wait-sni 15 >/dev/null || fail "no tray item on the bus"
 ok "tray item registered"
+wait_until 10 "a red icon for the config error" icon_has "$RED"
+menu_has "Backend: not started — the config has an error" || fail "status line: $(menu)"
+menu_has "config.toml:4:[0-9]+: backend.port" || fail "the error's line in the menu: $(menu)"
+item_enabled "Edit config" && item_enabled "Reload config" && item_disabled Start \
+  || fail "config items when the config is broken: $(menu)"
+$H wait-notify $'\tConfig error: backend not started\t' 10 >/dev/null || fail "no config error alert"
+grep -E "config error.*backend.port" "$HOME_DIR/logs/warden.log" >/dev/null \
+  || fail "warden.log lacks the config error: $(tail -5 "$HOME_DIR/logs/warden.log")"
+grep -A12 'member=Notify$' "$TRAY_E2E_NOTIFY_LOG" | grep -F 'string "edit-config"' >/dev/null \
+  || fail "the config error alert has no Edit config button"
+$H wait-notify $'\tBackend Warden is running\t' 10 >/dev/null || fail "no welcome alert on the first launch"
+$H screenshot "$SHOTS/screen-config-error.png"
+ok "broken config at start: red icon, the error in the menu, an alert with Edit config, warden.log"
+
+# Edit config where no program opens .toml (this desktop has none): an alert naming the file.
+$H sni-click 'Edit config' >/dev/null
+$H wait-notify "no program is set up to open $HOME_DIR/config.toml" 20 >/dev/null \
+  || fail "no alert naming the file nothing could open: $($H notifications)"
+ok "Edit config with no program for .toml: an alert names the file"
+
+# Fixed and reloaded: the backend starts.
+demo_config >"$HOME_DIR/config.toml"
+$H sni-click 'Reload config' >/dev/null
 wait_until 20 "healthy" state_is healthy
 wait_until 5 "a green icon" icon_has "$GREEN"
 ok "healthy: the icon is green"
@@ -193,9 +222,20 @@ port_is() { [ "$(field "['port']")" = "$1" ]; }
 wait_until 10 "the demo on its port" port_is "$PORT"
 rm -rf "$PROJECT"
 
-# A crash loop after a config reload from the menu: one crash alert, one give-up.
+# A crash loop after a config reload from the menu: a SyntaxError. One crash alert, one
+# give-up that stays until dismissed, and the reason still in the menu afterwards.
 GAVE_UP=$(count_notes $'\tBackend Warden gave up\t')
-sed -i "s/'--tag', '$TAG'\]/'--tag', '$TAG', '--exit-after', '0', '--exit-code', '3']/; s/backoff_initial = .*/backoff_initial = \"100ms\"\nmax_restarts = 2/" "$HOME_DIR/config.toml"
+BROKEN=$(mktemp -d)
+printf 'import sys\nprint("starting")\ndef handler(:\n    pass\n' >"$BROKEN/broken.py"
+cat >"$HOME_DIR/config.toml" <<TOML
+[backend]
+command = '$PY'
+args = ['broken.py']
+cwd = '$BROKEN'
+[restart]
+backoff_initial = "100ms"
+max_restarts = 2
+TOML
 $H sni-click 'Reload config' >/dev/null
 $H wait-notify $'\tConfig reloaded\t' 10 >/dev/null || fail "no reload notification"
 wait_until 20 "failed" state_is failed
@@ -203,7 +243,54 @@ wait_until 5 "a red ✕ icon" icon_has "$RED"
 $H wait-notify $'\tBackend Warden gave up\t' 10 >/dev/null || fail "no give-up notification"
 [ "$(count_notes $'\tBackend crashed\t')" = 2 ] || fail "crash alerts for the loop: $($H notifications)"
 [ "$(count_notes $'\tBackend Warden gave up\t')" = $((GAVE_UP + 1)) ] || fail "give-up alerts: $($H notifications)"
-ok "crash loop after Reload config: one crash alert, one give-up, icon red"
+$H notifications | grep -E $'\tBackend Warden gave up\tSyntaxError: invalid syntax \\(broken.py, line 3\\)' >/dev/null \
+  || fail "the give-up alert does not lead with the exception: $($H notifications)"
+grep -B2 -A40 'string "Backend Warden gave up"' "$TRAY_E2E_NOTIFY_LOG" | grep -A1 'string "urgency"' | grep -F 'byte 2' >/dev/null \
+  || fail "the give-up alert is not critical (it would expire)"
+menu_has "SyntaxError: invalid syntax \(broken.py, line 3\)" || fail "the reason is not in the menu: $(menu)"
+menu_has "crashed: SyntaxError: invalid syntax" || fail "Recent events lacks the crash: $(menu)"
+menu_has "gave up: SyntaxError" || fail "Recent events lacks the give-up: $(menu)"
+$H sni-click 'Copy details' >/dev/null
+clipboard_has() { xclip -o -selection clipboard 2>/dev/null | grep -F -- "$1" >/dev/null; }
+wait_until 5 "the details on the clipboard" clipboard_has "def handler(:"
+$H screenshot "$SHOTS/screen-gave-up.png"
+ok "SyntaxError crash loop: one crash alert, a critical give-up alert leading with the exception, the reason and Recent events in the menu, Copy details"
+
+# Fixed: the backend runs again, and says so. Then a backend that turns unhealthy: one alert
+# naming the health check's answer, then one when it recovers.
+RECOVERED=$(count_notes $'\tBackend recovered\t')
+cat >"$HOME_DIR/config.toml" <<TOML
+[backend]
+command = '$APP'
+args = ['demo-backend', '--port', '$PORT', '--tag', '$TAG', '--unhealthy-after', '1500']
+port = $PORT
+[health]
+url = "http://127.0.0.1:$PORT/health"
+interval = "300ms"
+unhealthy_after = 1
+restart_after = "1s"
+TOML
+$H sni-click 'Reload config' >/dev/null
+$H wait-notify $'\tBackend running again\t' 20 >/dev/null || fail "no alert that the fixed backend runs"
+$H wait-notify $'\tBackend unhealthy\tIts health check fails: /health answered 503' 20 >/dev/null \
+  || fail "no unhealthy alert naming the answer: $($H notifications)"
+wait_until 20 "a recovery alert" bash -c "[ \"\$($H notifications | grep -c $'\tBackend recovered\t')\" -gt $RECOVERED ]"
+ok "fixed: 'running again'; unhealthy: one alert naming the 503, then a recovery alert"
+
+# Save diagnostics: one file a teammate can send, secrets redacted.
+demo_config >"$HOME_DIR/config.toml"
+$H sni-click 'Reload config' >/dev/null
+wait_until 20 "the demo healthy again" state_is healthy
+$H sni-click 'Save diagnostics…' >/dev/null
+$H wait-notify $'\tDiagnostics saved\t' 10 >/dev/null || fail "no diagnostics alert"
+DIAG=$($H notifications | grep $'\tDiagnostics saved\t' | tail -1 | cut -f3 | sed 's/\\n.*//; s/Send this.*//')
+DIAG=$(ls -t "$(dirname "$DIAG")"/backend-warden-diagnostics-*.txt | head -1)
+[ -s "$DIAG" ] || fail "no diagnostics file at $DIAG"
+grep -F "s3cr3t-token" "$DIAG" >/dev/null && fail "the diagnostics file leaks a secret"
+grep -F "<redacted>" "$DIAG" >/dev/null && grep -F "== backend.log" "$DIAG" >/dev/null \
+  && grep -F '"state": "healthy"' "$DIAG" >/dev/null || fail "diagnostics content: $(head -40 "$DIAG")"
+rm -f "$DIAG"
+ok "Save diagnostics: status, logs and the config with the token redacted, in one file"
 
 # A broken config on reload keeps the old one and says why.
 echo 'comand = "x"' >>"$HOME_DIR/config.toml"
@@ -212,9 +299,18 @@ $H wait-notify $'\tConfig not reloaded\t' 10 >/dev/null || fail "no config error
 ok "a broken config is refused with a notification"
 
 # Quit: the warden exits and no backend process is left.
-$H sni-click Quit >/dev/null || true
+$H sni-click 'Quit (stops the backend)' >/dev/null || true
 for _ in $(seq 100); do kill -0 $WARDEN 2>/dev/null || break; sleep 0.1; done
 kill -0 $WARDEN 2>/dev/null && fail "the warden did not exit on Quit"
 [ -z "$(tagged)" ] || fail "processes left after Quit: $(tagged)"
 ok "Quit: warden gone, no backend left"
+# A second launch: no second welcome (the broken config from above starts it in its error state).
+"$APP" >>"$LOG" 2>&1 &
+WARDEN=$!
+$H wait-sni 15 >/dev/null || fail "no tray item on the second launch"
+wait_until 10 "the config error state" icon_has "$RED"
+"$APP" quit >/dev/null
+for _ in $(seq 100); do kill -0 $WARDEN 2>/dev/null || break; sleep 0.1; done
+[ "$(count_notes $'\tBackend Warden is running\t')" = 1 ] || fail "welcome alerts: $($H notifications)"
+ok "the welcome alert came once, on the first launch only"
 echo "$N passed, 0 failed"
