@@ -22,7 +22,8 @@ use crate::output::BackendLog;
 use crate::process::{self, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{
-    Command, Effect, Event, Input, Pid, Policy, ReloadChange, Snapshot, Supervisor,
+    Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, Snapshot, State,
+    Supervisor,
 };
 
 /// How long an exit report waits for the backend's last output lines to be read. After an
@@ -392,6 +393,7 @@ impl Runner {
     fn process(&mut self, mut queue: VecDeque<Input>) -> bool {
         let mut exit = false;
         while let Some(input) = queue.pop_front() {
+            let input = self.judge_listener(input);
             let now = Instant::now();
             let effects = self.supervisor.handle(input, now);
             for effect in effects {
@@ -403,6 +405,35 @@ impl Runner {
         }
         self.publish(Instant::now());
         exit
+    }
+
+    /// A first good health answer of a starting backend counts only if the port's listener is
+    /// the backend's tree: another server (another user's, an older copy's) answering on the
+    /// same port must not pass for it. Checked once per start, where the socket table is read.
+    fn judge_listener(&self, input: Input) -> Input {
+        let Input::Probed {
+            pid,
+            probe: Probe::Ok { .. },
+        } = &input
+        else {
+            return input;
+        };
+        let (Some(port), State::Starting) = (self.backend.port, self.supervisor.state()) else {
+            return input;
+        };
+        match strays::foreign_listener(port, *pid) {
+            Some(why) => {
+                warn!(pid, %why, "the health check reached another program");
+                Input::Probed {
+                    pid: *pid,
+                    probe: Probe::Failed {
+                        error: why.clone(),
+                        failure: ProbeFailure::Other(why),
+                    },
+                }
+            }
+            None => input,
+        }
     }
 
     fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
@@ -793,7 +824,7 @@ fn port_conflict(
             named.join(", ")
         ));
     }
-    if listened && holders.is_empty() {
+    if listened && holders.is_empty() && strays::UNSEEN_OWNER_IS_ANOTHER_USER {
         return PortConflict::Other(format!(
             "port {port} is held by a process of another user, or one this user cannot see; \
              stop it, or change backend.port"

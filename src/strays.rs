@@ -1149,6 +1149,70 @@ pub fn port_listened(port: u16) -> bool {
     platform::port_listened(port)
 }
 
+/// Whether a listener on `port` that this user cannot attribute belongs to another user. True
+/// on Linux (the socket table lists every socket; only another user's processes hide their
+/// files); elsewhere an unknown owner says nothing (Wine reports PID 0 for every socket).
+pub const UNSEEN_OWNER_IS_ANOTHER_USER: bool = cfg!(target_os = "linux");
+
+/// Why the listener on `port` is not the backend tree led by `root`, if it is not: a health
+/// probe that an older or foreign server answers must not pass for ours. `None` when one of
+/// the listeners belongs to the tree, or when nothing can be told.
+pub fn foreign_listener(port: u16, root: u32) -> Option<String> {
+    if !port_listened(port) {
+        return None; // the probe reached something else than `port`: nothing to judge
+    }
+    let pids = listening_pids(port);
+    if pids.is_empty() {
+        return UNSEEN_OWNER_IS_ANOTHER_USER.then(|| {
+            format!(
+                "port {port} answers, but its listener belongs to another user or a process this \
+                 user cannot see, not to this backend"
+            )
+        });
+    }
+    let Ok(mut system) = System::new() else {
+        return None;
+    };
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        ProcessRefreshKind::nothing().without_tasks(),
+    );
+    let descends = |pid: u32| {
+        let mut cursor = Some(pid);
+        for _ in 0..256 {
+            let Some(at) = cursor else { return false };
+            if at == root {
+                return true;
+            }
+            let Some(p) = system.process(SysPid::from_u32(at)) else {
+                return false;
+            };
+            // A parent link to a process younger than the child is stale (a reused PID).
+            cursor = p
+                .parent()
+                .filter(|parent| {
+                    system
+                        .process(*parent)
+                        .is_none_or(|pp| pp.start_time() <= p.start_time())
+                })
+                .map(SysPid::as_u32);
+        }
+        false
+    };
+    if pids.iter().any(|pid| descends(*pid)) {
+        return None;
+    }
+    let named: Vec<String> = pids
+        .iter()
+        .map(|pid| describe_holder(*pid, system.process(SysPid::from_u32(*pid)), false).describe())
+        .collect();
+    Some(format!(
+        "port {port} answers, but its listener is not this backend: {}",
+        named.join(", ")
+    ))
+}
+
 /// Everything listening on `port`, described (for a blocked start).
 pub fn port_holders(port: u16) -> Vec<PortHolder> {
     let pids = listening_pids(port);

@@ -6,6 +6,7 @@ mod cli;
 mod config_ux;
 mod engine;
 mod health;
+mod listener;
 mod reliability;
 mod seed;
 mod strays;
