@@ -314,6 +314,10 @@ pub fn run(
         *control_flow = ControlFlow::Wait;
         match event {
             Event::NewEvents(StartCause::Init) => {
+                // Linux panels show the application name when the pointer rests on the icon
+                // (the status indicator has no tooltip): say what this is, not the binary.
+                #[cfg(target_os = "linux")]
+                gtk::glib::set_application_name("Backend Warden");
                 let items = Items::new(autostart);
                 let built = items.menu().map_err(|e| e.to_string()).and_then(|menu| {
                     TrayIconBuilder::new()
