@@ -21,9 +21,7 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use backend_warden::alerts::{Alert, AlertAction, AlertPolicy};
-use backend_warden::app::{
-    Hooks, Plan, Primary, describe, start_engine, strays_summary, write_template,
-};
+use backend_warden::app::{Hooks, Plan, Primary, describe, start_engine, strays_summary};
 use backend_warden::control::Control;
 use backend_warden::notifier::Notifier;
 use backend_warden::paths::Paths;
@@ -424,19 +422,10 @@ impl TrayActions {
             },
             UiAction::EditConfig => {
                 if !self.config_file.exists() {
-                    if let Err(e) = write_template(&self.config_file, false) {
-                        self.notifier
-                            .show(Alert::info("Cannot create the config", format!("{e:#}")));
+                    let Some(created) = self.create_config() else {
                         return;
-                    }
-                    self.notifier.show(Alert::info(
-                        "Config created",
-                        format!(
-                            "{} did not exist: it now holds the commented template. Fill in \
-                             [backend] and save; the warden reloads it.",
-                            self.config_file.display()
-                        ),
-                    ));
+                    };
+                    self.notifier.show(Alert::info("Config created", created));
                 }
                 self.open(&self.config_file, open::Kind::Text);
             }
@@ -517,6 +506,55 @@ impl TrayActions {
                 self.open(&folder, open::Kind::Folder);
             }
             UiAction::SaveDiagnostics => self.save_diagnostics(),
+        }
+    }
+
+    /// Writes a config where there is none: the one `config init --detect` would write for the
+    /// project the tray was started in (a developer's `backend-warden` from the project's
+    /// folder), else the commented template. What it did, in words; `None` after an alert
+    /// saying why it could not.
+    fn create_config(&self) -> Option<String> {
+        let project = std::env::current_dir().ok().filter(|dir| {
+            // Started from the desktop, the folder says nothing about a project.
+            let home = directories::UserDirs::new().map(|d| d.home_dir().to_path_buf());
+            Some(dir) != home.as_ref() && dir.parent().is_some()
+        });
+        let detected = project.as_deref().and_then(|dir| {
+            let detection = backend_warden::detect::detect(dir);
+            Some((dir.to_path_buf(), detection.config.clone()?, detection))
+        });
+        let (text, what) = match &detected {
+            Some((dir, config, detection)) => (
+                config.as_str(),
+                format!(
+                    "{} now runs the project in {} (found: {}{}). Check it and save; the warden \
+                     reloads it.",
+                    self.config_file.display(),
+                    dir.display(),
+                    detection.found.join("; "),
+                    if detection.guessed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; guessed: {}", detection.guessed.join("; "))
+                    }
+                ),
+            ),
+            None => (
+                backend_warden::config::template(),
+                format!(
+                    "{} did not exist: it now holds the commented template. Fill in [backend] \
+                     and save; the warden reloads it.",
+                    self.config_file.display()
+                ),
+            ),
+        };
+        match backend_warden::app::write_config(&self.config_file, text, false) {
+            Ok(()) => Some(what),
+            Err(e) => {
+                self.notifier
+                    .show(Alert::info("Cannot create the config", format!("{e:#}")));
+                None
+            }
         }
     }
 

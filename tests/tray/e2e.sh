@@ -304,13 +304,22 @@ for _ in $(seq 100); do kill -0 $WARDEN 2>/dev/null || break; sleep 0.1; done
 kill -0 $WARDEN 2>/dev/null && fail "the warden did not exit on Quit"
 [ -z "$(tagged)" ] || fail "processes left after Quit: $(tagged)"
 ok "Quit: warden gone, no backend left"
-# A second launch: no second welcome (the broken config from above starts it in its error state).
-"$APP" >>"$LOG" 2>&1 &
+# A second launch, from a project's folder and without a config: no second welcome, and Edit
+# config writes a config for that project (what `config init --detect` finds).
+rm -f "$HOME_DIR/config.toml"
+PROJECT=$(mktemp -d)
+cp "$(dirname "$0")/../fixtures/seed_project/main.py" "$PROJECT/"
+(cd "$PROJECT" && exec "$APP" >>"$LOG" 2>&1) &
 WARDEN=$!
 $H wait-sni 15 >/dev/null || fail "no tray item on the second launch"
-wait_until 10 "the config error state" icon_has "$RED"
+wait_until 20 "the demo healthy" state_is healthy
+$H sni-click 'Edit config' >/dev/null
+$H wait-notify $'\tConfig created\t.*now runs the project in' 10 >/dev/null \
+  || fail "Edit config did not detect the project: $($H notifications)"
+grep -F "main.py" "$HOME_DIR/config.toml" >/dev/null || fail "config: $(cat "$HOME_DIR/config.toml")"
 "$APP" quit >/dev/null
 for _ in $(seq 100); do kill -0 $WARDEN 2>/dev/null || break; sleep 0.1; done
 [ "$(count_notes $'\tBackend Warden is running\t')" = 1 ] || fail "welcome alerts: $($H notifications)"
-ok "the welcome alert came once, on the first launch only"
+rm -rf "$PROJECT"
+ok "second launch: no second welcome; Edit config writes a config for the project it was started in"
 echo "$N passed, 0 failed"
