@@ -387,7 +387,7 @@ impl Capture {
     /// Waits (at most `limit`) until both streams have ended, so the last lines a crashing
     /// backend printed are in the tail. A grandchild holding the pipes open makes this time out.
     pub fn wait_eof(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+        let deadline = crate::clock::later(Instant::now(), limit);
         for _ in 0..2 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.eof.recv_timeout(left) {

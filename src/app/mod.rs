@@ -167,7 +167,7 @@ pub struct Primary {
 /// single-instance lock and binds the endpoint. Of launches at the same instant exactly one
 /// wins the lock; the others wait for its endpoint and hand over.
 pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
-    let deadline = Instant::now() + STARTING_PEER_WAIT;
+    let deadline = crate::clock::later(Instant::now(), STARTING_PEER_WAIT);
     loop {
         match ipc::request(&paths.runtime_dir, request, HANDOVER_TIMEOUT) {
             Ok(response) => return Ok(Claim::Handed(response)),
@@ -561,8 +561,13 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
 pub fn wait_limits(config: &Config) -> WaitLimits {
     let slack = Duration::from_secs(5);
     WaitLimits {
-        start: config.health.start_timeout + config.stop.grace + config.restart.backoff_max + slack,
-        stop: config.stop.grace + slack,
+        start: config
+            .health
+            .start_timeout
+            .saturating_add(config.stop.grace)
+            .saturating_add(config.restart.backoff_max)
+            .saturating_add(slack),
+        stop: config.stop.grace.saturating_add(slack),
     }
 }
 

@@ -278,19 +278,27 @@ impl Server {
                         continue;
                     }
                     let handle = Arc::clone(&handle);
-                    let active_in_thread = Arc::clone(&active);
-                    let spawned = thread::Builder::new()
+                    // Released when the thread ends, however it ends (a panic included).
+                    let slot = Slot(Arc::clone(&active));
+                    // A failed spawn drops the closure, and with it the slot.
+                    let _ = thread::Builder::new()
                         .name("ipc-conn".into())
                         .spawn(move || {
+                            let _slot = slot;
                             serve_one(conn, &*handle);
-                            active_in_thread.fetch_sub(1, Ordering::SeqCst);
                         });
-                    if spawned.is_err() {
-                        active.fetch_sub(1, Ordering::SeqCst);
-                    }
                 }
             })?;
         Ok(server)
+    }
+}
+
+/// One taken connection slot, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -304,7 +312,7 @@ impl ServerHandle {
     /// Waits (at most `limit`) until no request is being answered, so that an answer such as
     /// "quit: done" reaches its client before the process exits.
     pub fn wait_idle(&self, limit: Duration) {
-        let deadline = std::time::Instant::now() + limit;
+        let deadline = crate::clock::later(std::time::Instant::now(), limit);
         while self.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
             thread::sleep(Duration::from_millis(2));
         }
@@ -315,7 +323,28 @@ fn serve_one(mut conn: Stream, handle: &dyn Fn(Request) -> Response) {
     let _ = conn.set_recv_timeout(Some(REQUEST_DEADLINE));
     let _ = conn.set_send_timeout(Some(REQUEST_DEADLINE));
     let response = match read_frame::<Request>(&mut conn) {
-        Ok(request) => handle(request),
+        Ok(request) => {
+            let asked = format!("{request:?}");
+            // A bug in a handler must cost one answer, not the connection slot or the thread
+            // that would answer the next `quit`.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(request))) {
+                Ok(response) => response,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    tracing::error!(request = %asked, panic = %what, "an IPC request handler panicked");
+                    Response::Error {
+                        message: format!(
+                            "the warden failed to answer this request (an internal error: \
+                             {what}); see warden.log"
+                        ),
+                    }
+                }
+            }
+        }
         Err(FrameError::Io(_)) => return, // gone, silent or truncated: just close
         Err(FrameError::TooLarge(n)) => Response::Error {
             message: format!("request of {n} bytes is larger than the limit of {MAX_FRAME}"),
@@ -340,6 +369,37 @@ mod tests {
         let mut out = (bytes.len() as u32).to_le_bytes().to_vec();
         out.extend_from_slice(bytes);
         out
+    }
+
+    /// A handler that panics answers with an error, is logged, and gives its slot back: more
+    /// panics than there are slots leave the server answering.
+    #[test]
+    fn a_panicking_handler_releases_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let server = Server::bind(&run).unwrap();
+        let handle = server
+            .spawn(|request| match request {
+                Request::Show => panic!("handler bug"),
+                _ => Response::Error {
+                    message: "answered".into(),
+                },
+            })
+            .unwrap();
+        for _ in 0..MAX_CONNECTIONS * 2 {
+            match request(&run, &Request::Show, Duration::from_secs(10)) {
+                Ok(Response::Error { message }) => {
+                    assert!(message.contains("handler bug"), "{message}")
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        handle.wait_idle(Duration::from_secs(10));
+        assert_eq!(handle.active.load(Ordering::SeqCst), 0, "slots leaked");
+        match request(&run, &Request::Status, Duration::from_secs(10)) {
+            Ok(Response::Error { message }) => assert_eq!(message, "answered"),
+            other => panic!("unexpected answer {other:?}"),
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod engine;
+mod hardening;
 mod reliability;
 mod strays;
 mod support;
