@@ -21,6 +21,7 @@ pub mod logging;
 pub mod notifier;
 pub mod output;
 pub mod paths;
+pub mod private_fs;
 pub mod process;
 pub mod runner;
 pub mod status;

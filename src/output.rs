@@ -4,11 +4,12 @@
 //! The backend is never slowed down by the warden: readers hand lines over through a queue
 //! bounded in bytes, without waiting; when the writer falls behind (a stalled disk), lines are
 //! dropped and counted, and the count is written once the writer catches up. Partial lines and
-//! non-UTF-8 bytes are written as they came. May import `std`, `memchr`, `humantime` and
-//! `crate::supervisor` types only.
+//! non-UTF-8 bytes are written as they came. May import `std`, `memchr`, `humantime`,
+//! `crate::private_fs` (owner-only folders, no symbolic links followed) and `crate::supervisor`
+//! types only.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::private_fs::{self, FolderKind};
 use crate::supervisor::TAIL_LINES;
 
 /// Longest line kept whole; a longer one is written in pieces of this size, so a backend that
@@ -141,12 +143,9 @@ impl RotatingFile {
 
     fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
         if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
+            private_fs::prepare_dir(dir, FolderKind::Logs)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let file = private_fs::open_append(&self.path)?;
         self.size = file.metadata()?.len();
         Ok(self.file.insert(BufWriter::with_capacity(64 * 1024, file)))
     }

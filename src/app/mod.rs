@@ -538,8 +538,7 @@ pub fn config_error(e: &ConfigError) -> ExitCode {
 /// Runs the engine in the foreground until Ctrl+C / SIGTERM or `quit`, then stops the backend
 /// tree and returns. Serves the CLI through `primary`'s endpoint meanwhile.
 pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
-    std::fs::create_dir_all(&plan.log_dir)
-        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
+    prepare_log_dir(&plan.log_dir)?;
     crate::logging::init(&plan.log_dir, true);
     eprintln!("{}", describe(&plan, paths));
     info!(
@@ -554,6 +553,20 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     .context("cannot install the Ctrl+C handler")?;
     running.wait();
     info!("warden stopped");
+    Ok(())
+}
+
+/// Creates the log folder owner-only, or checks the existing one: a folder that is a symbolic
+/// link or another user's, or a `backend.log` / `warden.log` that is a symbolic link or not
+/// ours, stops the start with an error that names it (logs may carry secrets, and a planted
+/// link would make the warden append to a file of the planter's choosing).
+pub fn prepare_log_dir(dir: &Path) -> Result<()> {
+    use crate::private_fs;
+    private_fs::prepare_dir(dir, private_fs::FolderKind::Logs)
+        .context("cannot use the log folder")?;
+    for name in ["backend.log", "warden.log"] {
+        private_fs::check_file(&dir.join(name)).context("cannot use the log file")?;
+    }
     Ok(())
 }
 

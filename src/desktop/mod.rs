@@ -40,8 +40,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
              run `backend-warden run --headless` to supervise the backend without one"
         );
     }
-    std::fs::create_dir_all(&plan.log_dir)
-        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
+    backend_warden::app::prepare_log_dir(&plan.log_dir)?;
     logging::init(&plan.log_dir, true);
     info!("{}", describe(&plan, paths));
     let notifier = Notifier::start().context("cannot start the notifier")?;

@@ -187,11 +187,8 @@ impl InstanceLock {
     /// Takes the lock, or `None` if another process holds it.
     pub fn try_acquire(runtime_dir: &Path) -> io::Result<Option<InstanceLock>> {
         imp::prepare_runtime_dir(runtime_dir)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(runtime_dir.join("warden.lock"))?;
+        // Owner-only, never through a symbolic link, close-on-exec.
+        let file = crate::private_fs::open_append(&runtime_dir.join("warden.lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(InstanceLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
@@ -18,20 +17,10 @@ pub fn endpoint(runtime_dir: &Path) -> io::Result<Name<'static>> {
     socket_path(runtime_dir).to_fs_name::<GenericFilePath>()
 }
 
-/// Makes sure the runtime folder exists, belongs to us and is closed to others.
+/// Makes sure the runtime folder exists, is a real folder of ours (not a symbolic link) and
+/// is closed to others.
 pub fn prepare_runtime_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let meta = fs::metadata(dir)?;
-    if meta.uid() != nix::unistd::getuid().as_raw() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{} belongs to another user", dir.display()),
-        ));
-    }
-    if meta.mode() & 0o777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    crate::private_fs::prepare_dir(dir, crate::private_fs::FolderKind::Runtime)
 }
 
 /// Listener options: owner-only socket file; a stale file from a crashed warden is replaced

@@ -101,3 +101,95 @@ fn a_hostile_reload_is_refused_and_the_engine_keeps_working() {
     assert!(out.status.success(), "{out:?}");
     assert!(w.wait_exit(SECS(20)).success());
 }
+
+/// Runs `run --headless` in `home` and expects it to refuse to start: exit status and stderr.
+fn refused_start(home: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(exe())
+        .args(["run", "--headless"])
+        .env("BACKEND_WARDEN_HOME", home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+}
+
+/// Symbolic links planted in the home: a `logs` folder, a `backend.log` pointing at a file
+/// like `~/.bashrc`, a `run` folder pointing at a 0755 folder. The warden refuses to start,
+/// names what it refused, and writes nothing and changes no mode through the links.
+#[test]
+fn planted_symlinks_in_the_home_are_refused() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let config = demo_config(&tag("symlinks"), free_port(), &[], "");
+
+    // logs -> elsewhere
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), &config).unwrap();
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, home.path().join("logs")).unwrap();
+    let (code, err) = refused_start(home.path());
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("logs") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    // logs/backend.log -> bashrc, logs/warden.log -> bashrc
+    for name in ["backend.log", "warden.log"] {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config.toml"), &config).unwrap();
+        let bashrc = home.path().join("bashrc");
+        std::fs::write(&bashrc, "precious\n").unwrap();
+        std::fs::create_dir(home.path().join("logs")).unwrap();
+        symlink(&bashrc, home.path().join("logs").join(name)).unwrap();
+        let (code, err) = refused_start(home.path());
+        assert_ne!(code, Some(0), "{err}");
+        assert!(err.contains(name) && err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "precious\n");
+    }
+
+    // run -> a 0755 folder: neither chmod'ed nor used.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), &config).unwrap();
+    let shared = home.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&shared, home.path().join("run")).unwrap();
+    let (code, err) = refused_start(home.path());
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("run") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(mode(&shared), 0o755, "the link's target was chmod'ed");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+    // The CLI does not talk through it either.
+    let out = cli_in(home.path(), &["status"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+/// A fresh home: log and run folders 0700, log files and the lock 0600.
+#[test]
+fn the_wardens_folders_and_files_are_owner_only() {
+    let tag = tag("modes");
+    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    w.healthy();
+    let home = w.home().to_path_buf();
+    wait_until(SECS(10), "backend.log", || {
+        home.join("logs/backend.log").exists().then_some(())
+    });
+    assert_eq!(mode(&home.join("logs")), 0o700);
+    assert_eq!(mode(&home.join("run")), 0o700);
+    assert_eq!(mode(&home.join("logs/backend.log")), 0o600);
+    assert_eq!(mode(&home.join("logs/warden.log")), 0o600);
+    assert_eq!(mode(&home.join("run/warden.lock")), 0o600);
+    assert_eq!(mode(&home.join("run/warden.sock")), 0o600);
+    assert!(w.terminate().success());
+    wait_none_with_tag(&tag, SECS(10));
+}
