@@ -688,7 +688,7 @@ const MAX_LOG_SIZE: u64 = 10_000_000_000;
 /// Largest `logs.keep`: every rotation renames each kept file.
 const MAX_LOG_KEEP: i64 = 100;
 /// Largest count (`unhealthy_after`, `max_restarts`).
-const MAX_COUNT: i64 = 1000;
+const MAX_COUNT: i64 = 1_000_000;
 /// Largest duration of any key: a day. Anything longer is a typo, and a deadline that far is
 /// as good as none; far larger values would overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -2313,7 +2313,7 @@ on_change = "restart"
                 2,
                 19,
                 "health.unhealthy_after",
-                "invalid value 0: expected an integer from 1 to 1000",
+                "invalid value 0: expected an integer from 1 to 1000000",
             ),
             (
                 "[health]\nunhealthy_after = \"3\"\n",
@@ -2327,7 +2327,7 @@ on_change = "restart"
                 2,
                 16,
                 "restart.max_restarts",
-                "expected an integer from 1 to 1000",
+                "expected an integer from 1 to 1000000",
             ),
             (
                 "[logs]\nkeep = 0\n",
@@ -2467,12 +2467,12 @@ on_change = "restart"
             (
                 "[restart]\nmax_restarts = 4294967295\n".into(),
                 "restart.max_restarts",
-                "1000",
+                "1000000",
             ),
             (
-                "[health]\nunhealthy_after = 100000\n".into(),
+                "[health]\nunhealthy_after = 1000001\n".into(),
                 "health.unhealthy_after",
-                "1000",
+                "1000000",
             ),
             (
                 "[backend]\ncommand = \"py\\u0000thon\"\n".into(),

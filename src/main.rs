@@ -174,8 +174,37 @@ fn write_stdout(text: std::fmt::Arguments) {
     }
 }
 
-/// The longest a CLI client waits for an answer; the warden bounds its own waits well below.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a CLI client waits for an answer the warden has at once (status, a request it
+/// only has to pass on): then it says the warden is not answering, instead of hanging.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait for a request that waits for the engine when the config cannot be read
+/// to work out the warden's own limits.
+const FALLBACK_WAIT: Duration = Duration::from_secs(600);
+
+/// The whole-exchange deadline for `request`: [`ANSWER_TIMEOUT`], plus, for a request that
+/// waits for the engine to settle, the longest the warden may wait by its config.
+fn client_timeout(paths: &Paths, request: &Request) -> Duration {
+    let waits = match request {
+        Request::Status | Request::Show | Request::Control { wait: false, .. } => false,
+        Request::Control { wait: true, .. }
+        | Request::Quit { .. }
+        | Request::KillStrays { .. }
+        | Request::Reload => true,
+    };
+    if !waits {
+        return ANSWER_TIMEOUT;
+    }
+    match app::load_config(paths) {
+        Ok((config, _)) => {
+            let limits = app::wait_limits(&config);
+            ANSWER_TIMEOUT
+                .saturating_add(limits.start)
+                .saturating_add(limits.stop)
+        }
+        Err(_) => FALLBACK_WAIT,
+    }
+}
 
 fn main() -> ExitCode {
     // Before anything can print (clap's --help and usage errors included). Without arguments
@@ -267,7 +296,7 @@ fn run_warden(paths: &Paths, config: Option<&Path>, headless: bool) -> Result<Ex
 
 /// Sends a request to the running warden; `Err(code)` is the exit code to end with.
 fn ask(paths: &Paths, request: &Request) -> Result<Response, ExitCode> {
-    match ipc::request(&paths.runtime_dir, request, CLIENT_TIMEOUT) {
+    match ipc::request(&paths.runtime_dir, request, client_timeout(paths, request)) {
         Ok(response) => Ok(response),
         Err(IpcError::NotRunning) => {
             let home = match &paths.home {

@@ -193,3 +193,124 @@ fn the_wardens_folders_and_files_are_owner_only() {
     assert!(w.terminate().success());
     wait_none_with_tag(&tag, SECS(10));
 }
+
+/// Runs `backend-warden ARGS` in `home` on a thread; waits (generously) for it to end, so a
+/// CLI that hangs fails the test instead of hanging it.
+fn cli_ending(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = tx.send(cli_in(&home, &args));
+    });
+    rx.recv_timeout(SECS(90))
+        .expect("the CLI hung against a stopped warden")
+}
+
+/// A SIGSTOPped warden: `status` ends with one clear message naming its PID (after the
+/// client's 10 s deadline, not the old 600 s), and so does a second launch; once resumed,
+/// it answers again.
+#[test]
+fn a_stopped_warden_gets_a_clear_answer_not_a_hang() {
+    use nix::sys::signal::{Signal, kill};
+    let tag = tag("stopped");
+    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    w.healthy();
+    let pid = w.pid();
+    let warden = nix::unistd::Pid::from_raw(pid as i32);
+    kill(warden, Signal::SIGSTOP).unwrap();
+    for args in [&["status"][..], &["run", "--headless"][..]] {
+        let out = cli_ending(w.home(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("is not answering").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(&format!("PID {pid}")), "{args:?}: {err}");
+        assert!(!err.contains("os error"), "{args:?}: {err}");
+    }
+    kill(warden, Signal::SIGCONT).unwrap();
+    assert_eq!(w.status()["state"], "healthy");
+    assert!(w.terminate().success());
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// 200 idle connections, then clients that drip a byte at a time and reconnect when dropped:
+/// `status` is answered all along, and so is a `stop`.
+#[test]
+fn idle_and_slow_clients_never_lock_out_status() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tag = tag("idle");
+    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    w.healthy();
+    let socket = w.home().join("run/warden.sock");
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    for _ in 0..3 {
+        let out = cli_ending(w.home(), &["status"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let drippers: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut conn) = UnixStream::connect(&socket) else {
+                        continue;
+                    };
+                    // A frame of 1000 bytes, sent one byte every 20 ms.
+                    let mut frame = 1000u32.to_le_bytes().to_vec();
+                    frame.extend(std::iter::repeat_n(b' ', 1000));
+                    for byte in frame {
+                        if stop.load(Ordering::Relaxed) || conn.write_all(&[byte]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the drippers fill the server's reading slots and be dropped a few times over.
+    for _ in 0..10 {
+        let out = cli_ending(w.home(), &["status"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = cli_ending(w.home(), &["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    stop.store(true, Ordering::Relaxed);
+    for dripper in drippers {
+        dripper.join().unwrap();
+    }
+    drop(idle);
+    wait_none_with_tag(&tag, SECS(10));
+    assert!(w.terminate().success());
+}
+
+/// A home whose socket path is longer than a socket name may be: one clear message.
+#[test]
+fn a_home_too_long_for_a_socket_says_so_once() {
+    let base = tempfile::tempdir().unwrap();
+    let home = base.path().join("h".repeat(120));
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(
+        home.join("config.toml"),
+        demo_config(&tag("long"), free_port(), &[], ""),
+    )
+    .unwrap();
+    let out = cli_ending(&home, &["run", "--headless"]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("too long").count(), 1, "{err}");
+    assert!(err.contains("BACKEND_WARDEN_HOME"), "{err}");
+}
