@@ -314,3 +314,106 @@ fn a_home_too_long_for_a_socket_says_so_once() {
     assert_eq!(err.matches("too long").count(), 1, "{err}");
     assert!(err.contains("BACKEND_WARDEN_HOME"), "{err}");
 }
+
+/// A fake warden run by another user (root only: it binds the socket, then becomes `nobody`
+/// before listening, so its peer credentials are nobody's), or a socket / run folder that
+/// belongs to another user. The CLI believes none of them: `status` and a second launch say
+/// so, and never print the impostor's answer or "already running".
+#[test]
+fn another_users_socket_or_server_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to run a server as another user");
+        return;
+    }
+    const IMPOSTOR: &str = r#"
+import os, socket, struct, sys
+path, uid = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+if uid:
+    os.setuid(uid)
+s.listen(16)
+body = b'{"version":1,"type":"error","message":"I am the impostor"}'
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(struct.pack("<I", len(body)) + body)
+    except OSError:
+        pass
+    c.close()
+"#;
+    let start = |home: &std::path::Path, uid: u32| {
+        let mut child = std::process::Command::new(python())
+            .args(["-c", IMPOSTOR])
+            .arg(home.join("run/warden.sock"))
+            .arg(uid.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    };
+    let check = |home: &std::path::Path, what: &str| {
+        for args in [&["status"][..], &["run", "--headless"][..]] {
+            let out = cli_ending(home, args);
+            let err = text(&out.stderr) + &text(&out.stdout);
+            assert_ne!(out.status.code(), Some(0), "{what} {args:?}: {err}");
+            assert!(err.contains("another user"), "{what} {args:?}: {err}");
+            assert!(!err.contains("impostor"), "{what} {args:?}: {err}");
+            assert!(!err.contains("already running"), "{what} {args:?}: {err}");
+        }
+    };
+    let nobody = 65534u32;
+    let new_home = || {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join("config.toml"),
+            demo_config(&tag("impostor"), free_port(), &[], ""),
+        )
+        .unwrap();
+        std::fs::create_dir(home.path().join("run")).unwrap();
+        std::fs::set_permissions(
+            home.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        home
+    };
+
+    // Our folder, our socket file, another user's server.
+    let home = new_home();
+    let mut impostor = start(home.path(), nobody);
+    check(home.path(), "server of another user");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+
+    // Our folder, another user's socket file.
+    let home = new_home();
+    let mut impostor = start(home.path(), 0);
+    nix::unistd::chown(
+        &home.path().join("run/warden.sock"),
+        Some(nix::unistd::Uid::from_raw(nobody)),
+        None,
+    )
+    .unwrap();
+    check(home.path(), "socket of another user");
+
+    // Another user's run folder.
+    nix::unistd::chown(
+        &home.path().join("run"),
+        Some(nix::unistd::Uid::from_raw(nobody)),
+        None,
+    )
+    .unwrap();
+    check(home.path(), "run folder of another user");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+}
