@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::ipc::{Request, Response};
+use crate::output::LogHealth;
 use crate::runner::Backend;
 use crate::runner::{EngineHandle, StatusBoard};
-use crate::status::{Fixed, StatusReport};
+use crate::status::{Fixed, LogsReport, StatusReport};
 use crate::strays::{KillReport, StrayWatch};
 use crate::supervisor::{Command, Policy, Snapshot, State, Supervisor};
 
@@ -31,6 +32,7 @@ pub struct Control {
     on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     strays: Option<StrayWatch>,
     reloader: Option<Reloader>,
+    log_health: Option<Arc<LogHealth>>,
 }
 
 /// Reads the config again and says what the engine should now run, or why it cannot.
@@ -66,7 +68,14 @@ impl Control {
             on_show,
             strays: None,
             reloader: None,
+            log_health: None,
         }
+    }
+
+    /// Lets `status` say what the backend log has lost.
+    pub fn with_log_health(mut self, health: Arc<LogHealth>) -> Control {
+        self.log_health = Some(health);
+        self
     }
 
     /// Lets `config reload` (and the tray's Reload config) read the config again.
@@ -120,13 +129,23 @@ impl Control {
 
     /// The current status report (before the engine's first report: its starting point).
     pub fn report(&self) -> StatusReport {
-        StatusReport::new(
+        self.with_logs(StatusReport::new(
             self.board
                 .current()
                 .unwrap_or_else(Supervisor::new_snapshot),
             &self.fixed(),
             self.board.scan(),
-        )
+        ))
+    }
+
+    fn with_logs(&self, mut report: StatusReport) -> StatusReport {
+        if let Some(health) = &self.log_health {
+            report.logs = LogsReport {
+                dropped_lines: health.dropped_lines(),
+                last_error: health.last_error(),
+            };
+        }
+        report
     }
 
     fn fixed(&self) -> std::sync::RwLockReadGuard<'_, Fixed> {
@@ -134,7 +153,7 @@ impl Control {
     }
 
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        Box::new(StatusReport::new(snap, &self.fixed(), self.board.scan()))
+        Box::new(self.with_logs(StatusReport::new(snap, &self.fixed(), self.board.scan())))
     }
 
     /// Answers one request.

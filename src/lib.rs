@@ -17,6 +17,7 @@ pub mod demo;
 pub mod health;
 pub mod icon;
 pub mod ipc;
+pub mod log_reader;
 pub mod logging;
 pub mod notifier;
 pub mod output;

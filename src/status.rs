@@ -84,6 +84,19 @@ pub struct StatusReport {
     pub version: String,
     /// The warden's own PID.
     pub warden_pid: u32,
+    /// What the backend log has lost.
+    #[serde(default)]
+    pub logs: LogsReport,
+}
+
+/// What the backend log has lost (`status --json` → `logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReport {
+    /// Lines of the backend's output that never reached `backend.log` (the writer could not
+    /// keep up, or a write failed: a full disk, a vanished folder).
+    pub dropped_lines: u64,
+    /// The last write or rotation error, if there was one.
+    pub last_error: Option<String>,
 }
 
 /// The parts of a report the engine does not report: set at start, and the backend's port and
@@ -134,6 +147,7 @@ impl StatusReport {
             config_path: fixed.config_path.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             warden_pid: std::process::id(),
+            logs: LogsReport::default(),
         }
     }
 
@@ -239,6 +253,20 @@ impl StatusReport {
             let _ = writeln!(out, "strays     {why}");
         }
         let _ = writeln!(out, "logs       {}", self.log_path.display());
+        if self.logs.dropped_lines > 0 || self.logs.last_error.is_some() {
+            let lost = match self.logs.dropped_lines {
+                0 => "no line lost".to_owned(),
+                1 => "1 line lost".to_owned(),
+                n => format!("{n} lines lost"),
+            };
+            let error = self
+                .logs
+                .last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "           {lost}{error}");
+        }
         let _ = writeln!(out, "config     {}", self.config_path.display());
         let _ = write!(
             out,
@@ -309,6 +337,7 @@ mod tests {
             config_path: PathBuf::from("/c/config.toml"),
             version: "0.1.0".into(),
             warden_pid: 1,
+            logs: LogsReport::default(),
         };
         assert_eq!(
             report.summary(),

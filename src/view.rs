@@ -167,6 +167,7 @@ mod tests {
             config_path: PathBuf::new(),
             version: "0.1.0".into(),
             warden_pid: 1,
+            logs: Default::default(),
         }
     }
 

@@ -212,6 +212,16 @@ pub struct Hooks {
     pub on_strays: Box<dyn Fn(&Scan) + Send>,
     /// A second launch asked the warden to show itself.
     pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
+    /// Writing `backend.log` started failing (once per episode: the next successful write
+    /// ends it); the lines lost are counted in `status`.
+    pub on_log_error: Box<dyn Fn(&std::io::Error) + Send>,
+}
+
+/// What the warden says when `backend.log` cannot be written.
+pub fn log_error_message(e: &std::io::Error) -> String {
+    format!(
+        "cannot write backend.log; output is being dropped and counted (see `backend-warden status`): {e}"
+    )
 }
 
 impl Hooks {
@@ -223,6 +233,7 @@ impl Hooks {
             on_show: Box::new(
                 |status| info!(status = %status.summary(), "another launch asked for the status"),
             ),
+            on_log_error: Box::new(|e| error!("{}", log_error_message(e))),
         }
     }
 }
@@ -271,9 +282,10 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         &plan.log_dir,
         plan.config.logs.max_size,
         plan.config.logs.keep,
-        |e| error!(error = %e, "cannot write backend.log; output is being dropped"),
+        hooks.on_log_error,
     )
     .context("cannot start the backend log writer")?;
+    let log_health = log.health();
     let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
     let mut scanner =
         StrayScanner::new(identity, plan.backend.port).context("cannot read the process table")?;
@@ -346,7 +358,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
             hooks.on_show,
         )
         .with_stray_watch(watch)
-        .with_reloader(reloader(paths, demo_backend)),
+        .with_reloader(reloader(paths, demo_backend))
+        .with_log_health(log_health),
     );
     let serving = Arc::clone(&control);
     let server = primary

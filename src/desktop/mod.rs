@@ -80,6 +80,18 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                 ))
             })
         },
+        on_log_error: {
+            let notifier = notifier.clone();
+            Box::new(move |e| {
+                let message = backend_warden::app::log_error_message(e);
+                tracing::error!("{message}");
+                notifier.show(Alert {
+                    summary: "Backend output is being lost".into(),
+                    body: message,
+                    urgent: true,
+                });
+            })
+        },
     };
     let running = start_engine(paths, plan, primary, hooks)?;
     let on_signal = running.engine.clone();

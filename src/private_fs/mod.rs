@@ -46,6 +46,22 @@ pub fn check_file(path: &Path) -> io::Result<()> {
     imp::check_file(path)
 }
 
+/// Which file a handle or path is, whatever its name now: device and file number (inode on
+/// Unix, volume serial and file index on Windows). A rotated log keeps its identity under its
+/// new name; the new live file has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId(u64, u64);
+
+/// The identity of an open file.
+pub fn identity(file: &File) -> io::Result<FileId> {
+    imp::identity(file).map(|(a, b)| FileId(a, b))
+}
+
+/// The identity of the file `path` names now.
+pub fn identity_at(path: &Path) -> io::Result<FileId> {
+    imp::identity_at(path).map(|(a, b)| FileId(a, b))
+}
+
 /// An error that names `path` and says what is wrong and what to do.
 fn refused(path: &Path, what: &str) -> io::Error {
     io::Error::new(

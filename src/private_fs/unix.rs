@@ -100,6 +100,16 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+pub fn identity(file: &File) -> io::Result<(u64, u64)> {
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+pub fn identity_at(path: &Path) -> io::Result<(u64, u64)> {
+    let meta = fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
 pub fn check_file(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) => problem(path, &meta, false).map_or(Ok(()), Err),

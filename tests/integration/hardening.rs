@@ -417,3 +417,264 @@ while True:
     let _ = impostor.kill();
     let _ = impostor.wait();
 }
+
+/// A config running the test Python with `script` (its `argv[1]` is `tag`, for cleanup; no
+/// health URL: healthy after a second up), plus `extra`.
+fn python_config(script: &str, tag: &str, extra: &str) -> String {
+    format!(
+        "[backend]\ncommand = {}\nargs = ['-u', '-c', '''{script}''', {}]\n\n{extra}\n",
+        toml_str(&python().to_string_lossy()),
+        toml_str(tag)
+    )
+}
+
+/// The numbers of the `NUM:nnnnnn` lines in `text`.
+fn numbers(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|line| {
+            let at = line.find("NUM:")? + 4;
+            line.get(at..at + 6)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Every number from 0 to `count` exactly once; says which are missing or repeated.
+fn each_once(numbers: &[u32], count: u32) -> Result<(), String> {
+    let mut seen = vec![0u32; count as usize];
+    for &n in numbers {
+        if n < count {
+            seen[n as usize] += 1;
+        }
+    }
+    let missing: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
+    let twice: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] > 1).collect();
+    if missing.is_empty() && twice.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} missing (first {:?}), {} more than once (first {:?})",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            twice.len(),
+            &twice[..twice.len().min(10)]
+        ))
+    }
+}
+
+/// Everything in `backend.log` and its rotated files.
+fn all_logged(logs: &std::path::Path) -> String {
+    let mut text = String::new();
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return text;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("backend.log") && entry.path().is_file() {
+            text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+        }
+    }
+    text
+}
+
+/// A rotation that cannot happen (`backend.log.2` is a folder with a file in it, keep = 2)
+/// loses nothing: the live file keeps growing, `status` says why, and once the folder is
+/// gone rotation resumes.
+#[test]
+fn a_blocked_rotation_keeps_appending_and_retries() {
+    let tag = tag("blocked-rotation");
+    let script = "import sys, time\n\
+                  for i in range(300):\n    print('NUM:%06d ' % i + 'x' * 40)\n    time.sleep(0.001)\n\
+                  time.sleep(3)\n\
+                  for i in range(300, 600):\n    print('NUM:%06d ' % i + 'x' * 40)\n    time.sleep(0.001)\n\
+                  time.sleep(3600)\n";
+    let home = tempfile::tempdir().unwrap();
+    let logs = home.path().join("logs");
+    std::fs::create_dir_all(logs.join("backend.log.2")).unwrap();
+    std::fs::write(logs.join("backend.log.2/keep-me"), "a file").unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        python_config(script, &tag, "[logs]\nmax_size = \"1KB\"\nkeep = 2\n"),
+    )
+    .unwrap();
+    let w = Warden::start_in(home);
+    wait_until(SECS(30), "the first 300 lines logged", || {
+        numbers(&all_logged(&logs)).contains(&299).then_some(())
+    });
+    let first: Vec<u32> = numbers(&all_logged(&logs))
+        .into_iter()
+        .filter(|n| *n < 300)
+        .collect();
+    each_once(&first, 300).unwrap();
+    let status = w.status();
+    assert_eq!(status["logs"]["dropped_lines"], 0, "{status}");
+    let error = status["logs"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot rotate"), "{status}");
+    assert!(std::fs::metadata(logs.join("backend.log")).unwrap().len() > 1000);
+    let human = text(&w.cli(&["status"]).stdout);
+    assert!(human.contains("cannot rotate"), "{human}");
+
+    // The folder goes: rotation resumes, backend.log.2 becomes a rotated file.
+    std::fs::remove_dir_all(logs.join("backend.log.2")).unwrap();
+    wait_until(SECS(30), "rotation to resume", || {
+        (numbers(&all_logged(&logs)).contains(&599) && logs.join("backend.log.2").is_file())
+            .then_some(())
+    });
+    let last: Vec<u32> = numbers(&all_logged(&logs));
+    let mut sorted = last.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), last.len(), "a line was logged twice");
+    assert_eq!(w.status()["logs"]["dropped_lines"], 0);
+    drop(w);
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// `logs --follow` across fast rotations (64 KB files, about 2,000 lines a second, 8,000
+/// lines): every line printed exactly once.
+#[test]
+fn follow_prints_every_line_once_across_fast_rotations() {
+    use std::io::Read;
+    const LINES: u32 = 8000;
+    let tag = tag("follow");
+    let home = tempfile::tempdir().unwrap();
+    let go = home.path().join("go");
+    let script = format!(
+        "import os, time\n\
+         while not os.path.exists({go:?}):\n    time.sleep(0.01)\n\
+         start = time.monotonic()\n\
+         for i in range({LINES}):\n    print('NUM:%06d ' % i + 'y' * 20)\n    \
+         ahead = start + i / 2000 - time.monotonic()\n    \
+         if ahead > 0: time.sleep(ahead)\n\
+         time.sleep(3600)\n",
+        go = go.to_string_lossy()
+    );
+    std::fs::write(
+        home.path().join("config.toml"),
+        python_config(&script, &tag, "[logs]\nmax_size = \"64KB\"\n"),
+    )
+    .unwrap();
+    let mut w = Warden::start_in(home);
+    w.expect_or_dump(&["backend started"], SECS(20));
+    let mut follow = std::process::Command::new(exe())
+        .args(["logs", "--follow", "-n", "0"])
+        .env("BACKEND_WARDEN_HOME", w.home())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen
+                .windows(10)
+                .rev()
+                .take(200)
+                .any(|w| w == format!("NUM:{:06}", LINES - 1).as_bytes())
+            {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    std::fs::write(&go, "").unwrap();
+    let seen = rx
+        .recv_timeout(SECS(60))
+        .expect("follow printed every line");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let rotations = std::fs::read_dir(w.home().join("logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("backend.log."))
+        .count();
+    assert!(
+        rotations >= 2,
+        "the log did not rotate ({rotations} rotated files)"
+    );
+    each_once(&numbers(&String::from_utf8_lossy(&seen)), LINES).unwrap();
+    drop(w);
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// `logs` prints the last 50 lines by default, `-n N` the last N, `--all` everything.
+#[test]
+fn logs_prints_the_last_lines_or_everything() {
+    let tag = tag("logs-n");
+    let script = "for i in range(120):\n    print('NUM:%06d' % i)\nimport time\ntime.sleep(3600)\n";
+    let w = Warden::start(&python_config(script, &tag, ""));
+    let logs = w.home().join("logs");
+    wait_until(SECS(30), "120 lines logged", || {
+        numbers(&all_logged(&logs)).contains(&119).then_some(())
+    });
+    let lines_of = |args: &[&str]| -> Vec<String> {
+        let out = w.cli(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        text(&out.stdout).lines().map(String::from).collect()
+    };
+    let default = lines_of(&["logs"]);
+    assert_eq!(default.len(), 50, "{default:?}");
+    assert!(
+        default.last().unwrap().contains("NUM:000119"),
+        "{default:?}"
+    );
+    let five = lines_of(&["logs", "-n", "5"]);
+    assert_eq!(five.len(), 5);
+    assert_eq!(numbers(&five.join("\n")), vec![115, 116, 117, 118, 119]);
+    assert_eq!(lines_of(&["logs", "--lines", "7"]).len(), 7);
+    let all = lines_of(&["logs", "--all"]);
+    each_once(&numbers(&all.join("\n")), 120).unwrap();
+    drop(w);
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// backend.log on a full tmpfs: the lost lines are counted in `status` (JSON and text), with
+/// the error, and reported once; when space comes back, lines are written again. Needs root
+/// to mount; skipped with a printed reason otherwise.
+#[test]
+fn a_full_disk_is_counted_in_status() {
+    let tag = tag("fulldisk");
+    let home = tempfile::tempdir().unwrap();
+    let Some(_full) = FullTmpfs::mount(&home.path().join("logs"), "64k") else {
+        return;
+    };
+    let script = "import os, sys, time\n\
+                  i = 0\n\
+                  while True:\n    print('NUM:%06d' % i)\n    i += 1\n    time.sleep(0.01)\n";
+    std::fs::write(
+        home.path().join("config.toml"),
+        python_config(script, &tag, ""),
+    )
+    .unwrap();
+    let mut w = Warden::start_in(home);
+    let status = wait_until(SECS(30), "lost lines counted", || {
+        let status = w.status();
+        (status["logs"]["dropped_lines"].as_u64()? >= 20).then_some(status)
+    });
+    let error = status["logs"]["last_error"].as_str().unwrap();
+    assert!(error.contains("No space left on device"), "{status}");
+    let human = text(&w.cli(&["status"]).stdout);
+    assert!(human.contains("lines lost"), "{human}");
+    w.expect_or_dump(&["cannot write backend.log"], SECS(10));
+    assert_eq!(w.count(&["cannot write backend.log"]), 1, "{}", w.output());
+
+    // Space again: lines reach the file, and the count stops growing.
+    std::fs::remove_file(w.home().join("logs/filler")).unwrap();
+    let logs = w.home().join("logs");
+    wait_until(SECS(30), "lines written again", || {
+        (numbers(&all_logged(&logs)).len() > 10).then_some(())
+    });
+    let settled = w.status()["logs"]["dropped_lines"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        w.status()["logs"]["dropped_lines"].as_u64().unwrap(),
+        settled
+    );
+    drop(w);
+    wait_none_with_tag(&tag, SECS(10));
+}
