@@ -277,7 +277,16 @@ impl Running {
 /// Starts the engine, the stray watch and the control endpoint, then the backend (or adopts a
 /// running copy, with `[strays] adopt = true`).
 pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -> Result<Running> {
-    let guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    let mut guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    // A tree of this home that outlived its warden and guardian (both killed at once).
+    match guard.record_in(&paths.runtime_dir) {
+        Ok(killed) => {
+            for what in killed {
+                warn!(%what, "killed what a previous warden of this home left running");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot record the backend trees in the runtime folder"),
+    }
     let log = BackendLog::start(
         &plan.log_dir,
         plan.config.logs.max_size,

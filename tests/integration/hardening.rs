@@ -556,36 +556,37 @@ fn follow_prints_every_line_once_across_fast_rotations() {
     let mut w = Warden::start_in(home);
     w.expect_or_dump(&["backend started"], SECS(20));
     let mut follow = std::process::Command::new(exe())
-        .args(["logs", "--follow", "-n", "0"])
+        .args(["logs", "--follow"])
         .env("BACKEND_WARDEN_HOME", w.home())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = follow.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
-        let mut seen = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            if seen
-                .windows(10)
-                .rev()
-                .take(200)
-                .any(|w| w == format!("NUM:{:06}", LINES - 1).as_bytes())
-            {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
                 break;
             }
         }
-        let _ = tx.send(seen);
     });
-    std::fs::write(&go, "").unwrap();
-    let seen = rx
-        .recv_timeout(SECS(60))
-        .expect("follow printed every line");
+    let mut seen: Vec<u8> = Vec::new();
+    let last = format!("NUM:{:06}", LINES - 1);
+    let deadline = std::time::Instant::now() + SECS(60);
+    let mut started = false;
+    while !String::from_utf8_lossy(&seen).contains(&last) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = rx
+            .recv_timeout(left)
+            .expect("follow printed every line in time");
+        seen.extend_from_slice(&chunk);
+        // Follow has printed the log's last lines: it is following; the backend may begin.
+        if !started && String::from_utf8_lossy(&seen).contains("backend started") {
+            std::fs::write(&go, "").unwrap();
+            started = true;
+        }
+    }
     let _ = follow.kill();
     let _ = follow.wait();
     let rotations = std::fs::read_dir(w.home().join("logs"))
@@ -653,7 +654,9 @@ fn a_full_disk_is_counted_in_status() {
     .unwrap();
     let mut w = Warden::start_in(home);
     let status = wait_until(SECS(30), "lost lines counted", || {
-        let status = w.status();
+        // Also before the warden answers at all.
+        let out = w.cli(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (status["logs"]["dropped_lines"].as_u64()? >= 20).then_some(status)
     });
     let error = status["logs"]["last_error"].as_str().unwrap();
@@ -676,5 +679,172 @@ fn a_full_disk_is_counted_in_status() {
         settled
     );
     drop(w);
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// A backend that starts a daemon the classic way (fork, `setsid`, fork again, the middle
+/// one exits), with its environment (`env`) or without any (`noenv`), writes the daemon's
+/// PID to `pidfile`, then prints and sleeps; with `crash`, it exits 1 after a moment.
+const DAEMONIZING: &str = "import os, sys, time\n\
+tag, mode, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        \
+args = [sys.executable, '-c', 'import time; time.sleep(3600)', tag, 'daemon']\n        \
+open(pidfile + '.tmp', 'w').write(str(os.getpid()))\n        \
+os.rename(pidfile + '.tmp', pidfile)\n        \
+if mode == 'noenv':\n            os.execve(sys.executable, args, {})\n        \
+os.execv(sys.executable, args)\n    os._exit(0)\n\
+print('daemon started', flush=True)\n\
+time.sleep(0.3 if 'crash' in sys.argv else 3600)\n\
+sys.exit(1)\n";
+
+fn daemonizing_config(tag: &str, mode: &str, pidfile: &std::path::Path, extra_arg: &str) -> String {
+    format!(
+        "[backend]\ncommand = {}\nargs = ['-u', '-c', '''{DAEMONIZING}''', {}, {}, {}, {}]\n\n\
+         [restart]\nbackoff_initial = \"0ms\"\nmax_restarts = 100\n",
+        toml_str(&python().to_string_lossy()),
+        toml_str(tag),
+        toml_str(mode),
+        toml_str(&pidfile.to_string_lossy()),
+        toml_str(extra_arg),
+    )
+}
+
+/// The daemon's PID once it runs.
+fn daemon_pid(pidfile: &std::path::Path) -> u32 {
+    wait_until(SECS(20), "the daemon to start", || {
+        let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+        cmdline(pid).contains("daemon").then_some(pid)
+    })
+}
+
+/// A daemon that left the backend's process group by a double fork and `setsid`, with its
+/// environment or without, dies with the tree: on `stop`, and on every crash (they do not
+/// pile up, one per crashed run).
+#[test]
+fn descendants_that_leave_the_group_die_with_the_tree() {
+    for mode in ["env", "noenv"] {
+        let tag = tag(&format!("daemon-{mode}"));
+        let home = tempfile::tempdir().unwrap();
+        let pidfile = home.path().join("daemon.pid");
+        std::fs::write(
+            home.path().join("config.toml"),
+            daemonizing_config(&tag, mode, &pidfile, "stay"),
+        )
+        .unwrap();
+        let mut w = Warden::start_in(home);
+        w.started_pid();
+        let daemon = daemon_pid(&pidfile);
+        let out = w.cli(&["stop"]);
+        assert!(out.status.success(), "{mode}: {out:?}");
+        wait_until(
+            SECS(10),
+            &format!("{mode}: the daemon to die on stop"),
+            || (!alive(daemon)).then_some(()),
+        );
+        assert!(w.cli(&["quit"]).status.success());
+        assert!(w.wait_exit(SECS(20)).success());
+        wait_none_with_tag(&tag, SECS(10));
+
+        // A crash loop: each run starts a daemon and exits 1.
+        let home = tempfile::tempdir().unwrap();
+        let pidfile = home.path().join("daemon.pid");
+        std::fs::write(
+            home.path().join("config.toml"),
+            daemonizing_config(&tag, mode, &pidfile, "crash"),
+        )
+        .unwrap();
+        let mut w = Warden::start_in(home);
+        for _ in 0..4 {
+            w.expect_or_dump(&["backend crashed"], SECS(20));
+        }
+        let daemons = live_with_tag(&tag)
+            .into_iter()
+            .filter(|pid| cmdline(*pid).contains("daemon"))
+            .count();
+        assert!(
+            daemons <= 1,
+            "{mode}: {daemons} daemons of crashed runs still alive"
+        );
+        assert!(w.cli(&["quit"]).status.success());
+        assert!(w.wait_exit(SECS(20)).success());
+        wait_none_with_tag(&tag, SECS(10));
+    }
+}
+
+/// The guardian's PID: the warden's child running the hidden guardian subcommand.
+fn guardian_of(warden: u32) -> Option<u32> {
+    children_of(warden)
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains("__guardian") && alive(*pid))
+}
+
+/// A guardian killed alone is replaced at once (no command needed), and the new one does
+/// the job: a SIGKILL of the warden then still takes the tree down.
+#[test]
+fn a_killed_guardian_is_replaced_at_once() {
+    let tag = tag("guardian");
+    let mut w = Warden::start(&demo_config(&tag, free_port(), &["--children", "2"], ""));
+    w.healthy();
+    let first = wait_until(SECS(10), "the guardian", || guardian_of(w.pid()));
+    sigkill(first);
+    let second = wait_until(SECS(10), "a new guardian", || {
+        guardian_of(w.pid()).filter(|pid| *pid != first)
+    });
+    assert!(alive(second));
+    w.expect_or_dump(&["the tree guardian died"], SECS(10));
+    sigkill(w.pid());
+    w.wait_exit(SECS(10));
+    wait_none_with_tag(&tag, SECS(10));
+}
+
+/// The warden and its guardian killed together (`killall -9 backend-warden`) leave the tree
+/// running; the next warden of the same home kills it, daemon included, before it starts its
+/// own.
+#[test]
+fn the_next_warden_kills_a_tree_that_outlived_warden_and_guardian() {
+    use nix::sys::signal::{Signal, kill};
+    let tag = tag("outlived");
+    let home = tempfile::tempdir().unwrap();
+    let pidfile = home.path().join("daemon.pid");
+    std::fs::write(
+        home.path().join("config.toml"),
+        daemonizing_config(&tag, "env", &pidfile, "stay"),
+    )
+    .unwrap();
+    let mut w = Warden::start_in(home);
+    let backend = w.started_pid();
+    let daemon = daemon_pid(&pidfile);
+    let guardian = wait_until(SECS(10), "the guardian", || guardian_of(w.pid()));
+    // The warden stopped first, so it cannot start another guardian; the guardian killed
+    // before the warden, so it never learns of the warden's death.
+    kill(nix::unistd::Pid::from_raw(w.pid() as i32), Signal::SIGSTOP).unwrap();
+    sigkill(guardian);
+    sigkill(w.pid());
+    w.wait_exit(SECS(10));
+    wait_until(SECS(10), "the guardian to die", || {
+        (!alive(guardian)).then_some(())
+    });
+    assert!(
+        alive(backend) && alive(daemon),
+        "the tree should have outlived both"
+    );
+
+    let second = std::process::Command::new(exe())
+        .args(["run", "--headless"])
+        .env("BACKEND_WARDEN_HOME", w.home())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(SECS(20), "the old tree to be killed", || {
+        (!alive(backend) && !alive(daemon)).then_some(())
+    });
+    let out = w.cli(&["quit"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut second = second;
+    wait_until(SECS(20), "the second warden to exit", || {
+        second.try_wait().unwrap()
+    });
     wait_none_with_tag(&tag, SECS(10));
 }
