@@ -137,9 +137,10 @@ impl Interrupt {
         Some(Interrupt(UnixStream::from(fd)))
     }
 
-    /// Ends the connection: its pending read returns at once.
+    /// Ends the connection's reading: its pending read returns at once (end of file). The
+    /// writing side stays open, so a request read just before still gets its answer.
     pub fn interrupt(self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
+        let _ = self.0.shutdown(std::net::Shutdown::Read);
     }
 }
 

@@ -430,13 +430,21 @@ mod detached {
     /// re-parented to it), asked of the kernel's cheap per-thread child lists; false when
     /// the kernel has none (a full scan is then needed).
     pub(super) fn no_foreign_children() -> bool {
+        // The main thread's list exists wherever the kernel keeps these lists at all.
+        let main = format!("/proc/self/task/{}/children", std::process::id());
+        if std::fs::metadata(main).is_err() {
+            return false;
+        }
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return false;
         };
         let spawned = spawned_now();
         for task in tasks.flatten() {
-            let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
-                return false;
+            let text = match std::fs::read_to_string(task.path().join("children")) {
+                Ok(text) => text,
+                // A thread that ended since the folder was listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return false,
             };
             if text
                 .split_whitespace()
