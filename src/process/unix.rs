@@ -728,6 +728,12 @@ fn watch_guardian(state: std::sync::Weak<Mutex<GuardState>>, pid: Pid, mut stdou
                 return;
             }
             tracing::warn!(pid, "the tree guardian died; starting another");
+            // Its pipe closes while it is still exiting: wait for the end, or the check in
+            // `ensure_running` could still find it running.
+            if let Some((mut old, _)) = state.guardian.take() {
+                let _ = old.wait();
+                spawned(old.id(), false);
+            }
             if let Err(e) = GuardState::ensure_running(&shared, &mut state) {
                 tracing::error!(error = %e, "cannot start a new tree guardian");
             }

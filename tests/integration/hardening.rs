@@ -787,9 +787,21 @@ fn a_killed_guardian_is_replaced_at_once() {
     w.healthy();
     let first = wait_until(SECS(10), "the guardian", || guardian_of(w.pid()));
     sigkill(first);
-    let second = wait_until(SECS(10), "a new guardian", || {
-        guardian_of(w.pid()).filter(|pid| *pid != first)
-    });
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(SECS(10), "a new guardian", || {
+            guardian_of(w.pid()).filter(|pid| *pid != first)
+        })
+    }));
+    let second = match found {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("--- warden output\n{}", w.output());
+            for child in children_of(w.pid()) {
+                eprintln!("child {child}: {}", cmdline(child));
+            }
+            std::panic::resume_unwind(e)
+        }
+    };
     assert!(alive(second));
     w.expect_or_dump(&["the tree guardian died"], SECS(10));
     sigkill(w.pid());
