@@ -1,5 +1,8 @@
 //! Loads and validates the warden's TOML configuration file, reporting every mistake with its
-//! file, line, column and dotted key; it does no I/O except reading that one config file.
+//! file, line, column and dotted key. Every duration, size, count and string has a bound, so a
+//! value that would overflow a clock, exhaust memory or fail at spawn time is rejected here,
+//! by `config check` and by a reload, never at run time. It does no I/O except reading that
+//! one config file and looking at the folders it names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -449,6 +452,11 @@ impl Config {
     /// Parse `text` as the contents of the file at `path` (path is only used in messages and to
     /// resolve nothing).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_spanned(text, path).map(|(config, _)| config)
+    }
+
+    /// [`Config::parse`], plus where the folder keys are in the text.
+    fn parse_spanned(text: &str, path: &Path) -> Result<(Config, FolderSpans), ConfigError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let invalid = |at: usize, key: String, message: String| {
             let (line, column) = line_col(text, at);
@@ -477,29 +485,84 @@ impl Config {
         let mut checker = Checker::default();
         let config = checker.config(root.get_ref());
         // The first direct mistake in file order; consequences of mistakes come last.
-        match checker
-            .issues
+        match std::mem::take(&mut checker.issues)
             .into_iter()
             .min_by_key(|issue| (issue.secondary, issue.at))
         {
             Some(issue) => Err(invalid(issue.at, issue.key, issue.message)),
-            None => Ok(config),
+            None => Ok((config, checker.folders)),
         }
     }
 
     /// Read and parse the file. A missing file is `ConfigError::NotFound` (the caller falls
-    /// back to defaults).
+    /// back to defaults). Also checks that the folders it names which exist are folders
+    /// (`backend.cwd`, `logs.dir`), resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::NotFound {
+        use std::io::Read as _;
+        let io_error = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(source) => return Err(io_error(source)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-            }),
-            Err(source) => Err(ConfigError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
+                line: 1,
+                column: 1,
+                key: String::new(),
+                message: format!(
+                    "the file is larger than {} KiB; a config is a few dozen lines",
+                    MAX_CONFIG_BYTES / 1024
+                ),
+            });
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let (config, spans) = Config::parse_spanned(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let folders = [
+            (
+                "backend.cwd",
+                config.backend.as_ref().and_then(|b| b.cwd.as_ref()),
+                spans.cwd,
+            ),
+            ("logs.dir", config.logs.dir.as_ref(), spans.logs_dir),
+        ];
+        for (key, folder, at) in folders {
+            let Some(folder) = folder else { continue };
+            let resolved = base.join(folder);
+            // A folder that does not exist yet may appear (a mount, a checkout); the launch
+            // reports it then. Something that is not a folder never works.
+            if let Ok(meta) = std::fs::metadata(&resolved)
+                && !meta.is_dir()
+            {
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                let (line, column) = line_col(text, at.unwrap_or(0));
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    key: key.to_owned(),
+                    message: format!(
+                        "{} is not a folder; {key} must name a folder",
+                        resolved.display()
+                    ),
+                });
+            }
+        }
+        Ok(config)
     }
 
     /// The effective configuration as TOML text (durations as "500ms"/"30s"/"1m" strings,
@@ -523,13 +586,15 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # demo backend. Uncomment [backend] and set `command` to run your own.
 # Relative paths (backend.cwd, logs.dir) are resolved against the folder
 # that holds this file.
-# Durations are strings such as "250ms", "2s", "1m" or "1m30s".
+# Durations are strings such as "250ms", "2s", "1m" or "1m30s" (at most "24h").
 # Sizes are strings such as "10MB" or "512KiB", or a plain number of bytes.
+# Counts and lists are bounded too: `backend-warden config check` names any
+# key out of range.
 
 # [backend]
 # Program to run (no shell is involved); required once [backend] is present.
 # command = "python"
-# Arguments for the program (default: none).
+# Arguments for the program (default: none; at most 1024).
 # args = ["main.py"]
 # Working directory (optional).
 # cwd = 'C:\path\to\your\backend'
@@ -577,9 +642,9 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # [logs]
 # Folder for the backend's log files (optional).
 # dir = "logs"
-# Rotate the live log at this size (default "10MB", at least "1KB").
+# Rotate the live log at this size (default "10MB", "1KB" to "10GB").
 # max_size = "10MB"
-# Rotated files kept besides the live one (default 5).
+# Rotated files kept besides the live one (default 5, at most 100).
 # keep = 5
 
 # [strays]
@@ -673,6 +738,27 @@ const POLICIES: &[(&str, RestartPolicy)] = &[
     ("never", RestartPolicy::Never),
 ];
 const MIN_LOG_SIZE: u64 = 1000;
+/// Largest `logs.max_size`: beyond it a log is not something anyone reads.
+const MAX_LOG_SIZE: u64 = 10_000_000_000;
+/// Largest `logs.keep`: every rotation renames each kept file.
+const MAX_LOG_KEEP: i64 = 100;
+/// Largest count (`unhealthy_after`, `max_restarts`).
+const MAX_COUNT: i64 = 1_000_000;
+/// Largest duration of any key: a day. Anything longer is a typo, and a deadline that far is
+/// as good as none; far larger values would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most arguments in `backend.args` (and variables in `backend.env`).
+const MAX_ARGS: usize = 1024;
+/// Most items in any other list (`watch.include`, `strays.cmdline_contains`, ...).
+const MAX_LIST: usize = 256;
+/// Longest string value, in bytes (Linux refuses a single argument over 128 KiB).
+const MAX_STRING: usize = 32 * 1024;
+/// Most bytes of `backend.args` and `backend.env` together: the kernel refuses a launch whose
+/// arguments and environment exceed its limit (2 MiB or less), with the warden's own
+/// environment on top.
+const MAX_LAUNCH_BYTES: usize = 512 * 1024;
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -686,10 +772,19 @@ struct Issue {
     secondary: bool,
 }
 
+/// Where the keys that name folders are in the text (checked against the file system by
+/// [`Config::load`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct FolderSpans {
+    cwd: Option<usize>,
+    logs_dir: Option<usize>,
+}
+
 /// Walks the parsed document against the schema, collecting every problem.
 #[derive(Default)]
 struct Checker {
     issues: Vec<Issue>,
+    folders: FolderSpans,
 }
 
 impl Checker {
@@ -818,9 +913,12 @@ impl Checker {
                 .non_empty_string(S, table, "command", "command = \"python\"")
                 .unwrap_or_default(),
         };
-        BackendConfig {
+        self.folders.cwd = table.get("cwd").map(|v| v.span().start);
+        let config = BackendConfig {
             command,
-            args: self.string_array(S, table, "args").unwrap_or_default(),
+            args: self
+                .string_array(S, table, "args", MAX_ARGS)
+                .unwrap_or_default(),
             cwd: self
                 .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
                 .map(PathBuf::from),
@@ -830,7 +928,31 @@ impl Checker {
                 .integer(S, table, "port", 1, u16::MAX.into())
                 .and_then(|(n, _)| u16::try_from(n).ok()),
             open_url: self.open_url(table),
+        };
+        let launch_bytes: usize = config.args.iter().map(|a| a.len() + 1).sum::<usize>()
+            + config
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if launch_bytes > MAX_LAUNCH_BYTES {
+            let key = if table.contains_key("args") {
+                "args"
+            } else {
+                "env"
+            };
+            let at = table.get(key).map_or(at, |v| v.span().start);
+            self.report(
+                at,
+                format!("{S}.{key}"),
+                format!(
+                    "backend.args and backend.env come to {launch_bytes} bytes, more than the \
+                     limit of {} KiB: the system would refuse to start the backend",
+                    MAX_LAUNCH_BYTES / 1024
+                ),
+            );
         }
+        config
     }
 
     fn open_url(&mut self, table: &DeTable<'_>) -> Option<String> {
@@ -863,7 +985,7 @@ impl Checker {
             url: self.url(table),
             interval: self.duration_or(S, table, "interval", false, d.interval),
             timeout: self.duration_or(S, table, "timeout", false, d.timeout),
-            unhealthy_after: self.u32_or(S, table, "unhealthy_after", 1, d.unhealthy_after),
+            unhealthy_after: self.count_or(S, table, "unhealthy_after", d.unhealthy_after),
             restart_after: self
                 .duration(S, table, "restart_after", false, "30s")
                 .map(|(duration, _)| duration),
@@ -903,7 +1025,7 @@ impl Checker {
             policy: self.policy(table).unwrap_or(d.policy),
             backoff_initial,
             backoff_max,
-            max_restarts: self.u32_or(S, table, "max_restarts", 1, d.max_restarts),
+            max_restarts: self.count_or(S, table, "max_restarts", d.max_restarts),
             window: self.duration_or(S, table, "window", false, d.window),
             stable_after: self.duration_or(S, table, "stable_after", true, d.stable_after),
         }
@@ -921,13 +1043,14 @@ impl Checker {
         const S: &str = "logs";
         self.check_keys(S, table, LOGS_KEYS);
         let d = LogsConfig::default();
+        self.folders.logs_dir = table.get("dir").map(|v| v.span().start);
         LogsConfig {
             dir: self
                 .non_empty_string(S, table, "dir", "dir = \"logs\"")
                 .map(PathBuf::from),
             max_size: self.size(S, table, "max_size").unwrap_or(d.max_size),
             keep: self
-                .integer(S, table, "keep", 1, u32::MAX.into())
+                .integer(S, table, "keep", 1, MAX_LOG_KEEP)
                 .and_then(|(n, _)| usize::try_from(n).ok())
                 .unwrap_or(d.keep),
         }
@@ -956,7 +1079,7 @@ impl Checker {
             action: action.unwrap_or(d.action),
             adopt: self.boolean(S, table, "adopt").unwrap_or(d.adopt),
             cmdline_contains: self
-                .string_array(S, table, "cmdline_contains")
+                .string_array(S, table, "cmdline_contains", MAX_LIST)
                 .unwrap_or_default(),
             cwd: self
                 .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
@@ -1052,7 +1175,7 @@ impl Checker {
                 }
             });
         let globs = |this: &mut Checker, key: &str| {
-            let list = this.string_array(S, table, key)?;
+            let list = this.string_array(S, table, key, MAX_LIST)?;
             for pattern in &list {
                 if let Err(e) = globset::Glob::new(pattern) {
                     let at = table.get(key).map_or(0, |v| v.span().start);
@@ -1070,7 +1193,7 @@ impl Checker {
         let exclude = globs(self, "exclude");
         WatchConfig {
             paths: self
-                .string_array(S, table, "paths")
+                .string_array(S, table, "paths", MAX_LIST)
                 .unwrap_or_default()
                 .into_iter()
                 .map(PathBuf::from)
@@ -1105,8 +1228,15 @@ impl Checker {
 
     fn string(&mut self, section: &str, table: &DeTable<'_>, key: &str) -> Option<(String, usize)> {
         let value = table.get(key)?;
+        let at = value.span().start;
         match value.get_ref() {
-            DeValue::String(text) => Some((text.to_string(), value.span().start)),
+            DeValue::String(text) => match string_problem(text) {
+                None => Some((text.to_string(), at)),
+                Some(problem) => {
+                    self.report(at, format!("{section}.{key}"), problem);
+                    None
+                }
+            },
             _ => {
                 self.wrong_type(section, key, value, "a string");
                 None
@@ -1138,6 +1268,7 @@ impl Checker {
         section: &str,
         table: &DeTable<'_>,
         key: &str,
+        max_items: usize,
     ) -> Option<Vec<String>> {
         let value = table.get(key)?;
         let DeValue::Array(items) = value.get_ref() else {
@@ -1155,10 +1286,25 @@ impl Checker {
             );
             return None;
         };
+        if items.len() > max_items {
+            self.report(
+                value.span().start,
+                format!("{section}.{key}"),
+                format!("{} items, more than the limit of {max_items}", items.len()),
+            );
+            return None;
+        }
         let mut out = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(text) => out.push(text.to_string()),
+                DeValue::String(text) => match string_problem(text) {
+                    None => out.push(text.to_string()),
+                    Some(problem) => self.report(
+                        item.span().start,
+                        format!("{section}.{key}"),
+                        format!("item {} of the array: {problem}", index + 1),
+                    ),
+                },
                 other => self.report(
                     item.span().start,
                     format!("{section}.{key}"),
@@ -1210,6 +1356,17 @@ impl Checker {
             );
             return None;
         };
+        if vars.len() > MAX_ARGS {
+            self.report(
+                value.span().start,
+                "backend.env".to_owned(),
+                format!(
+                    "{} variables, more than the limit of {MAX_ARGS}",
+                    vars.len()
+                ),
+            );
+            return None;
+        }
         let mut out = BTreeMap::new();
         for (name, var) in vars.iter() {
             let name_str: &str = name.get_ref();
@@ -1226,11 +1383,9 @@ impl Checker {
                 continue;
             }
             match var.get_ref() {
-                DeValue::String(text) if text.contains('\0') => self.report(
-                    var.span().start,
-                    key,
-                    "environment values must not contain NUL characters".to_owned(),
-                ),
+                DeValue::String(text) if let Some(problem) = string_problem(text) => {
+                    self.report(var.span().start, key, problem)
+                }
                 DeValue::String(text) => {
                     out.insert(name_str.to_owned(), text.to_string());
                 }
@@ -1309,15 +1464,9 @@ impl Checker {
         }
     }
 
-    fn u32_or(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        min: u32,
-        default: u32,
-    ) -> u32 {
-        self.integer(section, table, key, min.into(), u32::MAX.into())
+    /// A count from 1 to [`MAX_COUNT`].
+    fn count_or(&mut self, section: &str, table: &DeTable<'_>, key: &str, default: u32) -> u32 {
+        self.integer(section, table, key, 1, MAX_COUNT)
             .and_then(|(n, _)| u32::try_from(n).ok())
             .unwrap_or(default)
     }
@@ -1340,6 +1489,17 @@ impl Checker {
                         at,
                         dotted,
                         format!("{key} must be greater than zero, like \"{example}\""),
+                    );
+                    None
+                }
+                Ok(duration) if duration > MAX_DURATION => {
+                    self.report(
+                        at,
+                        dotted,
+                        format!(
+                            "invalid duration {text:?}: {key} may be at most one day (\"24h\"), \
+                             like \"{example}\""
+                        ),
                     );
                     None
                 }
@@ -1436,6 +1596,17 @@ impl Checker {
                 return None;
             }
         };
+        if bytes > MAX_LOG_SIZE {
+            self.report(
+                at,
+                dotted,
+                format!(
+                    "{key} may be at most 10GB ({MAX_LOG_SIZE} bytes), found {}",
+                    source_text(value)
+                ),
+            );
+            return None;
+        }
         if bytes < MIN_LOG_SIZE {
             self.report(
                 at,
@@ -1490,7 +1661,7 @@ impl Checker {
             } else if url.chars().any(char::is_whitespace) {
                 Some(format!("invalid url {url:?}: a URL may not contain spaces"))
             } else {
-                None
+                url_port_problem(host).map(|problem| format!("invalid url {url:?}: {problem}"))
             }
         } else {
             Some(format!(
@@ -1510,6 +1681,42 @@ impl Checker {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// What is wrong with a string value, if anything: a NUL byte (no program can receive one) or
+/// a length beyond [`MAX_STRING`].
+fn string_problem(text: &str) -> Option<String> {
+    if text.contains('\0') {
+        Some("must not contain a NUL character (\\u0000): no program can receive one".to_owned())
+    } else if text.len() > MAX_STRING {
+        Some(format!(
+            "a string of {} bytes, longer than the limit of {} KiB",
+            text.len(),
+            MAX_STRING / 1024
+        ))
+    } else {
+        None
+    }
+}
+
+/// What is wrong with the port of a URL's `host[:port]` part, if anything.
+fn url_port_problem(host: &str) -> Option<String> {
+    // `[::1]:8000`: the port follows the bracket; `127.0.0.1:8000`: the last colon.
+    let after_host = match host.rfind(']') {
+        Some(end) => &host[end + 1..],
+        None => host.rfind(':').map_or("", |colon| &host[colon..]),
+    };
+    let port = match after_host.strip_prefix(':') {
+        Some(port) => port,
+        None if after_host.is_empty() => return None,
+        None => return Some("expected a port after the host, like \"[::1]:8000\"".to_owned()),
+    };
+    match port.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) && port.bytes().all(|b| b.is_ascii_digit()) => None,
+        _ => Some(format!(
+            "the port {port:?} is not a port number from 1 to 65535"
+        )),
+    }
+}
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
 /// A TOML syntax error inside a double-quoted value that looks like a Windows path.
@@ -2350,7 +2557,7 @@ on_change = "restart"
                 2,
                 19,
                 "health.unhealthy_after",
-                "invalid value 0: expected an integer of at least 1",
+                "invalid value 0: expected an integer from 1 to 1000000",
             ),
             (
                 "[health]\nunhealthy_after = \"3\"\n",
@@ -2364,14 +2571,14 @@ on_change = "restart"
                 2,
                 16,
                 "restart.max_restarts",
-                "expected an integer of at least 1",
+                "expected an integer from 1 to 1000000",
             ),
             (
                 "[logs]\nkeep = 0\n",
                 2,
                 8,
                 "logs.keep",
-                "expected an integer of at least 1",
+                "expected an integer from 1 to 100",
             ),
             (
                 "[logs]\nmax_size = \"500B\"\n",
@@ -2410,6 +2617,171 @@ on_change = "restart"
                 "{text:?}: {message}"
             );
             assert!(message.contains(want_message), "{text:?}: {message}");
+        }
+    }
+
+    /// Values that would overflow a clock, exhaust memory or fail at spawn time are rejected,
+    /// naming the key.
+    #[test]
+    fn hostile_values_are_rejected_with_their_key() {
+        let many_args = format!(
+            "[backend]\ncommand = \"python\"\nargs = [{}]\n",
+            vec!["\"a\""; MAX_ARGS + 1].join(",")
+        );
+        let huge_args = format!(
+            "[backend]\ncommand = \"python\"\nargs = [{}]\n",
+            vec![format!("\"{}\"", "x".repeat(30_000)); 20].join(",")
+        );
+        let long_arg = format!(
+            "[backend]\ncommand = \"python\"\nargs = [\"{}\"]\n",
+            "x".repeat(MAX_STRING + 1)
+        );
+        let many_env = format!(
+            "[backend]\ncommand = \"python\"\n[backend.env]\n{}",
+            (0..=MAX_ARGS)
+                .map(|i| format!("V{i} = \"1\"\n"))
+                .collect::<String>()
+        );
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                "[stop]\ngrace = \"500000000000y\"\n".into(),
+                "stop.grace",
+                "at most one day",
+            ),
+            (
+                "[stop]\ngrace = \"25h\"\n".into(),
+                "stop.grace",
+                "at most one day",
+            ),
+            (
+                "[health]\ninterval = \"99999999999999d\"\n".into(),
+                "health.interval",
+                "",
+            ),
+            (
+                "[health]\nrestart_after = \"2d\"\n".into(),
+                "health.restart_after",
+                "one day",
+            ),
+            (
+                "[health]\nstart_timeout = \"1000y\"\n".into(),
+                "health.start_timeout",
+                "one day",
+            ),
+            (
+                "[restart]\nbackoff_max = \"1y\"\n".into(),
+                "restart.backoff_max",
+                "one day",
+            ),
+            (
+                "[restart]\nbackoff_initial = \"30d\"\n".into(),
+                "restart.backoff_initial",
+                "one day",
+            ),
+            (
+                "[restart]\nwindow = \"3d\"\n".into(),
+                "restart.window",
+                "one day",
+            ),
+            (
+                "[restart]\nstable_after = \"3d\"\n".into(),
+                "restart.stable_after",
+                "one day",
+            ),
+            (
+                "[strays]\nscan_interval = \"3d\"\n".into(),
+                "strays.scan_interval",
+                "one day",
+            ),
+            (
+                "[watch]\ndebounce = \"3d\"\n".into(),
+                "watch.debounce",
+                "one day",
+            ),
+            (
+                "[logs]\nkeep = 4294967295\n".into(),
+                "logs.keep",
+                "from 1 to 100",
+            ),
+            (
+                "[logs]\nmax_size = \"1PB\"\n".into(),
+                "logs.max_size",
+                "at most 10GB",
+            ),
+            (
+                "[restart]\nmax_restarts = 4294967295\n".into(),
+                "restart.max_restarts",
+                "1000000",
+            ),
+            (
+                "[health]\nunhealthy_after = 1000001\n".into(),
+                "health.unhealthy_after",
+                "1000000",
+            ),
+            (
+                "[backend]\ncommand = \"py\\u0000thon\"\n".into(),
+                "backend.command",
+                "NUL",
+            ),
+            (
+                "[backend]\ncommand = \"python\"\nargs = [\"a\\u0000b\"]\n".into(),
+                "backend.args",
+                "NUL",
+            ),
+            (
+                "[backend]\ncommand = \"python\"\ncwd = \"a\\u0000b\"\n".into(),
+                "backend.cwd",
+                "NUL",
+            ),
+            (
+                "[backend]\ncommand = \"python\"\nenv = { A = \"\\u0000\" }\n".into(),
+                "backend.env.A",
+                "NUL",
+            ),
+            ("[logs]\ndir = \"l\\u0000gs\"\n".into(), "logs.dir", "NUL"),
+            (
+                "[health]\nurl = \"http://127.0.0.1:99999/health\"\n".into(),
+                "health.url",
+                "65535",
+            ),
+            (
+                "[health]\nurl = \"http://127.0.0.1:0/health\"\n".into(),
+                "health.url",
+                "65535",
+            ),
+            (
+                "[health]\nurl = \"http://127.0.0.1:/health\"\n".into(),
+                "health.url",
+                "port",
+            ),
+            (
+                "[health]\nurl = \"http://127.0.0.1:8o/health\"\n".into(),
+                "health.url",
+                "port",
+            ),
+            (
+                "[health]\nurl = \"http://[::1]x/health\"\n".into(),
+                "health.url",
+                "port",
+            ),
+            (many_args, "backend.args", "more than the limit of 1024"),
+            (huge_args, "backend.args", "the system would refuse"),
+            (long_arg, "backend.args", "longer than the limit"),
+            (many_env, "backend.env", "more than the limit of 1024"),
+        ];
+        for (text, want_key, want_message) in cases {
+            let (_, _, key, message) = invalid(&text);
+            assert_eq!(key, want_key, "{}: {message}", &text[..text.len().min(80)]);
+            assert!(message.contains(want_message), "{want_key}: {message}");
+        }
+        // The bounds themselves are accepted.
+        for ok in [
+            "[stop]\ngrace = \"24h\"\n",
+            "[logs]\nkeep = 100\nmax_size = \"10GB\"\n",
+            "[health]\nurl = \"http://[::1]:65535/health\"\n",
+            "[health]\nurl = \"http://127.0.0.1/health\"\n",
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
     }
 

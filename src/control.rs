@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::ipc::{Request, Response};
+use crate::output::LogHealth;
 use crate::runner::Backend;
 use crate::runner::{EngineHandle, StatusBoard};
-use crate::status::{Fixed, StatusReport};
+use crate::status::{Fixed, LogsReport, StatusReport};
 use crate::strays::{KillReport, StrayWatch};
 use crate::supervisor::{Command, Policy, Snapshot, State, Supervisor};
 use crate::usage::TreeSampler;
@@ -34,6 +35,7 @@ pub struct Control {
     reloader: Option<Reloader>,
     /// Measures the backend tree for `status` (`None`: the process table cannot be read).
     sampler: Mutex<Option<TreeSampler>>,
+    log_health: Option<Arc<LogHealth>>,
 }
 
 /// Reads the config again and says what the engine should now run, or why it cannot.
@@ -74,7 +76,14 @@ impl Control {
             strays: None,
             reloader: None,
             sampler: Mutex::new(TreeSampler::new()),
+            log_health: None,
         }
+    }
+
+    /// Lets `status` say what the backend log has lost.
+    pub fn with_log_health(mut self, health: Arc<LogHealth>) -> Control {
+        self.log_health = Some(health);
+        self
     }
 
     /// Lets `config reload` (and the tray's Reload config) read the config again.
@@ -159,6 +168,16 @@ impl Control {
         )
     }
 
+    fn with_logs(&self, mut report: StatusReport) -> StatusReport {
+        if let Some(health) = &self.log_health {
+            report.logs = LogsReport {
+                dropped_lines: health.dropped_lines(),
+                last_error: health.last_error(),
+            };
+        }
+        report
+    }
+
     fn fixed(&self) -> std::sync::RwLockReadGuard<'_, Fixed> {
         self.fixed.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -166,7 +185,7 @@ impl Control {
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
         let mut report = StatusReport::new(snap, &self.fixed(), self.board.scan());
         report.env_file = self.board.env_file();
-        Box::new(report)
+        Box::new(self.with_logs(report))
     }
 
     /// Answers one request.

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::clock::later;
 use anyhow::{Context, Result, anyhow, bail};
 
 /// How long the main loop may go without looking at the stop flag and the deadlines.
@@ -111,13 +112,15 @@ enum Interrupt {
 pub fn run(args: DemoArgs) -> Result<i32> {
     let start = Instant::now();
     let pid = std::process::id();
-    let exit_at = args.exit_after.map(|ms| start + Duration::from_millis(ms));
+    let exit_at = args
+        .exit_after
+        .map(|ms| later(start, Duration::from_millis(ms)));
     let unhealthy_at = args
         .unhealthy_after
-        .map(|ms| start + Duration::from_millis(ms));
+        .map(|ms| later(start, Duration::from_millis(ms)));
     let hang_at = args
         .hang_health_after
-        .map(|ms| start + Duration::from_millis(ms));
+        .map(|ms| later(start, Duration::from_millis(ms)));
     // Validate before doing anything visible.
     let raw = args.raw_hex.as_deref().map(decode_hex).transpose()?;
 
@@ -130,7 +133,10 @@ pub fn run(args: DemoArgs) -> Result<i32> {
 
     spawn_children(&args)?;
 
-    if let Err(done) = sleep_until(start + Duration::from_millis(args.start_delay), exit_at) {
+    if let Err(done) = sleep_until(
+        later(start, Duration::from_millis(args.start_delay)),
+        exit_at,
+    ) {
         return Ok(finish(done, pid, args.exit_code));
     }
 

@@ -14,7 +14,7 @@
 #[cfg(windows)]
 mod desktop;
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use backend_warden::config;
 use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
+use backend_warden::log_reader::{self, LogFiles};
 use backend_warden::paths::{HOME_ENV, Paths};
 use backend_warden::process;
 use backend_warden::status::StatusReport;
@@ -90,13 +91,20 @@ enum Cmd {
         #[arg(long)]
         include_debug: bool,
     },
-    /// Print or follow the backend's log.
+    /// Print the end of the backend's log (across rotations), or follow it.
     Logs {
-        /// Keep printing new lines as they are written (Ctrl+C to stop).
+        /// Keep printing new lines as they are written, each once, across rotations (Ctrl+C
+        /// to stop); starts with the last N lines.
         #[arg(long, short)]
         follow: bool,
+        /// How many of the last lines to print.
+        #[arg(long, short = 'n', value_name = "N", default_value_t = log_reader::DEFAULT_LINES)]
+        lines: usize,
+        /// Print everything kept (the rotated files too, oldest first).
+        #[arg(long, conflicts_with = "lines")]
+        all: bool,
         /// Only print the log file's path.
-        #[arg(long, conflicts_with = "follow")]
+        #[arg(long, conflicts_with_all = ["follow", "lines", "all"])]
         path: bool,
     },
     /// Write one file for a developer: status, the last 500 lines of both logs, the config
@@ -200,8 +208,37 @@ fn write_stdout(text: std::fmt::Arguments) {
     }
 }
 
-/// The longest a CLI client waits for an answer; the warden bounds its own waits well below.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a CLI client waits for an answer the warden has at once (status, a request it
+/// only has to pass on): then it says the warden is not answering, instead of hanging.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait for a request that waits for the engine when the config cannot be read
+/// to work out the warden's own limits.
+const FALLBACK_WAIT: Duration = Duration::from_secs(600);
+
+/// The whole-exchange deadline for `request`: [`ANSWER_TIMEOUT`], plus, for a request that
+/// waits for the engine to settle, the longest the warden may wait by its config.
+fn client_timeout(paths: &Paths, request: &Request) -> Duration {
+    let waits = match request {
+        Request::Status | Request::Show | Request::Control { wait: false, .. } => false,
+        Request::Control { wait: true, .. }
+        | Request::Quit { .. }
+        | Request::KillStrays { .. }
+        | Request::Reload => true,
+    };
+    if !waits {
+        return ANSWER_TIMEOUT;
+    }
+    match app::load_config(paths) {
+        Ok((config, _)) => {
+            let limits = app::wait_limits(&config);
+            ANSWER_TIMEOUT
+                .saturating_add(limits.start)
+                .saturating_add(limits.stop)
+        }
+        Err(_) => FALLBACK_WAIT,
+    }
+}
 
 fn main() -> ExitCode {
     // Before anything can print (clap's --help and usage errors included). Without arguments
@@ -252,7 +289,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             include_debug,
         } => kill_strays(&paths, dry_run, include_debug),
-        Cmd::Logs { follow, path } => logs(&paths, follow, path),
+        Cmd::Logs {
+            follow,
+            lines,
+            all,
+            path,
+        } => logs(&paths, follow, lines, all, path),
         Cmd::Diagnose { out } => diagnose(&paths, out),
         Cmd::Quit { keep_backend } => quit(&paths, keep_backend),
         Cmd::Config { action } => config_command(&paths, action),
@@ -295,7 +337,7 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
 
 /// Sends a request to the running warden; `Err(code)` is the exit code to end with.
 fn ask(paths: &Paths, request: &Request) -> Result<Response, ExitCode> {
-    match ipc::request(&paths.runtime_dir, request, CLIENT_TIMEOUT) {
+    match ipc::request(&paths.runtime_dir, request, client_timeout(paths, request)) {
         Ok(response) => Ok(response),
         Err(IpcError::NotRunning) => {
             let home = match &paths.home {
@@ -460,7 +502,7 @@ fn log_path(paths: &Paths) -> Result<PathBuf, ExitCode> {
     Ok(dir.join("backend.log"))
 }
 
-fn logs(paths: &Paths, follow: bool, only_path: bool) -> Result<ExitCode> {
+fn logs(paths: &Paths, follow: bool, lines: usize, all: bool, only_path: bool) -> Result<ExitCode> {
     let path = match log_path(paths) {
         Ok(path) => path,
         Err(code) => return Ok(code),
@@ -469,61 +511,27 @@ fn logs(paths: &Paths, follow: bool, only_path: bool) -> Result<ExitCode> {
         outln!("{}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    if !follow {
-        return match std::fs::File::open(&path) {
-            Ok(mut file) => {
-                io::copy(&mut file, &mut io::stdout().lock())?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                eprintln!(
-                    "backend-warden: no log yet at {} (the backend has not run)",
-                    path.display()
-                );
-                Ok(ExitCode::from(EXIT_FAILED))
-            }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-    }
-    follow_log(&path)
-}
-
-/// Prints the log and then what is appended to it, across rotations, until interrupted.
-fn follow_log(path: &Path) -> Result<ExitCode> {
+    let log = LogFiles::new(&path);
     let mut out = io::stdout().lock();
-    let mut file: Option<std::fs::File> = None;
-    let mut pos = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if file.is_none() {
-            file = std::fs::File::open(path).ok();
-            pos = 0;
-        }
-        if let Some(f) = &mut file {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let on_disk = std::fs::metadata(path).map(|m| m.len()).ok();
-            if len < pos {
-                // Truncated: start over.
-                pos = 0;
-            }
-            f.seek(SeekFrom::Start(pos))?;
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n])?;
-                pos += n as u64;
-            }
-            out.flush()?;
-            // Rotated: the name now points at a new, different file.
-            if on_disk.is_none_or(|disk| disk < pos) {
-                file = None;
-            }
-        }
-        // `tail -f` polls too: a few reads a second cost nothing and need no watcher.
-        std::thread::sleep(Duration::from_millis(200));
+    if follow {
+        log.follow(lines, all, &mut out)
+            .with_context(|| format!("cannot follow {}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let found = if all {
+        log.print_all(&mut out)
+    } else {
+        log.print_tail(lines, &mut out)
+    }
+    .with_context(|| format!("cannot read {}", path.display()))?;
+    if !found {
+        eprintln!(
+            "backend-warden: no log yet at {} (the backend has not run)",
+            path.display()
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {

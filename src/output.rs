@@ -3,12 +3,15 @@
 //!
 //! The backend is never slowed down by the warden: readers hand lines over through a queue
 //! bounded in bytes, without waiting; when the writer falls behind (a stalled disk), lines are
-//! dropped and counted, and the count is written once the writer catches up. Partial lines and
-//! non-UTF-8 bytes are written as they came. May import `std`, `memchr`, `humantime` and
-//! `crate::supervisor` types only.
+//! dropped and counted, and the count is written once the writer catches up. Lines a write
+//! cannot store (a full disk, a vanished folder) are counted too, with the last error, for
+//! `status` ([`LogHealth`]); a rotation that fails leaves the live file growing and is retried. Partial lines and
+//! non-UTF-8 bytes are written as they came. May import `std`, `memchr`, `humantime`,
+//! `crate::private_fs` (owner-only folders, no symbolic links followed) and `crate::supervisor`
+//! types only.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::private_fs::{self, FolderKind};
 use crate::supervisor::TAIL_LINES;
 
 /// Longest line kept whole; a longer one is written in pieces of this size, so a backend that
@@ -72,9 +76,17 @@ impl Record {
     }
 }
 
+/// How long after a failed rotation the next one is tried (meanwhile the live file grows).
+const ROTATE_RETRY: Duration = Duration::from_secs(1);
+
 /// A file that is rotated by size: `NAME`, `NAME.1` (newest) ... `NAME.keep` (oldest).
 /// Records are buffered: call [`RotatingFile::flush`] to write them out (a write syscall per
 /// line would make the writer the bottleneck of a flood of output).
+///
+/// It counts the records a failed write lost ([`RotatingFile::take_lost`]); a rotation that
+/// fails (a folder where `NAME.2` should be) does not lose the record: it goes to the live
+/// file, the error is kept for [`RotatingFile::take_rotation_error`], and rotation is tried
+/// again after [`ROTATE_RETRY`].
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
@@ -82,6 +94,12 @@ pub struct RotatingFile {
     keep: usize,
     file: Option<BufWriter<File>>,
     size: u64,
+    /// Records in the buffer, not yet written out.
+    buffered: u64,
+    /// Records lost to failed writes since the last [`RotatingFile::take_lost`].
+    lost: u64,
+    rotation_error: Option<io::Error>,
+    rotate_again_at: Option<Instant>,
 }
 
 impl RotatingFile {
@@ -94,6 +112,10 @@ impl RotatingFile {
             keep: keep.max(1),
             file: None,
             size: 0,
+            buffered: 0,
+            lost: 0,
+            rotation_error: None,
+            rotate_again_at: None,
         }
     }
 
@@ -105,48 +127,91 @@ impl RotatingFile {
     /// Appends `bytes` as one unit (a record is never split across two files) to the buffer;
     /// [`RotatingFile::flush`] writes it out.
     pub fn write_record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_record_unchecked(bytes)
+            .inspect_err(|_| self.lost += 1)
+    }
+
+    fn write_record_unchecked(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
             self.open()?;
         }
-        if self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
-            self.rotate()?;
+        let now = Instant::now();
+        if self.size > 0
+            && self.size + bytes.len() as u64 > self.max_size
+            && self.rotate_again_at.is_none_or(|at| now >= at)
+        {
+            // Out before the renames: what is buffered belongs to the file being rotated.
+            self.flush()?;
+            match self.rotate() {
+                Ok(()) => self.rotate_again_at = None,
+                Err(e) => {
+                    self.rotation_error = Some(e);
+                    self.rotate_again_at = Some(crate::clock::later(now, ROTATE_RETRY));
+                }
+            }
         }
         let file = match &mut self.file {
             Some(file) => file,
             None => self.open()?,
+        };
+        // Flush first rather than let the buffer write itself out in the middle of a record:
+        // what `buffered` counts is then exactly what a failure loses.
+        if file.buffer().len() + bytes.len() > file.capacity() && !file.buffer().is_empty() {
+            self.flush()?;
+        }
+        let Some(file) = &mut self.file else {
+            return Err(io::Error::other("the log file closed"));
         };
         if let Err(e) = file.write_all(bytes) {
             self.drop_file();
             return Err(e);
         }
         self.size += bytes.len() as u64;
+        self.buffered += 1;
         Ok(())
     }
 
     /// Writes the buffered records to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         match &mut self.file {
-            Some(file) => file.flush().inspect_err(|_| self.drop_file()),
+            Some(file) => match file.flush() {
+                Ok(()) => {
+                    self.buffered = 0;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.drop_file();
+                    Err(e)
+                }
+            },
             None => Ok(()),
         }
     }
 
+    /// Records lost to failed writes since the last call.
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
+    }
+
+    /// Why the last rotation failed, once (the live file is still appended to).
+    pub fn take_rotation_error(&mut self) -> Option<io::Error> {
+        self.rotation_error.take()
+    }
+
     /// Forgets the file after a failed write, so the next write reopens it (the file may have
-    /// been removed or the disk remounted). What could not be written is lost.
+    /// been removed or the disk remounted). What could not be written is lost, and counted.
     fn drop_file(&mut self) {
         if let Some(file) = self.file.take() {
             let _ = file.into_parts();
         }
+        self.lost += std::mem::take(&mut self.buffered);
     }
 
     fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
         if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
+            private_fs::prepare_dir(dir, FolderKind::Logs)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let file = private_fs::open_append(&self.path)?;
         self.size = file.metadata()?.len();
         Ok(self.file.insert(BufWriter::with_capacity(64 * 1024, file)))
     }
@@ -157,10 +222,10 @@ impl RotatingFile {
         PathBuf::from(name)
     }
 
+    /// Renames the files one step older. Called with nothing buffered; on failure the caller
+    /// reopens the live file (whatever its name now holds) and goes on appending.
     fn rotate(&mut self) -> io::Result<()> {
-        let flushed = self.flush();
         self.drop_file();
-        flushed?;
         remove_if_present(&self.rotated(self.keep))?;
         for n in (1..self.keep).rev() {
             rename_if_present(&self.rotated(n), &self.rotated(n + 1))?;
@@ -220,6 +285,42 @@ impl Tail {
     }
 }
 
+/// What the log has lost so far, for `status` (`logs: {dropped_lines, last_error}`).
+#[derive(Debug, Default)]
+pub struct LogHealth {
+    dropped_lines: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl LogHealth {
+    /// Lines (or pieces of long lines) that never reached the file: dropped because the
+    /// writer could not keep up, or lost to a failed write.
+    pub fn dropped_lines(&self) -> u64 {
+        self.dropped_lines.load(Ordering::Relaxed)
+    }
+
+    /// The last write or rotation error, if there was one.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn add_dropped(&self, lines: u64) {
+        if lines > 0 {
+            self.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+        }
+    }
+
+    fn set_error(&self, text: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(text);
+    }
+}
+
 /// The writer of `backend.log`. Cheap to clone; the writer thread ends when the last clone
 /// and every capture are gone.
 #[derive(Debug, Clone)]
@@ -228,6 +329,7 @@ pub struct BackendLog {
     /// Bytes queued and not yet written (see [`QUEUE_BYTES`]).
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
+    health: Arc<LogHealth>,
     path: PathBuf,
 }
 
@@ -244,11 +346,13 @@ impl BackendLog {
         let (queue, records) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(LogHealth::default());
         let file = RotatingFile::new(path.clone(), max_size, keep);
         let writer = Queue {
             records,
             queued: Arc::clone(&queued),
             dropped: Arc::clone(&dropped),
+            health: Arc::clone(&health),
         };
         thread::Builder::new()
             .name("backend-log".into())
@@ -257,6 +361,7 @@ impl BackendLog {
             queue,
             queued,
             dropped,
+            health,
             path,
         })
     }
@@ -264,6 +369,11 @@ impl BackendLog {
     /// The live log file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the log has lost so far.
+    pub fn health(&self) -> Arc<LogHealth> {
+        Arc::clone(&self.health)
     }
 
     /// Writes a note from the warden into the log (a start, an exit), between backend lines.
@@ -286,6 +396,7 @@ impl BackendLog {
         if room.is_err() {
             let len = record.bytes.len() as u64;
             self.dropped.fetch_add(len.max(1), Ordering::Relaxed);
+            self.health.add_dropped(1);
         } else if self.queue.send(record).is_err() {
             // The writer is gone (it only ends when every sender is): nothing to count.
             self.queued.fetch_sub(cost, Ordering::Relaxed);
@@ -387,7 +498,7 @@ impl Capture {
     /// Waits (at most `limit`) until both streams have ended, so the last lines a crashing
     /// backend printed are in the tail. A grandchild holding the pipes open makes this time out.
     pub fn wait_eof(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+        let deadline = crate::clock::later(Instant::now(), limit);
         for _ in 0..2 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.eof.recv_timeout(left) {
@@ -409,17 +520,28 @@ struct Queue {
     records: Receiver<Record>,
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
+    health: Arc<LogHealth>,
 }
 
 fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::Error)) {
     // An episode of failures starts with the first failed write and ends with a flush that
     // succeeds; `on_error` hears of each episode once.
     let mut failing = false;
+    let path = file.path().display().to_string();
     let fail = |e: &io::Error, failing: &mut bool| {
+        queue.health.set_error(format!("cannot write {path}: {e}"));
         if !*failing {
             on_error(e);
         }
         *failing = true;
+    };
+    let rotation_failed = |file: &mut RotatingFile| {
+        if let Some(e) = file.take_rotation_error() {
+            queue.health.set_error(format!(
+                "cannot rotate {path}: {e}; still appending to it, retrying every {}s",
+                ROTATE_RETRY.as_secs()
+            ));
+        }
     };
     let mut line = Vec::with_capacity(256);
     let mut formatter = Formatter::default();
@@ -447,6 +569,8 @@ fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::E
                 batch_failed = true;
                 fail(&e, &mut failing);
             }
+            rotation_failed(&mut file);
+            queue.health.add_dropped(file.take_lost());
             next = queue.records.try_recv().ok();
         }
         match file.flush() {
@@ -454,6 +578,7 @@ fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::E
             Ok(()) => {}
             Err(e) => fail(&e, &mut failing),
         }
+        queue.health.add_dropped(file.take_lost());
     }
 }
 
@@ -517,6 +642,7 @@ mod tests {
             queue,
             queued: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
+            health: Arc::default(),
             path: PathBuf::from("unused"),
         };
         let line = vec![b'x'; 100];

@@ -127,7 +127,7 @@ impl StatusBoard {
         limit: Duration,
         mut done: impl FnMut(&Snapshot) -> bool,
     ) -> Option<Snapshot> {
-        let deadline = Instant::now() + limit;
+        let deadline = crate::clock::later(Instant::now(), limit);
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some((snap, _)) = guard.as_ref()

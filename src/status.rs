@@ -197,6 +197,19 @@ pub struct StatusReport {
     pub version: String,
     /// The warden's own PID.
     pub warden_pid: u32,
+    /// What the backend log has lost.
+    #[serde(default)]
+    pub logs: LogsReport,
+}
+
+/// What the backend log has lost (`status --json` → `logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReport {
+    /// Lines of the backend's output that never reached `backend.log` (the writer could not
+    /// keep up, or a write failed: a full disk, a vanished folder).
+    pub dropped_lines: u64,
+    /// The last write or rotation error, if there was one.
+    pub last_error: Option<String>,
 }
 
 /// The parts of a report the engine does not report: set at start, and the backend's port and
@@ -262,6 +275,7 @@ impl StatusReport {
             config_error: fixed.config_error.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             warden_pid: std::process::id(),
+            logs: LogsReport::default(),
         }
     }
 
@@ -452,6 +466,20 @@ impl StatusReport {
             let _ = writeln!(out, "strays     {why}");
         }
         let _ = writeln!(out, "logs       {}", self.log_path.display());
+        if self.logs.dropped_lines > 0 || self.logs.last_error.is_some() {
+            let lost = match self.logs.dropped_lines {
+                0 => "no line lost".to_owned(),
+                1 => "1 line lost".to_owned(),
+                n => format!("{n} lines lost"),
+            };
+            let error = self
+                .logs
+                .last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "           {lost}{error}");
+        }
         let _ = writeln!(out, "config     {}", self.config_path.display());
         if let Some(env_file) = &self.env_file {
             let _ = writeln!(out, "env file   {}", env_file.display());
@@ -544,6 +572,7 @@ mod tests {
             config_error: None,
             version: "0.1.0".into(),
             warden_pid: 1,
+            logs: LogsReport::default(),
         };
         assert_eq!(
             report.summary(),
@@ -602,6 +631,7 @@ mod tests {
             log_path: PathBuf::from("/l/backend.log"),
             config_path: PathBuf::from("/c/config.toml"),
             env_file: None,
+            logs: LogsReport::default(),
             open_url: None,
             config_error: None,
             version: "0.1.0".into(),

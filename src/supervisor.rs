@@ -3,7 +3,7 @@
 //! It does no I/O, never reads the clock and never sleeps: every [`Input`] comes with the
 //! time it happened, and the answer is a list of [`Effect`]s for the runner to carry out, plus
 //! [`Supervisor::next_deadline`] for when it wants to be woken. It may import only `std`,
-//! `serde` and the config types.
+//! `serde`, the config types and [`crate::clock`] (deadlines that cannot overflow).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::later;
 use crate::config::{Config, OnChange, RestartPolicy};
 
 /// A process ID as the OS reports it.
@@ -663,16 +664,16 @@ impl Supervisor {
                     }
                     match (&self.policy.health, self.state) {
                         (None, State::Starting) => {
-                            deadlines.push(child.started_at + SETTLE_WITHOUT_HEALTH)
+                            deadlines.push(later(child.started_at, SETTLE_WITHOUT_HEALTH))
                         }
                         (Some(h), State::Starting) => {
-                            deadlines.push(child.started_at + h.start_timeout)
+                            deadlines.push(later(child.started_at, h.start_timeout))
                         }
                         (Some(h), State::Unhealthy) => {
                             if let (Some(after), Some(since)) =
                                 (h.restart_after, self.unhealthy_since)
                             {
-                                deadlines.push(since + after);
+                                deadlines.push(later(since, after));
                             }
                         }
                         _ => {}
@@ -795,7 +796,7 @@ impl Supervisor {
                 self.backoff_until = None;
                 if let Some(child) = self.child {
                     self.dying_tree = Some(child.pid);
-                    self.stop_deadline = Some(now + self.policy.grace);
+                    self.stop_deadline = Some(later(now, self.policy.grace));
                     self.kill_sent = false;
                     fx.push(Effect::Terminate { pid: child.pid });
                 } else if self.dying_tree.is_some() {
@@ -999,7 +1000,7 @@ impl Supervisor {
         self.backoff_step += 1;
         self.recovering = true;
         self.state = State::Backoff;
-        self.backoff_until = Some(now + delay);
+        self.backoff_until = Some(later(now, delay));
         fx.push(Effect::Notify(Event::Crashed {
             pid,
             status,
@@ -1083,7 +1084,7 @@ impl Supervisor {
                 if matches!(self.state, State::Starting | State::Unhealthy) {
                     self.become_healthy(pid, Some(latency), now, fx);
                 }
-                self.probe_due = Some(now + health.interval);
+                self.probe_due = Some(later(now, health.interval));
             }
             Probe::Failed { error, failure } => {
                 self.health.ok = Some(false);
@@ -1097,7 +1098,7 @@ impl Supervisor {
                             StartingProbe::Http { spacing } => spacing,
                             StartingProbe::AwaitPort => STARTING_PROBE_INTERVAL,
                         };
-                        self.probe_due = Some(now + spacing);
+                        self.probe_due = Some(later(now, spacing));
                         self.starting_probe = StartingProbe::Http {
                             spacing: next_starting_spacing(spacing, health.interval),
                         };
@@ -1110,9 +1111,9 @@ impl Supervisor {
                             self.recovering = true;
                             fx.push(Effect::Notify(Event::Unhealthy { pid, error }));
                         }
-                        self.probe_due = Some(now + health.interval);
+                        self.probe_due = Some(later(now, health.interval));
                     }
-                    _ => self.probe_due = Some(now + health.interval),
+                    _ => self.probe_due = Some(later(now, health.interval)),
                 }
             }
         }
@@ -1290,10 +1291,14 @@ impl Supervisor {
                 let Some(child) = self.child else { return };
                 let health = self.policy.health.clone();
                 match (&health, self.state) {
-                    (None, State::Starting) if now >= child.started_at + SETTLE_WITHOUT_HEALTH => {
+                    (None, State::Starting)
+                        if now >= later(child.started_at, SETTLE_WITHOUT_HEALTH) =>
+                    {
                         self.become_healthy(child.pid, None, now, fx);
                     }
-                    (Some(h), State::Starting) if now >= child.started_at + h.start_timeout => {
+                    (Some(h), State::Starting)
+                        if now >= later(child.started_at, h.start_timeout) =>
+                    {
                         self.state = State::Unhealthy;
                         self.unhealthy_since = Some(now);
                         self.recovering = true;
@@ -1313,7 +1318,7 @@ impl Supervisor {
                     }
                     (Some(h), State::Unhealthy) => {
                         if let (Some(after), Some(since)) = (h.restart_after, self.unhealthy_since)
-                            && now >= since + after
+                            && now >= later(since, after)
                         {
                             self.restart_unhealthy(child.pid, now - since, now, fx);
                             return;

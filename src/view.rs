@@ -315,6 +315,7 @@ mod tests {
             config_error: None,
             version: "0.1.0".into(),
             warden_pid: 1,
+            logs: Default::default(),
         }
     }
 

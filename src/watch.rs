@@ -195,7 +195,7 @@ fn debounce_loop(
                     if files.len() < STALE_FILES && !files.contains(&shown) {
                         files.push(shown);
                     }
-                    quiet_at = Some(Instant::now() + debounce);
+                    quiet_at = Some(crate::clock::later(Instant::now(), debounce));
                 }
             }
             Ok(Err(e)) => warn!(error = %e, "file watch error"),

@@ -201,7 +201,7 @@ pub struct Primary {
 /// single-instance lock and binds the endpoint. Of launches at the same instant exactly one
 /// wins the lock; the others wait for its endpoint and hand over.
 pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
-    let deadline = Instant::now() + STARTING_PEER_WAIT;
+    let deadline = crate::clock::later(Instant::now(), STARTING_PEER_WAIT);
     loop {
         match ipc::request(&paths.runtime_dir, request, HANDOVER_TIMEOUT) {
             Ok(response) => return Ok(Claim::Handed(response)),
@@ -251,6 +251,16 @@ pub struct Hooks {
     /// The config file was saved and reloaded (`Ok`: the reload's message and the new config),
     /// or it was saved broken and the old config stays (`Err`: why; once per distinct error).
     pub on_config_saved: ConfigSavedHook,
+    /// Writing `backend.log` started failing (once per episode: the next successful write
+    /// ends it); the lines lost are counted in `status`.
+    pub on_log_error: Box<dyn Fn(&std::io::Error) + Send>,
+}
+
+/// What the warden says when `backend.log` cannot be written.
+pub fn log_error_message(e: &std::io::Error) -> String {
+    format!(
+        "cannot write backend.log; output is being dropped and counted (see `backend-warden status`): {e}"
+    )
 }
 
 /// See [`Hooks::on_config_saved`].
@@ -273,6 +283,7 @@ impl Hooks {
                     "config file saved but not reloaded: the old config stays in force"
                 ),
             }),
+            on_log_error: Box::new(|e| error!("{}", log_error_message(e))),
         }
     }
 }
@@ -385,14 +396,24 @@ impl Running {
 /// Starts the engine, the stray watch and the control endpoint, then the backend (or adopts a
 /// running copy, with `[strays] adopt = true`).
 pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -> Result<Running> {
-    let guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    let mut guard = TreeGuard::start().context("cannot start the tree guardian")?;
+    // A tree of this home that outlived its warden and guardian (both killed at once).
+    match guard.record_in(&paths.runtime_dir) {
+        Ok(killed) => {
+            for what in killed {
+                warn!(%what, "killed what a previous warden of this home left running");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot record the backend trees in the runtime folder"),
+    }
     let log = BackendLog::start(
         &plan.log_dir,
         plan.config.logs.max_size,
         plan.config.logs.keep,
-        |e| error!(error = %e, "cannot write backend.log; output is being dropped"),
+        hooks.on_log_error,
     )
     .context("cannot start the backend log writer")?;
+    let log_health = log.health();
     let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
     let mut scanner = StrayScanner::new(identity.clone(), plan.backend.port)
         .context("cannot read the process table")?;
@@ -493,7 +514,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
             hooks.on_show,
         )
         .with_stray_watch(watch)
-        .with_reloader(reloader(paths, demo_backend)),
+        .with_reloader(reloader(paths, demo_backend))
+        .with_log_health(log_health),
     );
     let serving = Arc::clone(&control);
     let server = primary
@@ -755,8 +777,7 @@ pub fn config_error(e: &ConfigError) -> ExitCode {
 /// Runs the engine in the foreground until Ctrl+C / SIGTERM or `quit`, then stops the backend
 /// tree and returns. Serves the CLI through `primary`'s endpoint meanwhile.
 pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
-    std::fs::create_dir_all(&plan.log_dir)
-        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
+    prepare_log_dir(&plan.log_dir)?;
     crate::logging::init(&plan.log_dir, true);
     eprintln!("{}", describe(&plan, paths));
     info!(
@@ -774,12 +795,31 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     Ok(())
 }
 
+/// Creates the log folder owner-only, or checks the existing one: a folder that is a symbolic
+/// link or another user's, or a `backend.log` / `warden.log` that is a symbolic link or not
+/// ours, stops the start with an error that names it (logs may carry secrets, and a planted
+/// link would make the warden append to a file of the planter's choosing).
+pub fn prepare_log_dir(dir: &Path) -> Result<()> {
+    use crate::private_fs;
+    private_fs::prepare_dir(dir, private_fs::FolderKind::Logs)
+        .context("cannot use the log folder")?;
+    for name in ["backend.log", "warden.log"] {
+        private_fs::check_file(&dir.join(name)).context("cannot use the log file")?;
+    }
+    Ok(())
+}
+
 /// How long CLI clients may wait for the engine to settle.
 pub fn wait_limits(config: &Config) -> WaitLimits {
     let slack = Duration::from_secs(5);
     WaitLimits {
-        start: config.health.start_timeout + config.stop.grace + config.restart.backoff_max + slack,
-        stop: config.stop.grace + slack,
+        start: config
+            .health
+            .start_timeout
+            .saturating_add(config.stop.grace)
+            .saturating_add(config.restart.backoff_max)
+            .saturating_add(slack),
+        stop: config.stop.grace.saturating_add(slack),
     }
 }
 

@@ -44,8 +44,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
              run `backend-warden run --headless` to supervise the backend without one"
         );
     }
-    std::fs::create_dir_all(&plan.log_dir)
-        .with_context(|| format!("cannot create the log folder {}", plan.log_dir.display()))?;
+    backend_warden::app::prepare_log_dir(&plan.log_dir)?;
     logging::init(&plan.log_dir, true);
     info!("{}", describe(&plan, paths));
     // Clicks on the menu and on the alerts' buttons go the same way.
@@ -125,6 +124,17 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                         }
                     }
                 }
+            })
+        },
+        on_log_error: {
+            let notifier = notifier.clone();
+            Box::new(move |e| {
+                let message = backend_warden::app::log_error_message(e);
+                tracing::error!("{message}");
+                notifier.show(
+                    Alert::urgent("Backend output is being lost", message)
+                        .with_actions(&[AlertAction::OpenLogs]),
+                );
             })
         },
     };

@@ -37,6 +37,40 @@ pub fn endpoint(runtime_dir: &Path) -> io::Result<Name<'static>> {
     pipe_name(runtime_dir).to_ns_name::<GenericNamespaced>()
 }
 
+/// Before connecting: nothing to check, the pipe's security descriptor admits only its owner.
+pub fn check_endpoint(_runtime_dir: &Path) -> Result<(), super::IpcError> {
+    Ok(())
+}
+
+/// After connecting: the pipe admits only its owner; the server's PID for messages.
+pub fn check_peer(
+    stream: &interprocess::local_socket::Stream,
+) -> Result<Option<u32>, super::IpcError> {
+    use interprocess::local_socket::traits::StreamCommon;
+    Ok(stream
+        .peer_creds()
+        .ok()
+        .and_then(|creds| creds.pid())
+        .and_then(|pid| u32::try_from(pid).ok()))
+}
+
+/// A named pipe's blocked read cannot be interrupted from another thread here: when the
+/// server is full it answers "busy" instead of dropping the oldest connection.
+pub struct Interrupt;
+
+impl Interrupt {
+    /// See above.
+    pub const SUPPORTED: bool = false;
+
+    /// Always a handle (that can do nothing).
+    pub fn of(_conn: &interprocess::local_socket::Stream) -> Option<Interrupt> {
+        Some(Interrupt)
+    }
+
+    /// Nothing to do.
+    pub fn interrupt(self) {}
+}
+
 /// Nothing to prepare: pipes live in their own namespace.
 pub fn prepare_runtime_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)

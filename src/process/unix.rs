@@ -1,11 +1,19 @@
 //! Unix process trees: the backend leads its own process group, which is the unit of graceful
 //! stop (SIGTERM to the group) and forced kill (SIGKILL to the group). A small guardian process
-//! kills the registered groups when the warden dies, however it dies.
+//! kills the registered groups when the warden dies, however it dies; the warden notices a
+//! guardian's death at once and starts another. On Linux the warden is also the child
+//! subreaper of everything it starts, so a descendant that leaves the group (`setsid`, a
+//! double fork) becomes the warden's child instead of init's: stop, kill and "is the tree
+//! gone" cover it too. The trees of a warden are recorded in its runtime folder, so the next
+//! warden of the same home kills a tree that outlived both the warden and its guardian.
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::signal::{self, SigHandler, Signal};
@@ -16,12 +24,33 @@ use crate::supervisor::{ExitStatus, Pid};
 /// The hidden subcommand that runs the guardian.
 pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
 
-/// A backend tree: its process group.
+/// A backend tree: its process group, and (Linux) the descendants that left it.
 #[derive(Debug)]
 pub struct Tree {
     pgid: Pid,
     /// The value of [`TREE_ENV`] in the tree's processes (none for an adopted tree).
     token: Option<String>,
+    /// Set once the tree is being killed: from then on, "is it gone" kills stragglers.
+    killed: Arc<AtomicBool>,
+}
+
+/// Our own children started through `std` (backend leaders, guardians): their owners wait
+/// for them, so the reaper of re-parented orphans must leave their zombies alone.
+static SPAWNED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+fn spawned(pid: Pid, add: bool) {
+    let mut list = SPAWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|p| *p != pid);
+    if add {
+        list.push(pid);
+    }
+}
+
+fn spawned_now() -> Vec<Pid> {
+    SPAWNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 /// Waits for the backend's main process; moved to a thread of its own.
@@ -49,14 +78,17 @@ impl ExitWaiter {
     pub fn wait_then(self, on_exit: impl FnOnce()) -> io::Result<ExitStatus> {
         match self {
             ExitWaiter::Child(mut child) => {
-                let status = if exited_unreaped(child.id()) {
+                let pid = child.id();
+                let status = if exited_unreaped(pid) {
                     on_exit();
-                    child.wait()?
+                    child.wait()
                 } else {
-                    let status = child.wait()?;
+                    let status = child.wait();
                     on_exit();
                     status
                 };
+                spawned(pid, false);
+                let status = status?;
                 Ok(ExitStatus {
                     code: status.code(),
                     signal: status.signal(),
@@ -125,6 +157,7 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
     let tree = Tree {
         pgid: pid,
         token: None,
+        killed: Arc::default(),
     };
     Ok((tree, ExitWaiter::Adopted(pid)))
 }
@@ -155,9 +188,11 @@ pub(super) fn launched(
     guard: &mut TreeGuard,
 ) -> io::Result<(Pid, Tree, ExitWaiter)> {
     let pid = child.id();
+    spawned(pid, true);
     let tree = Tree {
         pgid: pid,
         token: Some(launch.token),
+        killed: Arc::default(),
     };
     if let Err(e) = guard.watch(&tree) {
         // Supervision goes on; the guardian still finds the tree by its token.
@@ -174,12 +209,31 @@ pub(super) fn not_launched(launch: Launch, guard: &mut TreeGuard) {
 #[derive(Debug, Clone)]
 pub struct TreeKiller {
     pgid: Pid,
+    prefix: Option<String>,
+    killed: Arc<AtomicBool>,
 }
 
 impl TreeKiller {
-    /// Kills every process of the tree (SIGKILL to the group); a group already gone is fine.
+    /// Kills every process of the tree (SIGKILL to the group and to the descendants that
+    /// left it); a tree already gone is fine.
     pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
         let _ = signal::killpg(nix_pid(self.pgid), Signal::SIGKILL);
+        signal_detached(self.pgid, self.prefix.as_deref(), Signal::SIGKILL, true);
+    }
+}
+
+/// Sends `sig` to the tree's live processes outside its group (Linux: see [`detached`]).
+/// With `quick`, only when the warden has children of unknown origin: after a kill of the
+/// group, what left it is re-parented to the warden, and "is it gone" finds it there (the
+/// crash path must not pay for a look at the whole process table).
+fn signal_detached(pgid: Pid, prefix: Option<&str>, sig: Signal, quick: bool) {
+    if quick && detached::no_foreign_children() {
+        return;
+    }
+    let scan = detached::scan(pgid, prefix);
+    for pid in &scan.outside {
+        let _ = signal::kill(nix_pid(*pid), sig);
     }
 }
 
@@ -191,17 +245,36 @@ impl Tree {
 
     /// A handle that kills this tree, for the thread that waits for its leader.
     pub fn killer(&self) -> TreeKiller {
-        TreeKiller { pgid: self.pgid }
+        TreeKiller {
+            pgid: self.pgid,
+            prefix: self.prefix().map(str::to_owned),
+            killed: Arc::clone(&self.killed),
+        }
     }
 
-    /// Asks every process of the tree to stop (SIGTERM to the group).
+    /// What every token of this warden's trees starts with (see [`TreeGuard`]).
+    fn prefix(&self) -> Option<&str> {
+        self.token
+            .as_deref()
+            .and_then(|token| token.rsplit_once('-'))
+            .map(|(prefix, _)| prefix)
+    }
+
+    /// Asks every process of the tree to stop (SIGTERM to the group and to the descendants
+    /// that left it).
     pub fn terminate(&self) -> io::Result<()> {
-        self.signal(Signal::SIGTERM)
+        let result = self.signal(Signal::SIGTERM);
+        signal_detached(self.pgid, self.prefix(), Signal::SIGTERM, false);
+        result
     }
 
-    /// Kills every process of the tree (SIGKILL to the group).
+    /// Kills every process of the tree (SIGKILL to the group and to the descendants that
+    /// left it).
     pub fn kill(&self) -> io::Result<()> {
-        self.signal(Signal::SIGKILL)
+        self.killed.store(true, Ordering::SeqCst);
+        let result = self.signal(Signal::SIGKILL);
+        signal_detached(self.pgid, self.prefix(), Signal::SIGKILL, true);
+        result
     }
 
     /// Lets the tree outlive the warden (the guardian has been told to forget it).
@@ -216,46 +289,212 @@ impl Tree {
         }
     }
 
-    /// True once no live process is left in the group. Zombies count as gone: they run no
-    /// code, and their reaping is up to their new parent.
+    /// True once no live process is left in the group, nor (Linux) among the descendants
+    /// that left it. Zombies count as gone: they run no code; the warden reaps those that
+    /// were re-parented to it. Once the tree is being killed, stragglers (a fork that raced
+    /// the kill) are killed again here.
     pub fn is_gone(&self) -> bool {
-        match signal::killpg(nix_pid(self.pgid), None) {
-            Err(Errno::ESRCH) => true,
-            _ => !group_has_live_member(self.pgid),
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn group_has_live_member(pgid: Pid) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid pgrp ...
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-        if pgrp == Some(pgid) && state != Some("Z") && state != Some("X") {
+        let group_gone = matches!(signal::killpg(nix_pid(self.pgid), None), Err(Errno::ESRCH));
+        // With the group gone, anything left of the tree hangs below the warden.
+        if group_gone && detached::no_foreign_children() {
             return true;
         }
+        let scan = detached::scan(self.pgid, self.prefix());
+        if !scan.outside.is_empty() && self.killed.load(Ordering::SeqCst) {
+            for pid in &scan.outside {
+                let _ = signal::kill(nix_pid(*pid), Signal::SIGKILL);
+            }
+        }
+        (group_gone || !scan.group_alive) && scan.outside.is_empty()
     }
-    false
 }
 
+/// The descendants of a tree that left its process group (Linux).
+#[cfg(target_os = "linux")]
+mod detached {
+    use std::collections::{HashMap, HashSet};
+
+    use super::{Pid, TREE_ENV, spawned_now};
+
+    /// What one look at the process table found.
+    pub(super) struct Scan {
+        /// A live process is in the group.
+        pub group_alive: bool,
+        /// Live processes of the tree outside the group.
+        pub outside: Vec<Pid>,
+    }
+
+    struct Entry {
+        pid: Pid,
+        ppid: Pid,
+        pgrp: Pid,
+        zombie: bool,
+    }
+
+    fn table() -> Vec<Entry> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp ...
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("?");
+            let ppid = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            let pgrp = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            out.push(Entry {
+                pid,
+                ppid,
+                pgrp,
+                zombie: state == "Z" || state == "X",
+            });
+        }
+        out
+    }
+
+    /// Whether an orphan re-parented to the warden belongs to its trees: it carries a token
+    /// of this warden, or it cleared its environment (programs the warden starts outside a
+    /// tree, such as a file manager opened from the tray, carry the warden's environment).
+    fn ours(pid: Pid, prefix: Option<&str>) -> bool {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        if environ.is_empty() {
+            return true;
+        }
+        let Some(prefix) = prefix else {
+            return false;
+        };
+        let marker = format!("{TREE_ENV}={prefix}-");
+        environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(marker.as_bytes()))
+    }
+
+    /// Looks at the process table once: the group's members, and every live descendant of
+    /// the group or of the warden's orphans from its trees, outside the group. Zombie
+    /// orphans of the warden that no owner waits for are reaped on the way.
+    pub(super) fn scan(pgid: Pid, prefix: Option<&str>) -> Scan {
+        let me = std::process::id();
+        let table = table();
+        let spawned = spawned_now();
+        let mut children: HashMap<Pid, Vec<usize>> = HashMap::new();
+        for (index, entry) in table.iter().enumerate() {
+            children.entry(entry.ppid).or_default().push(index);
+        }
+        let mut group_alive = false;
+        let mut roots: Vec<usize> = Vec::new();
+        for (index, entry) in table.iter().enumerate() {
+            if entry.pgrp == pgid || entry.pid == pgid {
+                group_alive |= entry.pgrp == pgid && !entry.zombie;
+                roots.push(index);
+            } else if entry.ppid == me && !spawned.contains(&entry.pid) {
+                if entry.zombie {
+                    reap(entry.pid);
+                } else if ours(entry.pid, prefix) {
+                    roots.push(index);
+                }
+            }
+        }
+        let mut seen: HashSet<usize> = roots.iter().copied().collect();
+        let mut queue = roots;
+        let mut outside = Vec::new();
+        while let Some(index) = queue.pop() {
+            let entry = &table[index];
+            if entry.pgrp != pgid && !entry.zombie && entry.pid != me {
+                outside.push(entry.pid);
+            }
+            for &child in children.get(&entry.pid).map_or(&[][..], Vec::as_slice) {
+                if seen.insert(child) {
+                    queue.push(child);
+                }
+            }
+        }
+        Scan {
+            group_alive,
+            outside,
+        }
+    }
+
+    /// True when every child of the warden is one it started through `std` (no orphan was
+    /// re-parented to it), asked of the kernel's cheap per-thread child lists; false when
+    /// the kernel has none (a full scan is then needed).
+    pub(super) fn no_foreign_children() -> bool {
+        // The main thread's list exists wherever the kernel keeps these lists at all.
+        let main = format!("/proc/self/task/{}/children", std::process::id());
+        if std::fs::metadata(main).is_err() {
+            return false;
+        }
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return false;
+        };
+        let spawned = spawned_now();
+        for task in tasks.flatten() {
+            let text = match std::fs::read_to_string(task.path().join("children")) {
+                Ok(text) => text,
+                // A thread that ended since the folder was listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return false,
+            };
+            if text
+                .split_whitespace()
+                .filter_map(|p| p.parse::<Pid>().ok())
+                .any(|pid| !spawned.contains(&pid))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reaps a zombie child of the warden that no `std` handle owns.
+    fn reap(pid: Pid) {
+        use nix::sys::wait::{WaitPidFlag, waitpid};
+        let _ = waitpid(super::nix_pid(pid), Some(WaitPidFlag::WNOHANG));
+    }
+
+    /// Makes the warden the child subreaper of its descendants.
+    pub(super) fn become_subreaper() {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "cannot become the child subreaper: descendants that \
+                leave the backend's process group will not be found");
+        }
+    }
+}
+
+/// Without a child subreaper a descendant that leaves the group is out of reach; the group
+/// is the tree.
 #[cfg(not(target_os = "linux"))]
-fn group_has_live_member(_pgid: Pid) -> bool {
-    true
+mod detached {
+    use super::Pid;
+
+    pub(super) struct Scan {
+        pub group_alive: bool,
+        pub outside: Vec<Pid>,
+    }
+
+    pub(super) fn scan(_pgid: Pid, _prefix: Option<&str>) -> Scan {
+        Scan {
+            group_alive: true,
+            outside: Vec::new(),
+        }
+    }
+
+    pub(super) fn no_foreign_children() -> bool {
+        true
+    }
+
+    pub(super) fn become_subreaper() {}
 }
 
 fn nix_pid(pid: Pid) -> NixPid {
@@ -278,6 +517,12 @@ fn nix_pid(pid: Pid) -> NixPid {
 /// their environment, as it does any process of a live tree that left the group.
 #[derive(Debug)]
 pub struct TreeGuard {
+    /// Shared with the thread that watches the guardian, which replaces a dead one at once.
+    state: Arc<Mutex<GuardState>>,
+}
+
+#[derive(Debug)]
+struct GuardState {
     guardian: Option<(Child, ChildStdin)>,
     /// Unique to this warden run (PID and start time), so tokens never collide with those of
     /// another warden, or of an earlier one that had the same PID.
@@ -286,67 +531,62 @@ pub struct TreeGuard {
     /// What the guardian must know now: told again to a new guardian if the old one died.
     pending: Vec<String>,
     live: Vec<(Pid, Option<String>)>,
+    /// `run/trees`: the same, for the next warden of this home (see [`TreeGuard::record_in`]).
+    record: Option<PathBuf>,
+    /// The warden is letting its guardian go: a guardian that ends now is not replaced.
+    closing: bool,
 }
 
+/// The file in the runtime folder that lists the trees of the running warden.
+const RECORD_FILE: &str = "trees";
+
 impl TreeGuard {
-    /// Starts the guardian.
+    /// Starts the guardian (and, on Linux, makes the warden the child subreaper of what it
+    /// starts).
     pub fn start() -> io::Result<TreeGuard> {
+        detached::become_subreaper();
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut guard = TreeGuard {
+        let state = Arc::new(Mutex::new(GuardState {
             guardian: None,
             prefix: format!("{}-{}", std::process::id(), since_epoch.as_nanos()),
             launches: 0,
             pending: Vec::new(),
             live: Vec::new(),
-        };
-        guard.ensure_running()?;
-        Ok(guard)
+            record: None,
+            closing: false,
+        }));
+        GuardState::ensure_running(&state, &mut lock(&state))?;
+        Ok(TreeGuard { state })
     }
 
-    /// Starts a guardian if there is none (or it died), telling it everything registered.
-    fn ensure_running(&mut self) -> io::Result<&mut ChildStdin> {
-        let alive = match &mut self.guardian {
-            Some((child, _)) => child.try_wait()?.is_none(),
-            None => false,
+    /// Kills what a previous warden of this runtime folder recorded and left alive (its
+    /// trees outlived it and its guardian: `kill -9` of both), then records this warden's
+    /// trees there. Returns what was killed, for the log.
+    pub fn record_in(&mut self, runtime_dir: &Path) -> io::Result<Vec<String>> {
+        let path = runtime_dir.join(RECORD_FILE);
+        let killed = match std::fs::read_to_string(&path) {
+            Ok(text) => kill_recorded(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
         };
-        if !alive {
-            let mut child = Command::new(super::main_program()?)
-                .arg(GUARDIAN_SUBCOMMAND)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()?;
-            let mut stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| io::Error::other("guardian has no stdin"))?;
-            let mut state = String::new();
-            for token in &self.pending {
-                state.push_str(&format!("?{token}\n"));
-            }
-            for (pgid, token) in &self.live {
-                state.push_str(&format!("+{pgid} {}\n", token.as_deref().unwrap_or("-")));
-            }
-            stdin.write_all(state.as_bytes())?;
-            self.guardian = Some((child, stdin));
-        }
-        match &mut self.guardian {
-            Some((_, stdin)) => Ok(stdin),
-            None => Err(io::Error::other("guardian not running")),
-        }
+        let mut state = lock(&self.state);
+        state.record = Some(path);
+        state.save_record();
+        Ok(killed)
     }
 
     /// A new token for a launch about to happen, made known to the guardian first. Without
     /// a guardian the launch still goes ahead: only the safety net is missing (and a guardian
     /// started later learns the token).
     fn announce(&mut self) -> String {
-        self.launches += 1;
-        let token = format!("{}-{}", self.prefix, self.launches);
-        self.pending.push(token.clone());
-        if let Err(e) = self.send(&format!("?{token}\n")) {
+        let mut state = lock(&self.state);
+        state.launches += 1;
+        let token = format!("{}-{}", state.prefix, state.launches);
+        state.pending.push(token.clone());
+        state.save_record();
+        if let Err(e) = GuardState::send(&self.state, &mut state, &format!("?{token}\n")) {
             tracing::error!(error = %e, "could not tell the guardian about a launch");
         }
         token
@@ -354,39 +594,216 @@ impl TreeGuard {
 
     /// Drops the token of a launch that failed.
     fn cancel(&mut self, token: &str) {
-        self.pending.retain(|t| t != token);
-        let _ = self.send(&format!("!{token}\n"));
+        let mut state = lock(&self.state);
+        state.pending.retain(|t| t != token);
+        state.save_record();
+        let _ = GuardState::send(&self.state, &mut state, &format!("!{token}\n"));
     }
 
     /// Registers a tree to kill if the warden dies.
     pub fn watch(&mut self, tree: &Tree) -> io::Result<()> {
+        let mut state = lock(&self.state);
         if let Some(token) = &tree.token {
-            self.pending.retain(|t| t != token);
+            state.pending.retain(|t| t != token);
         }
-        if !self.live.iter().any(|(pgid, _)| *pgid == tree.pgid) {
-            self.live.push((tree.pgid, tree.token.clone()));
+        if !state.live.iter().any(|(pgid, _)| *pgid == tree.pgid) {
+            state.live.push((tree.pgid, tree.token.clone()));
         }
-        self.send(&format!("+{} {}\n", tree.pgid, tree.token_text()))
+        state.save_record();
+        let line = format!("+{} {}\n", tree.pgid, tree.token_text());
+        GuardState::send(&self.state, &mut state, &line)
     }
 
     /// Unregisters a tree that is gone (so a reused PID is never killed), or let go.
     pub fn forget(&mut self, tree: &Tree) -> io::Result<()> {
-        self.live.retain(|(pgid, _)| *pgid != tree.pgid);
-        self.send(&format!("-{} {}\n", tree.pgid, tree.token_text()))
+        let mut state = lock(&self.state);
+        state.live.retain(|(pgid, _)| *pgid != tree.pgid);
+        state.save_record();
+        let line = format!("-{} {}\n", tree.pgid, tree.token_text());
+        GuardState::send(&self.state, &mut state, &line)
+    }
+}
+
+fn lock(state: &Mutex<GuardState>) -> std::sync::MutexGuard<'_, GuardState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl GuardState {
+    /// Starts a guardian if there is none (or it died), telling it everything registered,
+    /// and a thread that notices at once when it dies.
+    fn ensure_running<'a>(
+        shared: &Arc<Mutex<GuardState>>,
+        state: &'a mut GuardState,
+    ) -> io::Result<&'a mut ChildStdin> {
+        let alive = match &mut state.guardian {
+            Some((child, _)) => child.try_wait()?.is_none(),
+            None => false,
+        };
+        if !alive {
+            if let Some((mut old, _)) = state.guardian.take() {
+                let _ = old.wait();
+                spawned(old.id(), false);
+            }
+            let mut child = Command::new(super::main_program()?)
+                .arg(GUARDIAN_SUBCOMMAND)
+                .stdin(Stdio::piped())
+                // Never written: its end is how the watcher learns of the guardian's death.
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()?;
+            spawned(child.id(), true);
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| io::Error::other("guardian has no stdin"))?;
+            let stdout = child.stdout.take();
+            let mut replay = String::new();
+            for token in &state.pending {
+                replay.push_str(&format!("?{token}\n"));
+            }
+            for (pgid, token) in &state.live {
+                replay.push_str(&format!("+{pgid} {}\n", token.as_deref().unwrap_or("-")));
+            }
+            stdin.write_all(replay.as_bytes())?;
+            if let Some(stdout) = stdout {
+                watch_guardian(Arc::downgrade(shared), child.id(), stdout);
+            }
+            state.guardian = Some((child, stdin));
+        }
+        match &mut state.guardian {
+            Some((_, stdin)) => Ok(stdin),
+            None => Err(io::Error::other("guardian not running")),
+        }
     }
 
-    fn send(&mut self, line: &str) -> io::Result<()> {
-        let stdin = self.ensure_running()?;
+    fn send(shared: &Arc<Mutex<GuardState>>, state: &mut GuardState, line: &str) -> io::Result<()> {
+        let stdin = GuardState::ensure_running(shared, state)?;
         match stdin.write_all(line.as_bytes()) {
             Ok(()) => Ok(()),
             Err(_) => {
                 // The guardian died (someone killed it): a new one learns the whole state,
                 // which already includes this line.
-                self.guardian = None;
-                self.ensure_running().map(|_| ())
+                GuardState::ensure_running(shared, state).map(|_| ())
             }
         }
     }
+
+    /// Writes `run/trees`: every token and group a warden killed with its guardian would
+    /// leave behind (groups with their leader's start time, so a reused PID is never hit).
+    fn save_record(&self) {
+        let Some(path) = &self.record else { return };
+        let mut text = String::new();
+        for token in &self.pending {
+            text.push_str(&format!("token {token}\n"));
+        }
+        for (pgid, token) in &self.live {
+            if let Some(token) = token {
+                text.push_str(&format!("token {token}\n"));
+            }
+            if let Some(start) = start_time(*pgid) {
+                text.push_str(&format!("group {pgid} {start}\n"));
+            }
+        }
+        if let Err(e) = write_private(path, text.as_bytes()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the backend trees");
+        }
+    }
+}
+
+/// Waits on a thread of its own until the guardian `pid` ends (its stdout closes), then
+/// starts another, unless the warden is letting it go.
+fn watch_guardian(state: std::sync::Weak<Mutex<GuardState>>, pid: Pid, mut stdout: ChildStdout) {
+    let spawned_thread = std::thread::Builder::new()
+        .name("guardian-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            while matches!(stdout.read(&mut buf), Ok(n) if n > 0) {}
+            let Some(shared) = state.upgrade() else {
+                return;
+            };
+            let mut state = lock(&shared);
+            let current = state.guardian.as_ref().map(|(child, _)| child.id());
+            if state.closing || current != Some(pid) {
+                return;
+            }
+            tracing::warn!(pid, "the tree guardian died; starting another");
+            // Its pipe closes while it is still exiting: wait for the end, or the check in
+            // `ensure_running` could still find it running.
+            if let Some((mut old, _)) = state.guardian.take() {
+                let _ = old.wait();
+                spawned(old.id(), false);
+            }
+            if let Err(e) = GuardState::ensure_running(&shared, &mut state) {
+                tracing::error!(error = %e, "cannot start a new tree guardian");
+            }
+        });
+    if let Err(e) = spawned_thread {
+        tracing::error!(error = %e, "cannot watch the tree guardian");
+    }
+}
+
+/// Writes `bytes` to `path`, owner-only, never through a symbolic link.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// A process's start time in clock ticks since boot (Linux), to tell it from a later process
+/// with the same PID.
+fn start_time(pid: Pid) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // Field 22 of stat; field 3 (state) is the first after the command name.
+        rest.split_whitespace().nth(19)?.parse().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// Kills what a `run/trees` file lists: every process carrying one of its tokens, and each
+/// group whose leader is still the process recorded. Says what it killed.
+fn kill_recorded(text: &str) -> Vec<String> {
+    let mut tokens = HashSet::new();
+    let mut killed = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("token"), Some(token), None) => {
+                tokens.insert(token.to_owned());
+            }
+            (Some("group"), Some(pgid), Some(start)) => {
+                let (Ok(pgid), Ok(start)) = (pgid.parse::<Pid>(), start.parse::<u64>()) else {
+                    continue;
+                };
+                if start_time(pgid) == Some(start)
+                    && signal::killpg(nix_pid(pgid), Signal::SIGKILL).is_ok()
+                {
+                    killed.push(format!("process group {pgid}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !tokens.is_empty() {
+        let found = kill_marked(&tokens);
+        if found > 0 {
+            killed.push(format!("{found} processes carrying the tree's mark"));
+        }
+    }
+    killed
 }
 
 impl Tree {
@@ -397,9 +814,16 @@ impl Tree {
 
 impl Drop for TreeGuard {
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.guardian.take() {
+        let mut state = lock(&self.state);
+        state.closing = true;
+        if let Some((mut child, stdin)) = state.guardian.take() {
             drop(stdin); // EOF: the guardian kills what is still registered, then exits
             let _ = child.wait();
+            spawned(child.id(), false);
+        }
+        // Stopped cleanly: nothing for the next warden to clean up.
+        if let Some(path) = state.record.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -457,15 +881,16 @@ pub fn guardian_main() -> i32 {
 
 /// Kills every process whose environment carries one of `tokens`, in rounds until none is
 /// found: a launch caught between its fork and its exec shows the token only after the exec.
-fn kill_marked(tokens: &HashSet<String>) {
+fn kill_marked(tokens: &HashSet<String>) -> usize {
     use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
     let wanted: Vec<std::ffi::OsString> = tokens
         .iter()
         .map(|t| format!("{TREE_ENV}={t}").into())
         .collect();
     let Ok(mut system) = System::new() else {
-        return;
+        return 0;
     };
+    let mut killed = 0;
     let kind = ProcessRefreshKind::nothing()
         .with_environ(UpdateKind::Always)
         .without_tasks();
@@ -478,11 +903,14 @@ fn kill_marked(tokens: &HashSet<String>) {
             .map(|(pid, _)| pid.as_u32())
             .collect();
         for pid in &found {
-            let _ = signal::kill(nix_pid(*pid), Signal::SIGKILL);
+            if signal::kill(nix_pid(*pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
         }
         if found.is_empty() && round >= 2 {
-            return;
+            return killed;
         }
         std::thread::sleep(std::time::Duration::from_millis(20 * (round + 1)));
     }
+    killed
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod config_ux;
 mod engine;
+mod hardening;
 mod health;
 mod listener;
 mod reliability;

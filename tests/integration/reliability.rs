@@ -930,15 +930,17 @@ fn log_folder_replaced_by_a_file_is_reported_once_and_supervision_goes_on() {
     wait_none_with_tag(&tag, SECS(2));
 }
 
-/// backend.log is a full disk (/dev/full: every write fails with ENOSPC): reported once,
-/// crashes are still restarted, status answers.
+/// backend.log is on a full disk (a full tmpfs: every write fails with ENOSPC; a symbolic link
+/// to /dev/full is refused since issue 19): reported once, crashes are still restarted, status
+/// answers. Needs root to mount; skipped with a printed reason otherwise.
 #[test]
 fn full_disk_is_reported_once_and_supervision_goes_on() {
     let tag = tag("diskfull");
     let port = free_port();
     let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir(home.path().join("logs")).unwrap();
-    std::os::unix::fs::symlink("/dev/full", home.path().join("logs/backend.log")).unwrap();
+    let Some(_full) = FullTmpfs::mount(&home.path().join("logs"), "64k") else {
+        return;
+    };
     std::fs::write(
         home.path().join("config.toml"),
         demo_config(
@@ -964,8 +966,7 @@ fn full_disk_is_reported_once_and_supervision_goes_on() {
         "{}",
         w.output()
     );
-    let warden_log = std::fs::read_to_string(w.log_path("warden.log")).unwrap();
-    assert_eq!(warden_log.matches(LOG_ERROR).count(), 1, "{warden_log}");
+    // warden.log is on the same full disk: the report is on stderr only.
     assert_eq!(w.status()["state"], "healthy");
     assert!(w.terminate().success());
     wait_none_with_tag(&tag, SECS(2));

@@ -439,3 +439,55 @@ impl Drop for ByHand {
         let _ = self.0.wait();
     }
 }
+
+/// A tmpfs of `size` mounted at `at` and filled to the last byte, unmounted on drop; `None`
+/// (with the reason printed) where the test cannot mount (not root, no mount permission).
+pub struct FullTmpfs {
+    at: PathBuf,
+}
+
+impl FullTmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<FullTmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                return None;
+            }
+        }
+        let fs = FullTmpfs {
+            at: at.to_path_buf(),
+        };
+        // Fill it: write until ENOSPC.
+        use std::io::Write;
+        let mut filler = std::fs::File::create(at.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        let _ = filler.write_all(&block[..1]);
+        Some(fs)
+    }
+}
+
+impl Drop for FullTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
