@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, LogsConfig};
 use crate::ipc::{Request, Response};
-use crate::output::LogHealth;
+use crate::output::{BackendLog, LogHealth};
 use crate::runner::Backend;
 use crate::runner::{EngineHandle, StatusBoard};
 use crate::status::{Fixed, LogsReport, StatusReport};
@@ -36,6 +36,8 @@ pub struct Control {
     /// Measures the backend tree for `status` (`None`: the process table cannot be read).
     sampler: Mutex<Option<TreeSampler>>,
     log_health: Option<Arc<LogHealth>>,
+    /// The backend log and the `[logs]` in force, for a reload to apply the new limits.
+    backend_log: Option<(BackendLog, Mutex<LogsConfig>)>,
 }
 
 /// Reads the config again and says what the engine should now run, or why it cannot.
@@ -77,7 +79,14 @@ impl Control {
             reloader: None,
             sampler: Mutex::new(TreeSampler::new()),
             log_health: None,
+            backend_log: None,
         }
+    }
+
+    /// Lets a reload apply `[logs]` to the backend log at once (`logs` is the config in force).
+    pub fn with_backend_log(mut self, log: BackendLog, logs: LogsConfig) -> Control {
+        self.backend_log = Some((log, Mutex::new(logs)));
+        self
     }
 
     /// Lets `status` say what the backend log has lost.
@@ -126,10 +135,25 @@ impl Control {
                 self.engine.command(Command::Start);
             }
         }
-        Ok((
-            "config reloaded; [logs] changes apply at the next warden start".into(),
-            reloaded.config,
-        ))
+        let message = match &self.backend_log {
+            Some((log, in_force)) => {
+                let mut in_force = in_force.lock().unwrap_or_else(PoisonError::into_inner);
+                let new = &reloaded.config.logs;
+                if (new.max_size, new.keep) != (in_force.max_size, in_force.keep) {
+                    log.set_limits(new.max_size, new.keep);
+                }
+                let moved = new.dir != in_force.dir;
+                *in_force = new.clone();
+                if moved {
+                    "config reloaded; logs.dir applies at the next warden start (the logs stay \
+                     where they are until then)"
+                } else {
+                    "config reloaded"
+                }
+            }
+            None => "config reloaded",
+        };
+        Ok((message.into(), reloaded.config))
     }
 
     /// Kills the strays (or says what it would kill).

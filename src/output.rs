@@ -119,6 +119,12 @@ impl RotatingFile {
         }
     }
 
+    /// Rotates at `max_size` and keeps `keep` rotated files from the next write on.
+    pub fn set_limits(&mut self, max_size: u64, keep: usize) {
+        self.max_size = max_size.max(1);
+        self.keep = keep;
+    }
+
     /// The live file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -331,6 +337,8 @@ pub struct BackendLog {
     dropped: Arc<AtomicU64>,
     health: Arc<LogHealth>,
     path: PathBuf,
+    /// New rotation limits for the writer to take up (a config reload).
+    limits: Arc<Mutex<Option<(u64, usize)>>>,
 }
 
 impl BackendLog {
@@ -347,12 +355,14 @@ impl BackendLog {
         let queued = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let health = Arc::new(LogHealth::default());
+        let limits = Arc::new(Mutex::new(None));
         let file = RotatingFile::new(path.clone(), max_size, keep);
         let writer = Queue {
             records,
             queued: Arc::clone(&queued),
             dropped: Arc::clone(&dropped),
             health: Arc::clone(&health),
+            limits: Arc::clone(&limits),
         };
         thread::Builder::new()
             .name("backend-log".into())
@@ -363,7 +373,20 @@ impl BackendLog {
             dropped,
             health,
             path,
+            limits,
         })
+    }
+
+    /// Rotates at `max_size` and keeps `keep` rotated files from now on (a config reload);
+    /// the log says so between the backend's lines.
+    pub fn set_limits(&self, max_size: u64, keep: usize) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = Some((max_size, keep));
+        // The note also wakes the writer, which takes the new limits up before writing it.
+        self.note(&format!(
+            "log rotation now at {} with {keep} rotated file{} kept",
+            bytesize::ByteSize(max_size),
+            if keep == 1 { "" } else { "s" }
+        ));
     }
 
     /// The live log file.
@@ -521,6 +544,7 @@ struct Queue {
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     health: Arc<LogHealth>,
+    limits: Arc<Mutex<Option<(u64, usize)>>>,
 }
 
 fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::Error)) {
@@ -548,6 +572,14 @@ fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::E
     while let Ok(first) = queue.records.recv() {
         // Write what is queued into the buffer, then flush once the queue is empty: one write
         // per batch instead of one per line, and nothing waits longer than the batch.
+        if let Some((max_size, keep)) = queue
+            .limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            file.set_limits(max_size, keep);
+        }
         let mut next = Some(first);
         let mut batch_failed = false;
         while let Some(record) = next {
@@ -644,6 +676,7 @@ mod tests {
             dropped: Arc::new(AtomicU64::new(0)),
             health: Arc::default(),
             path: PathBuf::from("unused"),
+            limits: Arc::default(),
         };
         let line = vec![b'x'; 100];
         let fits = QUEUE_BYTES / (line.len() + RECORD_COST);

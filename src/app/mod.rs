@@ -414,6 +414,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     )
     .context("cannot start the backend log writer")?;
     let log_health = log.health();
+    let backend_log = log.clone();
+    let plan_logs = plan.config.logs.clone();
     let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
     let mut scanner = StrayScanner::new(identity.clone(), plan.backend.port)
         .context("cannot read the process table")?;
@@ -515,7 +517,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         )
         .with_stray_watch(watch)
         .with_reloader(reloader(paths, demo_backend))
-        .with_log_health(log_health),
+        .with_log_health(log_health)
+        .with_backend_log(backend_log, plan_logs),
     );
     let serving = Arc::clone(&control);
     let server = primary

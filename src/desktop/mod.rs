@@ -39,9 +39,15 @@ use tray::{UiAction, UiEvent};
 /// tray cannot be shown at all; otherwise the process ends when the tray closes.
 pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     if !tray::display_available() {
+        // Nothing would show the config error either: say it here too.
+        let config_error = plan
+            .config_error
+            .as_ref()
+            .map(|e| format!("\nThe config has an error as well: {e}"))
+            .unwrap_or_default();
         anyhow::bail!(
             "no display for a tray icon (DISPLAY and WAYLAND_DISPLAY are unset); \
-             run `backend-warden run --headless` to supervise the backend without one"
+             run `backend-warden run --headless` to supervise the backend without one{config_error}"
         );
     }
     backend_warden::app::prepare_log_dir(&plan.log_dir)?;

@@ -599,3 +599,42 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
     .unwrap();
     wait_none_with_tag(&tag, Duration::from_secs(5));
 }
+
+/// `[logs]` limits apply at the reload, not at the next warden start.
+#[test]
+fn a_reload_applies_new_log_limits_at_once() {
+    let tag = tag("loglimits");
+    let port = free_port();
+    let config = |logs: &str| demo_config(&tag, port, &["--flood", "20000"], logs);
+    let w = Warden::start(&config("[logs]\nmax_size = \"1MB\"\nkeep = 5\n"));
+    w.wait_state("healthy", Duration::from_secs(20));
+    let logs = w.home().join("logs");
+    assert!(!logs.join("backend.log.1").exists(), "20 KB fit in 1 MB");
+    std::fs::write(
+        w.home().join("config.toml"),
+        config("[logs]\nmax_size = \"4KB\"\nkeep = 2\n"),
+    )
+    .unwrap();
+    let out = w.cli(&["config", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!said.contains("next warden start"), "{said}");
+    assert!(w.cli(&["restart"]).status.success());
+    wait_until(Duration::from_secs(10), "rotated files", || {
+        logs.join("backend.log.2").exists().then_some(())
+    });
+    assert!(
+        !logs.join("backend.log.3").exists(),
+        "keep = 2 holds: {:?}",
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+    let live = std::fs::metadata(logs.join("backend.log")).unwrap().len();
+    assert!(
+        live <= 8 * 1024,
+        "the live file rotates near 4 KB: {live} bytes"
+    );
+}
