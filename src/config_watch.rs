@@ -40,9 +40,12 @@ impl ConfigWatch {
         let mut watcher = notify::recommended_watcher(events)?;
         watcher.watch(&folder, RecursiveMode::NonRecursive)?;
         let file = file.to_path_buf();
+        // Read now, not on the thread: a save between this call and the thread's first step
+        // must count as a change.
+        let last = std::fs::read(&file).ok();
         thread::Builder::new()
             .name("config-watch".into())
-            .spawn(move || debounce_loop(&inbox, &file, debounce, on_save))
+            .spawn(move || debounce_loop(&inbox, &file, last, debounce, on_save))
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(ConfigWatch { _watcher: watcher })
     }
@@ -51,11 +54,11 @@ impl ConfigWatch {
 fn debounce_loop(
     inbox: &mpsc::Receiver<notify::Result<notify::Event>>,
     file: &PathBuf,
+    mut last: Option<Vec<u8>>,
     debounce: Duration,
     mut on_save: impl FnMut(),
 ) {
     let name = file.file_name().map(|n| n.to_os_string());
-    let mut last = std::fs::read(file).ok();
     let mut quiet_at: Option<Instant> = None;
     loop {
         let next = match quiet_at {
@@ -70,7 +73,7 @@ fn debounce_loop(
                         .iter()
                         .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
                 if about_the_file {
-                    quiet_at = Some(Instant::now() + debounce);
+                    quiet_at = Some(crate::clock::later(Instant::now(), debounce));
                 }
             }
             Ok(Err(e)) => warn!(error = %e, "config file watch error"),

@@ -233,6 +233,42 @@ pub struct Fixed {
 }
 
 impl StatusReport {
+    /// A healthy report with every optional part empty, for tests to change what they need.
+    #[cfg(test)]
+    pub(crate) fn example(state: State) -> StatusReport {
+        StatusReport {
+            state,
+            pid: state.is_running().then_some(4242),
+            port: Some(54112),
+            uptime_ms: state.is_running().then_some((2 * 3600 + 3 * 60) * 1000),
+            restarts: 1,
+            starts: 1,
+            started_at: None,
+            memory_bytes: None,
+            cpu_percent: None,
+            process_count: None,
+            last_exit: None,
+            health: Health::default(),
+            strays: vec![],
+            other_wardens: vec![],
+            port_holders: vec![],
+            strays_disabled: None,
+            failed_reason: None,
+            backoff_remaining_ms: None,
+            demo: false,
+            adopted: false,
+            stale: None,
+            log_path: PathBuf::from("/l/backend.log"),
+            config_path: PathBuf::from("/c/config.toml"),
+            env_file: None,
+            logs: LogsReport::default(),
+            open_url: None,
+            config_error: None,
+            version: "0.1.0".into(),
+            warden_pid: 1,
+        }
+    }
+
     /// A report from an engine snapshot.
     pub fn new(snap: Snapshot, fixed: &Fixed, scan: Scan) -> StatusReport {
         StatusReport {
@@ -543,37 +579,7 @@ mod tests {
 
     #[test]
     fn summary_is_the_tooltip_line() {
-        let report = StatusReport {
-            state: State::Healthy,
-            pid: Some(4242),
-            port: Some(54112),
-            uptime_ms: Some((2 * 3600 + 3 * 60) * 1000),
-            restarts: 1,
-            starts: 1,
-            started_at: None,
-            memory_bytes: None,
-            cpu_percent: None,
-            process_count: None,
-            last_exit: None,
-            health: Health::default(),
-            strays: vec![],
-            other_wardens: vec![],
-            port_holders: vec![],
-            strays_disabled: None,
-            failed_reason: None,
-            backoff_remaining_ms: None,
-            demo: false,
-            adopted: false,
-            stale: None,
-            log_path: PathBuf::from("/l/backend.log"),
-            config_path: PathBuf::from("/c/config.toml"),
-            env_file: None,
-            open_url: None,
-            config_error: None,
-            version: "0.1.0".into(),
-            warden_pid: 1,
-            logs: LogsReport::default(),
-        };
+        let report = StatusReport::example(State::Healthy);
         assert_eq!(
             report.summary(),
             "healthy · PID 4242 · :54112 · up 2 h 3 min · 1 restart"
@@ -605,37 +611,13 @@ mod tests {
     fn health_problems_read_as_words() {
         let mut report = StatusReport {
             state: State::Starting,
-            pid: Some(4242),
-            port: Some(54112),
             uptime_ms: Some(1000),
             restarts: 0,
-            starts: 1,
-            started_at: None,
-            memory_bytes: None,
-            cpu_percent: None,
-            process_count: None,
-            last_exit: None,
             health: Health {
                 listening: Some(false),
                 ..Health::default()
             },
-            strays: vec![],
-            other_wardens: vec![],
-            port_holders: vec![],
-            strays_disabled: None,
-            failed_reason: None,
-            backoff_remaining_ms: None,
-            demo: false,
-            adopted: false,
-            stale: None,
-            log_path: PathBuf::from("/l/backend.log"),
-            config_path: PathBuf::from("/c/config.toml"),
-            env_file: None,
-            logs: LogsReport::default(),
-            open_url: None,
-            config_error: None,
-            version: "0.1.0".into(),
-            warden_pid: 1,
+            ..StatusReport::example(State::Starting)
         };
         assert_eq!(
             report.health_problem().as_deref(),

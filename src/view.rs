@@ -287,35 +287,9 @@ mod tests {
 
     fn report(state: State) -> StatusReport {
         StatusReport {
-            state,
-            pid: state.is_running().then_some(4242),
-            port: Some(54112),
-            uptime_ms: state.is_running().then_some((2 * 3600 + 3 * 60) * 1000),
-            restarts: 1,
-            starts: 1,
-            started_at: None,
-            memory_bytes: None,
-            cpu_percent: None,
-            process_count: None,
-            last_exit: None,
-            health: Health::default(),
-            strays: vec![],
-            other_wardens: vec![],
-            port_holders: vec![],
-            strays_disabled: None,
-            failed_reason: None,
-            backoff_remaining_ms: None,
-            demo: false,
-            adopted: false,
-            stale: None,
             log_path: PathBuf::new(),
             config_path: PathBuf::new(),
-            env_file: None,
-            open_url: None,
-            config_error: None,
-            version: "0.1.0".into(),
-            warden_pid: 1,
-            logs: Default::default(),
+            ..StatusReport::example(state)
         }
     }
 
