@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::health::HealthProbe;
 use crate::output::BackendLog;
-use crate::process::{self, LaunchSpec, Tree, TreeGuard};
+use crate::process::{self, Asked, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{Command, Effect, Event, Input, Pid, Policy, Snapshot, Supervisor};
 
@@ -47,6 +47,8 @@ pub struct Backend {
     pub health_url: Option<String>,
     /// Timeout of one health probe.
     pub health_timeout: Duration,
+    /// The grace period of a stop (`stop.grace`): the process layer paces its requests by it.
+    pub stop_grace: Duration,
 }
 
 /// The latest snapshot, shared with status readers (IPC, tray). Readers can wait for a change.
@@ -374,14 +376,23 @@ impl Runner {
         match effect {
             Effect::Spawn { attempt } => queue.push_back(self.spawn(attempt)),
             Effect::Terminate { pid } => {
+                let mut kill_now = false;
                 if let Some(Held { tree, hands_off }) = self.trees.get(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
-                    if let Err(e) = tree.terminate() {
-                        warn!(pid, error = %e, "could not ask the backend to stop");
+                    match tree.terminate(self.backend.stop_grace) {
+                        Ok(Asked::Sent) => {}
+                        Ok(Asked::KillNow(why)) => {
+                            info!(pid, %why, "nothing can ask the backend to stop; killing its tree now");
+                            kill_now = true;
+                        }
+                        Err(e) => warn!(pid, error = %e, "could not ask the backend to stop"),
                     }
                     self.dying.entry(pid).or_insert(Dying {
                         since: Instant::now(),
                     });
+                }
+                if kill_now {
+                    self.execute(Effect::Kill { pid }, queue);
                 }
             }
             Effect::Kill { pid } => {

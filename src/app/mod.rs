@@ -85,6 +85,7 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
                 port: b.port,
                 health_url: config.health.url.clone(),
                 health_timeout: config.health.timeout,
+                stop_grace: config.stop.grace,
             };
             (backend, false)
         }
@@ -123,6 +124,7 @@ fn demo_backend(config: &Config) -> Result<Backend> {
         port: Some(port),
         health_url: Some(format!("http://127.0.0.1:{port}/health")),
         health_timeout: config.health.timeout,
+        stop_grace: config.stop.grace,
     })
 }
 
@@ -507,6 +509,7 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
             (None, Some(demo)) => {
                 let backend = Backend {
                     health_timeout: config.health.timeout,
+                    stop_grace: config.stop.grace,
                     ..demo.clone()
                 };
                 (backend, true)

@@ -194,9 +194,10 @@ impl Tree {
         TreeKiller { pgid: self.pgid }
     }
 
-    /// Asks every process of the tree to stop (SIGTERM to the group).
-    pub fn terminate(&self) -> io::Result<()> {
-        self.signal(Signal::SIGTERM)
+    /// Asks every process of the tree to stop (SIGTERM to the group); the grace period is the
+    /// supervisor's to keep.
+    pub fn terminate(&self, _grace: std::time::Duration) -> io::Result<super::Asked> {
+        self.signal(Signal::SIGTERM).map(|()| super::Asked::Sent)
     }
 
     /// Kills every process of the tree (SIGKILL to the group).

@@ -434,3 +434,62 @@ fn graceful_stop_lets_the_tree_finish_after_its_leader_exits() {
     assert!(group.iter().all(|pid| !alive(*pid)));
     assert!(w.terminate().success());
 }
+
+/// Python writing to the warden's pipes: UTF-8 and unbuffered unless the user decided
+/// otherwise (on Windows a pipe otherwise gets the ANSI code page, and `print("é")` or an
+/// emoji raises UnicodeEncodeError only under the warden). The log keeps the text as printed.
+#[test]
+fn python_backends_get_utf8_and_unbuffered_unless_the_user_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("env_app.py"),
+        "import os, sys, time\n\
+         for name in ('PYTHONUTF8', 'PYTHONIOENCODING', 'PYTHONUNBUFFERED'):\n\
+         \x20   print(f'env {name}={os.environ.get(name)}')\n\
+         print(f'encoding {sys.stdout.encoding}')\n\
+         try:\n\
+         \x20   print('caf\\u00e9 \\U0001F600')\n\
+         except UnicodeEncodeError as e:\n\
+         \x20   print(f'cannot print: {e}')\n\
+         print('printed all', flush=True)\n\
+         time.sleep(600)\n",
+    )
+    .unwrap();
+    let config = |env: &str| {
+        format!(
+            "[backend]\ncommand = {}\nargs = [\"env_app.py\"]\ncwd = {}\n{env}\n\
+             [restart]\npolicy = \"never\"\n[stop]\ngrace = \"2s\"\n",
+            toml_str(&python().to_string_lossy()),
+            toml_str(&dir.path().to_string_lossy()),
+        )
+    };
+    let log_after_start = |w: &mut Warden| {
+        w.started_pid();
+        let path = w.log_path("backend.log");
+        wait_until(SECS(20), "the backend's output in backend.log", || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.contains("printed all").then_some(text)
+        })
+    };
+
+    let mut w = Warden::start(&config(""));
+    let log = log_after_start(&mut w);
+    assert!(log.contains("env PYTHONUTF8=1"), "{log}");
+    assert!(log.contains("env PYTHONIOENCODING=utf-8"), "{log}");
+    assert!(log.contains("env PYTHONUNBUFFERED=1"), "{log}");
+    assert!(log.contains("encoding utf-8"), "{log}");
+    assert!(log.contains("café 😀"), "{log}");
+    assert!(w.cli(&["quit"]).status.success());
+    w.wait_exit(SECS(20));
+
+    // The user's own choice wins.
+    let mut w = Warden::start(&config(
+        "env = { PYTHONIOENCODING = \"latin-1\", PYTHONUTF8 = \"0\" }",
+    ));
+    let log = log_after_start(&mut w);
+    assert!(log.contains("env PYTHONUTF8=0"), "{log}");
+    assert!(log.contains("env PYTHONIOENCODING=latin-1"), "{log}");
+    assert!(log.contains("cannot print"), "{log}");
+    assert!(w.cli(&["quit"]).status.success());
+    w.wait_exit(SECS(20));
+}
