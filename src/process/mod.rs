@@ -11,6 +11,8 @@ use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use crate::supervisor::Pid;
 
 #[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod family;
+#[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) mod ladder;
 #[cfg(unix)]
 mod unix;

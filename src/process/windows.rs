@@ -33,14 +33,17 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, FILETIME, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+};
 use windows_sys::Win32::System::Console::{
     AttachConsole, CTRL_BREAK_EVENT, CTRL_C_EVENT, FreeConsole, GenerateConsoleCtrlEvent,
     GetConsoleProcessList, GetStdHandle, STD_ERROR_HANDLE, STD_OUTPUT_HANDLE,
     SetConsoleCtrlHandler, SetStdHandle,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
-    CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
+    CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+    TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
 };
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
@@ -50,12 +53,14 @@ use windows_sys::Win32::System::JobObjects::{
     SetInformationJobObject, TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::{
-    CREATE_NO_WINDOW, CREATE_SUSPENDED, GetExitCodeProcess, INFINITE, OpenProcess, OpenThread,
-    PROCESS_QUERY_INFORMATION, PROCESS_SET_QUOTA, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
-    ResumeThread, THREAD_SUSPEND_RESUME, WaitForSingleObject,
+    CREATE_NO_WINDOW, CREATE_SUSPENDED, GetExitCodeProcess, GetProcessTimes, INFINITE, OpenProcess,
+    OpenThread, PROCESS_QUERY_INFORMATION, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SET_QUOTA,
+    PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, ResumeThread, THREAD_SUSPEND_RESUME, TerminateProcess,
+    WaitForSingleObject,
 };
 
 use super::Asked;
+use super::family::{self, Entry};
 use super::ladder::{Console, Ladder, Outcome, Rung, Seen, Sent};
 use crate::supervisor::{ExitStatus, Pid};
 
@@ -74,6 +79,8 @@ const CONSOLE_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Tree {
     job: Arc<OwnedHandle>,
+    /// Processes of an adopted tree that could not join the job: killed one by one.
+    outside: Arc<Vec<OwnedHandle>>,
     pid: Pid,
     /// Whether the warden started it on a console of its own. An adopted backend may share
     /// the user's terminal, where Ctrl+C would reach the shell and everything else on it.
@@ -129,7 +136,9 @@ impl ExitWaiter {
 }
 
 /// Takes charge of a running process: it goes into a new kill-on-close job (processes it
-/// starts from now on follow it there; children it already had do not).
+/// starts from now on follow it there), and so do the descendants it already had, found in a
+/// process snapshot ([`family::descendants`]: no stale parent links). A descendant that cannot
+/// join the job (another job forbids it) is held by handle and killed with the tree.
 pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
     // SAFETY: plain Win32 calls; handles are owned by OwnedHandle.
     unsafe {
@@ -146,8 +155,19 @@ pub fn adopt(pid: Pid) -> io::Result<(Tree, ExitWaiter)> {
         if AssignProcessToJobObject(handle(&job), handle(&process)) == 0 {
             return Err(io::Error::last_os_error());
         }
+        let mut outside = Vec::new();
+        let snapshot = process_snapshot().unwrap_or_default();
+        let descendants = family::descendants(pid, &snapshot);
+        for entry in snapshot.iter().filter(|e| descendants.contains(&e.pid)) {
+            if let Some(child) = open_same_process(entry)
+                && AssignProcessToJobObject(handle(&job), handle(&child)) == 0
+            {
+                outside.push(child);
+            }
+        }
         let tree = Tree {
             job: Arc::new(job),
+            outside: Arc::new(outside),
             pid,
             own_console: false,
         };
@@ -183,6 +203,7 @@ pub(super) fn launched(
         Ok(job) => {
             let tree = Tree {
                 job: Arc::new(job),
+                outside: Arc::default(),
                 pid,
                 own_console: true,
             };
@@ -274,13 +295,97 @@ unsafe fn resume_threads(pid: Pid) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct TreeKiller {
     job: Arc<OwnedHandle>,
+    outside: Arc<Vec<OwnedHandle>>,
 }
 
 impl TreeKiller {
-    /// Kills every process in the job.
+    /// Kills every process in the job, and those held outside it.
     pub fn kill(&self) {
-        // SAFETY: the job handle stays valid while this Arc holds it.
-        let _ = unsafe { TerminateJobObject(handle(&self.job), 1) };
+        // SAFETY: the handles stay valid while these Arcs hold them.
+        unsafe {
+            let _ = TerminateJobObject(handle(&self.job), 1);
+            for process in self.outside.iter() {
+                TerminateProcess(handle(process), 1);
+            }
+        }
+    }
+}
+
+/// The process table: each process, the parent it names, its creation time.
+fn process_snapshot() -> io::Result<Vec<Entry>> {
+    // SAFETY: the snapshot handle is closed before returning; PROCESSENTRY32W is plain data.
+    unsafe {
+        let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+        if snapshot == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        let mut entry: PROCESSENTRY32W = std::mem::zeroed();
+        entry.dwSize = size_of::<PROCESSENTRY32W>() as u32;
+        let mut out = Vec::new();
+        let mut ok = Process32FirstW(snapshot, &mut entry);
+        while ok != 0 {
+            out.push(Entry {
+                pid: entry.th32ProcessID,
+                parent: entry.th32ParentProcessID,
+                started: creation_time(entry.th32ProcessID),
+            });
+            ok = Process32NextW(snapshot, &mut entry);
+        }
+        CloseHandle(snapshot);
+        Ok(out)
+    }
+}
+
+/// A process's creation time (FILETIME ticks), if it can be opened.
+fn creation_time(pid: Pid) -> Option<u64> {
+    // SAFETY: plain Win32 calls; the handle is owned by OwnedHandle.
+    unsafe {
+        let raw = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if raw.is_null() {
+            return None;
+        }
+        let process = OwnedHandle::from_raw_handle(raw as RawHandle);
+        process_created(&process)
+    }
+}
+
+fn process_created(process: &OwnedHandle) -> Option<u64> {
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: the handle is valid; the out values are plain data.
+    let ok = unsafe {
+        GetProcessTimes(
+            handle(process),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+}
+
+/// Opens the process of a snapshot entry to put it in a job or kill it, if its PID still
+/// names the same process (same creation time).
+fn open_same_process(entry: &Entry) -> Option<OwnedHandle> {
+    // SAFETY: plain Win32 calls; the handle is owned by OwnedHandle.
+    unsafe {
+        let raw = OpenProcess(
+            PROCESS_SET_QUOTA
+                | PROCESS_TERMINATE
+                | PROCESS_QUERY_LIMITED_INFORMATION
+                | PROCESS_SYNCHRONIZE,
+            0,
+            entry.pid,
+        );
+        if raw.is_null() {
+            return None;
+        }
+        let process = OwnedHandle::from_raw_handle(raw as RawHandle);
+        (entry.started.is_some() && process_created(&process) == entry.started).then_some(process)
     }
 }
 
@@ -294,6 +399,7 @@ impl Tree {
     pub fn killer(&self) -> TreeKiller {
         TreeKiller {
             job: Arc::clone(&self.job),
+            outside: Arc::clone(&self.outside),
         }
     }
 
@@ -341,11 +447,16 @@ impl Tree {
         Ok(pids)
     }
 
-    /// Kills every process in the job.
+    /// Kills every process in the job, and those held outside it.
     pub fn kill(&self) -> io::Result<()> {
-        // SAFETY: the job handle is valid for self's lifetime.
-        if unsafe { TerminateJobObject(handle(&self.job), 1) } == 0 {
-            return Err(io::Error::last_os_error());
+        // SAFETY: the handles are valid for self's lifetime.
+        unsafe {
+            for process in self.outside.iter() {
+                TerminateProcess(handle(process), 1);
+            }
+            if TerminateJobObject(handle(&self.job), 1) == 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         Ok(())
     }
@@ -380,7 +491,12 @@ impl Tree {
                 size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
                 ptr::null_mut(),
             );
-            ok != 0 && info.ActiveProcesses == 0
+            ok != 0
+                && info.ActiveProcesses == 0
+                && self
+                    .outside
+                    .iter()
+                    .all(|p| WaitForSingleObject(handle(p), 0) == WAIT_OBJECT_0)
         }
     }
 }
