@@ -67,6 +67,28 @@ C
     x86_64-w64-mingw32-gcc -shared -O2 -o "$STATE/bcryptprimitives.dll" "$STATE/bcp.c" -ladvapi32
   fi
   cp "$STATE/bcryptprimitives.dll" "$(dirname "$EXE")/"
+  # A squatter for the control pipe's name (checks below): creates the pipe first, then takes
+  # each connection and hangs up at once.
+  if [ ! -f "$STATE/squatter.exe" ] || [ "$0" -nt "$STATE/squatter.exe" ]; then
+    cat > "$STATE/squatter.c" <<'C'
+#include <windows.h>
+#include <stdio.h>
+int wmain(int argc, wchar_t **argv) {
+    wchar_t path[512];
+    if (argc < 2) return 2;
+    swprintf(path, 512, L"\\\\.\\pipe\\%ls", argv[1]);
+    HANDLE pipe = CreateNamedPipeW(path, PIPE_ACCESS_DUPLEX | FILE_FLAG_FIRST_PIPE_INSTANCE,
+        PIPE_TYPE_BYTE | PIPE_WAIT, PIPE_UNLIMITED_INSTANCES, 4096, 4096, 0, NULL);
+    if (pipe == INVALID_HANDLE_VALUE) { printf("cannot create the pipe: %lu\n", GetLastError()); return 1; }
+    printf("squatting\n"); fflush(stdout);
+    for (;;) {
+        ConnectNamedPipe(pipe, NULL);
+        DisconnectNamedPipe(pipe);
+    }
+}
+C
+    x86_64-w64-mingw32-gcc -municode -O2 -o "$STATE/squatter.exe" "$STATE/squatter.c"
+  fi
 
   # A fresh prefix: no Run value, installed MSI or config left from an earlier run.
   [ -d "$WINEPREFIX" ] && { "$WINESERVER" -k 2>/dev/null || true; rm -rf "$WINEPREFIX"; }
@@ -230,6 +252,35 @@ last=$(bw status --json | tr -d '\n' | sed -n 's/.*"last_exit": {[^}]*"code": \(
   && ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" \
   || not_ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" "exit $code, last $last: $out"
 bw quit >/dev/null 2>&1
+
+# ---- the control pipe: a squatter on its name ------------------------------------------------
+# Another program creates the warden's pipe name before any warden runs (the name is
+# predictable). Wine runs everything as one user and does not enforce security descriptors,
+# so what shows here is the warden's side: it cannot take the name, says so and exits non-zero;
+# a CLI command fails (non-zero, not "no warden running") instead of trusting the squatter. The
+# client's server check (GetNamedPipeServerProcessId, the server's token user) and its
+# identification-only connection run in every CLI call above.
+SQUAT=$(home squat)
+SQUAT_RUN='C:\bw-wine\squat\run'
+PIPE=$(python3 -c 'import sys
+h = 0xcbf29ce484222325
+for b in sys.argv[2].encode(): h = ((h ^ b) * 0x100000001b3) % 2**64
+print(f"backend-warden-{sys.argv[1].lower()}-{h:016x}")' "$WIN_USER" "$SQUAT_RUN")
+timeout 120 "$WINE" "$STATE/squatter.exe" "$PIPE" >"$STATE/squatter.out" 2>&1 &
+SQUATTER=$!
+squatting() { grep -q squatting "$STATE/squatter.out"; }
+if wait_until 30000 squatting; then
+  code=0; out=$(BACKEND_WARDEN_HOME=$SQUAT bw run --headless 2>&1) || code=$?
+  [ "$code" = 1 ] && grep -q "does not answer as a Backend Warden" <<<"$out" \
+    && ok "a squatted pipe name: the warden says so and exits 1 (not a hang, not a crash loop)" \
+    || not_ok "a squatted pipe name: the warden says so and exits 1" "exit $code: $out"
+  code=0; out=$(BACKEND_WARDEN_HOME=$SQUAT bw status 2>&1) || code=$?
+  [ "$code" = 1 ] && ok "a squatted pipe name: status fails (exit 1) rather than trusting it" \
+    || not_ok "a squatted pipe name: status fails (exit 1)" "exit $code: $out"
+else
+  not_ok "the squatter created the pipe $PIPE" "$(cat "$STATE/squatter.out")"
+fi
+kill "$SQUATTER" 2>/dev/null; wait "$SQUATTER" 2>/dev/null
 
 # ---- Job Object: the whole tree, kill-on-close; the stop ladder -------------------------------
 # A console program (cmd) as the backend, like python.exe: it gets a hidden console of its

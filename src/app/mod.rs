@@ -182,7 +182,12 @@ pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
         match ipc::request(&paths.runtime_dir, request, HANDOVER_TIMEOUT) {
             Ok(response) => return Ok(Claim::Handed(response)),
             Err(IpcError::NotRunning) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "the control endpoint for {} does not answer as a Backend Warden",
+                    paths.runtime_dir.display()
+                )));
+            }
         }
         let lock = InstanceLock::try_acquire(&paths.runtime_dir).with_context(|| {
             format!(

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use interprocess::local_socket::prelude::*;
-use interprocess::local_socket::{ConnectOptions, Listener, Stream};
+use interprocess::local_socket::{Listener, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::status::StatusReport;
@@ -212,8 +212,7 @@ pub fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, IpcError> {
-    let name = imp::endpoint(runtime_dir)?;
-    let mut stream = match ConnectOptions::new().name(name).connect_sync() {
+    let mut stream = match imp::connect(runtime_dir) {
         Ok(stream) => stream,
         Err(e)
             if matches!(
@@ -253,7 +252,9 @@ impl Server {
     /// stale endpoint left by a crashed warden is replaced.
     pub fn bind(runtime_dir: &Path) -> io::Result<Server> {
         imp::prepare_runtime_dir(runtime_dir)?;
-        let listener = imp::listener_options(runtime_dir)?.create_sync()?;
+        let listener = imp::listener_options(runtime_dir)?
+            .create_sync()
+            .map_err(|e| imp::bind_error(runtime_dir, e))?;
         Ok(Server { listener })
     }
 

@@ -5,7 +5,9 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
+use interprocess::local_socket::{
+    ConnectOptions, GenericFilePath, ListenerOptions, Name, Stream, ToFsName,
+};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 
 /// The socket file.
@@ -45,4 +47,17 @@ pub fn listener_options(runtime_dir: &Path) -> io::Result<ListenerOptions<'stati
     Ok(ListenerOptions::new()
         .name(path.to_fs_name::<GenericFilePath>()?)
         .mode(0o600))
+}
+
+/// Connects to the warden's socket (the folder's mode keeps everyone else out).
+pub fn connect(runtime_dir: &Path) -> io::Result<Stream> {
+    ConnectOptions::new()
+        .name(endpoint(runtime_dir)?)
+        .connect_sync()
+}
+
+/// A bind error as it is: the caller holds the single-instance lock and a stale socket file
+/// is replaced, so nobody else can hold the name.
+pub fn bind_error(_runtime_dir: &Path, e: io::Error) -> io::Error {
+    e
 }
