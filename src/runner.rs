@@ -447,6 +447,10 @@ impl Runner {
         // The cheap check first (a bind); only when it fails, who listens. A bind can also fail
         // for a moment after the last run's listener died (its connections linger): with
         // nobody listening, that is no conflict.
+        if let Some(error) = self.backend.port.and_then(forbidden_port) {
+            self.log.note(&format!("not started: {error}"));
+            return Input::SpawnFailed { error };
+        }
         if let Some(port) = self.backend.port
             && port_taken(port)
         {
@@ -645,6 +649,24 @@ impl Drop for Runner {
     }
 }
 
+/// Why the system will not let anyone listen on `port`, if it will not: the backend would
+/// fail to bind it at every start (a crash loop that says nothing useful).
+fn forbidden_port(port: u16) -> Option<String> {
+    match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Some(forbidden_port_message(port, &e))
+        }
+        _ => None,
+    }
+}
+
+fn forbidden_port_message(port: u16, error: &std::io::Error) -> String {
+    format!(
+        "port {port} cannot be listened on: {error}. {}",
+        process::FORBIDDEN_PORT_HINT
+    )
+}
+
 /// Whether something else listens on `port` (a start would fail or double-bind).
 fn port_taken(port: u16) -> bool {
     [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED]
@@ -795,5 +817,37 @@ fn log_note(event: &Event) -> Option<String> {
         Event::Stopped { pid: Some(pid), .. } => Some(format!("backend (pid {pid}) stopped")),
         Event::GaveUp { reason } => Some(format!("gave up: {reason}")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forbidden_port_is_named_with_what_to_do() {
+        // WSAEACCES as Windows reports it for a port in an excluded range.
+        let error = std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "An attempt was made to access a socket in a way forbidden by its access permissions. (os error 10013)",
+        );
+        let message = forbidden_port_message(54112, &error);
+        assert!(
+            message.starts_with("port 54112 cannot be listened on: An attempt"),
+            "{message}"
+        );
+        assert!(message.ends_with(process::FORBIDDEN_PORT_HINT), "{message}");
+        if cfg!(windows) {
+            assert!(message.contains("netsh int ipv4 show excludedportrange protocol=tcp"));
+        }
+    }
+
+    #[test]
+    fn a_free_or_taken_port_is_not_forbidden() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(forbidden_port(port), None, "taken is not forbidden");
+        drop(listener);
+        assert_eq!(forbidden_port(port), None);
     }
 }

@@ -38,7 +38,10 @@ pub fn parse_managed_by(value: &str) -> Option<(u32, PathBuf)> {
     Some((pid.parse().ok()?, PathBuf::from(home)))
 }
 
-pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt, guardian_main};
+pub use imp::{
+    ExitWaiter, FORBIDDEN_PORT_HINT, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt,
+    guardian_main,
+};
 
 /// What a graceful stop request ([`Tree::terminate`]) came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,10 @@ use crate::supervisor::{ExitStatus, Pid};
 /// The hidden subcommand that runs the guardian.
 pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
 
+/// What to do about a port the system will not let this user bind (EACCES).
+pub const FORBIDDEN_PORT_HINT: &str = "ports below 1024 need privileges (or a lower \
+    net.ipv4.ip_unprivileged_port_start on Linux): choose a backend.port of 1024 or above";
+
 /// A backend tree: its process group.
 #[derive(Debug)]
 pub struct Tree {

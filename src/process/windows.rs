@@ -68,6 +68,12 @@ use crate::supervisor::{ExitStatus, Pid};
 /// backend's console (see the module comment); the Job Object needs no guardian.
 pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
 
+/// What to do about a port the system will not let anyone bind (WSAEACCES, 10013): Hyper-V,
+/// WSL and Docker reserve ranges of ports, which change at every boot.
+pub const FORBIDDEN_PORT_HINT: &str = "Windows reserves it (Hyper-V, WSL or Docker exclude \
+    ranges of ports, which can change at every boot): see `netsh int ipv4 show \
+    excludedportrange protocol=tcp` and choose a backend.port outside those ranges";
+
 /// How long the warden waits for the stop helper's first decision; it normally needs a few
 /// milliseconds beyond its own start.
 const STOP_HELPER_TIMEOUT: Duration = Duration::from_secs(5);
