@@ -10,7 +10,6 @@ pub mod alerts;
 pub mod app;
 pub mod autostart;
 pub mod config;
-pub mod console;
 pub mod control;
 pub mod demo;
 pub mod health;

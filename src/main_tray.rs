@@ -5,7 +5,8 @@
 //! helpers it starts (guardian, demo backend) are the `backend-warden` beside it, and stay
 //! small.
 
-// Only affects Windows (where the MSI ships `backend-warden.exe`, which has the tray built in).
+// A GUI-subsystem program on Windows: no console window at login or from the Start menu.
+// Ignored elsewhere.
 #![windows_subsystem = "windows"]
 
 mod desktop;
@@ -41,15 +42,15 @@ fn main() -> ExitCode {
     match process::main_program() {
         Ok(main_program) if main_program.is_file() => {}
         Ok(main_program) => {
-            eprintln!(
-                "backend-warden-tray: {} is missing: the tray needs the program it was installed \
-                 with. Reinstall Backend Warden.",
+            report_error(&format!(
+                "{} is missing: the tray needs the program it was installed with. Reinstall \
+                 Backend Warden.",
                 main_program.display()
-            );
+            ));
             return ExitCode::from(EXIT_FAILED);
         }
         Err(e) => {
-            eprintln!("backend-warden-tray: cannot find this program's folder: {e}");
+            report_error(&format!("cannot find this program's folder: {e}"));
             return ExitCode::from(EXIT_FAILED);
         }
     }
@@ -59,8 +60,29 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("backend-warden: {e:#}");
+            report_error(&format!("{e:#}"));
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// Tells the user why the tray cannot run: on standard error, and on Windows in a message box
+/// too (nobody sees a GUI-subsystem program's standard error).
+fn report_error(text: &str) {
+    eprintln!("backend-warden-tray: {text}");
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::UI::WindowsAndMessaging::{MB_ICONERROR, MB_OK, MessageBoxW};
+        let wide = |s: &str| s.encode_utf16().chain([0]).collect::<Vec<u16>>();
+        let (text, caption) = (wide(text), wide("Backend Warden"));
+        // SAFETY: both strings are NUL-terminated and outlive the call; no owner window.
+        unsafe {
+            MessageBoxW(
+                std::ptr::null_mut(),
+                text.as_ptr(),
+                caption.as_ptr(),
+                MB_OK | MB_ICONERROR,
+            )
+        };
     }
 }

@@ -1,6 +1,12 @@
 //! Windows: the per-user Run key, with the program's path quoted. An unquoted path with
 //! spaces (under `Program Files`) makes Windows try to run `C:\Program` (the common crate's
 //! bug, zzzgydi/auto-launch#32).
+//!
+//! Task Manager's Startup apps (and Settings > Apps > Startup) turn an entry off without
+//! touching the Run value: they write a binary value of the same name under
+//! `Explorer\StartupApproved\Run`, whose first byte is odd when the entry is off (02 on,
+//! 03 off, followed by the time of the change). Not a documented API, but the state users see:
+//! such an entry counts as disabled, and `enable` removes the mark so the entry is on again.
 
 use std::io;
 use std::path::Path;
@@ -9,17 +15,32 @@ use winreg::RegKey;
 use winreg::enums::{HKEY_CURRENT_USER, KEY_READ, KEY_SET_VALUE};
 
 const RUN_KEY: &str = r"Software\Microsoft\Windows\CurrentVersion\Run";
+const APPROVED_KEY: &str =
+    r"Software\Microsoft\Windows\CurrentVersion\Explorer\StartupApproved\Run";
 /// The value's name; the MSI's "start at login" feature writes the same one.
 pub const VALUE_NAME: &str = "Backend Warden";
 
-/// `"C:\Program Files\Backend Warden\backend-warden.exe"`.
+/// `"C:\Program Files\Backend Warden\backend-warden-tray.exe"`.
 pub fn quoted(program: &Path) -> String {
     format!("\"{}\"", program.display())
 }
 
+/// `backend-warden-tray.exe` beside this program.
+pub fn program() -> io::Result<std::path::PathBuf> {
+    crate::process::sibling_program(crate::process::TRAY_PROGRAM)
+}
+
 pub fn enable(program: &Path) -> io::Result<()> {
     let (key, _) = RegKey::predef(HKEY_CURRENT_USER).create_subkey(RUN_KEY)?;
-    key.set_value(VALUE_NAME, &quoted(program))
+    key.set_value(VALUE_NAME, &quoted(program))?;
+    // Turned off in Task Manager: on again.
+    let unmarked = RegKey::predef(HKEY_CURRENT_USER)
+        .open_subkey_with_flags(APPROVED_KEY, KEY_SET_VALUE)
+        .and_then(|key| key.delete_value(VALUE_NAME));
+    match unmarked {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 pub fn disable() -> io::Result<()> {
@@ -38,8 +59,38 @@ pub fn is_enabled() -> bool {
         .open_subkey_with_flags(RUN_KEY, KEY_READ)
         .and_then(|key| key.get_value::<String, _>(VALUE_NAME))
         .is_ok()
+        && !turned_off_in_task_manager()
+}
+
+/// Whether Task Manager's Startup apps marks the entry as off.
+fn turned_off_in_task_manager() -> bool {
+    RegKey::predef(HKEY_CURRENT_USER)
+        .open_subkey_with_flags(APPROVED_KEY, KEY_READ)
+        .and_then(|key| key.get_raw_value(VALUE_NAME))
+        .is_ok_and(|value| approved_means_off(&value.bytes))
+}
+
+/// A `StartupApproved` value: off when its first byte is odd (03, 07), on when even (02, 06).
+fn approved_means_off(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|b| b & 1 == 1)
 }
 
 pub fn location() -> String {
     format!(r"HKEY_CURRENT_USER\{RUN_KEY}\{VALUE_NAME}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_approved_values() {
+        assert!(!approved_means_off(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(approved_means_off(&[
+            3, 0, 0, 0, 0x10, 0x2c, 0x8a, 0x1b, 0x4e, 0x35, 0xdb, 1
+        ]));
+        assert!(approved_means_off(&[7, 0, 0, 0]));
+        assert!(!approved_means_off(&[6, 0, 0, 0]));
+        assert!(!approved_means_off(&[]));
+    }
 }

@@ -40,7 +40,7 @@ pub fn parse_managed_by(value: &str) -> Option<(u32, PathBuf)> {
 
 pub use imp::{
     ExitWaiter, FORBIDDEN_PORT_HINT, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt,
-    guardian_main,
+    guardian_main, wait_gone,
 };
 
 /// What a graceful stop request ([`Tree::terminate`]) came to.

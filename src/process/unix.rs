@@ -101,6 +101,18 @@ fn exited_unreaped(pid: Pid) -> bool {
 }
 
 /// Whether `pid` runs (a zombie does not).
+/// Waits (at most `limit`) until process `pid` has ended; true if it did.
+pub fn wait_gone(pid: Pid, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while process_alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 fn process_alive(pid: Pid) -> bool {
     if signal::kill(nix_pid(pid), None).is_err() {
         return false;

@@ -507,6 +507,21 @@ impl Tree {
     }
 }
 
+/// Waits (at most `limit`) until process `pid` has ended; true if it did (or cannot be
+/// opened: it is gone already). Once it is, its program file is no longer in use.
+pub fn wait_gone(pid: Pid, limit: Duration) -> bool {
+    // SAFETY: plain Win32 calls; the handle is owned by OwnedHandle.
+    unsafe {
+        let raw = OpenProcess(PROCESS_SYNCHRONIZE, 0, pid);
+        if raw.is_null() {
+            return true;
+        }
+        let process = OwnedHandle::from_raw_handle(raw as RawHandle);
+        let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX - 1);
+        WaitForSingleObject(handle(&process), ms) == WAIT_OBJECT_0
+    }
+}
+
 /// Kill-on-close Job Objects already kill the trees when the warden dies; nothing to run.
 #[derive(Debug)]
 pub struct TreeGuard;
