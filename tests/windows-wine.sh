@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real Windows exe under Wine 8 and checks the Windows code paths
-# (../shared/recipes/windows-on-linux.md): the GUI-subsystem exe and its resources, CLI output
-# and exit codes, the headless warden with the demo backend, single instance + named-pipe IPC,
+# (../shared/recipes/windows-on-linux.md): the console CLI exe, the GUI tray exe and their
+# resources, CLI output and exit codes (also through cmd), the headless warden with the demo backend, single instance + named-pipe IPC,
 # Job Object tree kill and kill-on-close, Known Folder paths, the quoted Run value, the tray
 # under Xvfb, and the MSI under Wine's msiexec (per-user install, clean uninstall).
 #
@@ -47,6 +47,14 @@ if [ "${1:-}" != --checks ]; then
   bash tests/windows-check.sh --build-gnu
   # The MSI checks install the package of this very exe (a few seconds).
   bash wix/build-msi.sh "$EXE" >/dev/null
+  # The upgrade checks: the same exes packaged as the next patch version, built twice (every
+  # build gets a new ProductCode, as a rebuild of one version does).
+  V=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+  NEXT_V=$(awk -F. '{ print $1 "." $2 "." $3 + 1 }' <<<"$V")
+  for build in first rebuild; do
+    MSI_VERSION=$NEXT_V bash wix/build-msi.sh "$EXE" >/dev/null
+    mv "target/windows/msi/backend-warden-$NEXT_V-x86_64.msi" "target/windows/msi/upgrade-$NEXT_V-$build.msi"
+  done
 
   # Rust's std (>= 1.78) imports ProcessPrng from bcryptprimitives.dll, which Wine 8 lacks:
   # without this shim every Rust exe fails to start (c0000135).
@@ -162,13 +170,19 @@ start_warden() { # LOGFILE ARGS...: a warden in the background, its output to LO
   timeout 600 "$WINE" "$EXE" "$@" >"$log" 2>&1 &
 }
 HEADLESS='backend-warden\.exe run --headless$'
-TRAY='Programs.Backend Warden.backend-warden\.exe$'
+# The tray started by `backend-warden` (no arguments) carries its quoted path as command line.
+TRAY='Programs.Backend Warden.backend-warden-tray\.exe"?$'
 
 echo "# Windows exe under $("$WINE" --version), prefix $WINEPREFIX"
 
 # ---- the exe ----------------------------------------------------------------------------------
-check "the exe is a GUI-subsystem program (no console window at start)" \
-  bash -c "x86_64-w64-mingw32-objdump -p '$EXE' | grep -qE '^Subsystem.*\(Windows GUI\)'"
+TRAY_EXE=$(dirname "$EXE")/backend-warden-tray.exe
+check "backend-warden.exe is a console program (cmd and PowerShell wait for it, see its exit code)" \
+  bash -c "x86_64-w64-mingw32-objdump -p '$EXE' | grep -qE '^Subsystem.*\(Windows CUI\)'"
+check "backend-warden-tray.exe is a GUI-subsystem program (no console window at login)" \
+  bash -c "x86_64-w64-mingw32-objdump -p '$TRAY_EXE' | grep -qE '^Subsystem.*\(Windows GUI\)'"
+check "both exes import only system DLLs (no VCRUNTIME140, UCRT forwarders or MinGW runtime DLLs)" \
+  bash tests/windows-imports.sh "$EXE" "$TRAY_EXE"
 RC=$(x86_64-w64-mingw32-windres -J coff -i "$EXE" -O rc 2>/dev/null || true)
 VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 check "resources: icon group, version $VERSION (FileVersion, ProductName), manifest" bash -c '
@@ -178,7 +192,7 @@ check "manifest: per-monitor DPI v2, Common Controls v6, asInvoker" bash -c '
   grep -q "PerMonitorV2" <<<"$1" && grep -q "Microsoft.Windows.Common-Controls" <<<"$1" &&
   grep -q "asInvoker" <<<"$1"' _ "$RC"
 
-# ---- CLI output and exit codes of the GUI exe -------------------------------------------------
+# ---- CLI output and exit codes of the console exe ---------------------------------------------
 export BACKEND_WARDEN_HOME
 BACKEND_WARDEN_HOME=$(home main)
 MAIN=$(home_dir main)
@@ -190,6 +204,13 @@ code=0; out=$(bw status 2>&1) || code=$?
 [ "$code" = 3 ] && grep -q "no Backend Warden is running" <<<"$out" \
   && ok "status with no warden exits 3 and says why on stderr" \
   || not_ok "status with no warden exits 3 and says why on stderr" "exit $code: $out"
+# Through cmd, as typed at a prompt: the output comes before the next command, and the exit code
+# is there for it (Wine's cmd waits for every program in `cmd /c`; on Windows the console
+# subsystem is what makes an interactive prompt wait).
+out=$(timeout 60 "$WINE" cmd /v:on /c "$("$WINE" winepath -w "$EXE" | tr -d '\r') status & echo exit=!ERRORLEVEL!" 2>&1 | tr -d '\r')
+grep -q "no Backend Warden is running" <<<"$(sed -n '/exit=/q;p' <<<"$out")" && grep -qx "exit=3" <<<"$out" \
+  && ok "in cmd: status prints before the next command and %ERRORLEVEL% is 3" \
+  || not_ok "in cmd: status prints before the next command and %ERRORLEVEL% is 3" "$out"
 BAD=$(home bad)
 printf '[backend]\ncomand = "python"\n' > "$(home_dir bad)/config.toml"
 code=0; out=$(BACKEND_WARDEN_HOME=$BAD bw config check 2>&1) || code=$?
@@ -375,8 +396,10 @@ out=$(bw config init 2>&1) && [ -f "$C/users/$WIN_USER/AppData/Roaming/Backend W
 PF="$C/Program Files/Backend Warden Test"
 mkdir -p "$PF"
 ln -f "$EXE" "$PF/backend-warden.exe" 2>/dev/null || cp "$EXE" "$PF/backend-warden.exe"
+ln -f "$TRAY_EXE" "$PF/backend-warden-tray.exe" 2>/dev/null || cp "$TRAY_EXE" "$PF/backend-warden-tray.exe"
 cp "$STATE/bcryptprimitives.dll" "$PF/"
 PF_EXE='C:\Program Files\Backend Warden Test\backend-warden.exe'
+PF_TRAY='C:\Program Files\Backend Warden Test\backend-warden-tray.exe'
 bwpf() { timeout 60 "$WINE" "$PF_EXE" "$@"; }
 out=$(bwpf autostart status 2>&1) && [ "$out" = disabled ] \
   && ok "autostart status: disabled in a fresh profile" || not_ok "autostart status: disabled in a fresh profile" "$out"
@@ -384,14 +407,26 @@ code=0; out=$(bwpf autostart disable 2>&1) || code=$?
 [ "$code" = 0 ] && ok "autostart disable with nothing to remove exits 0" || not_ok "autostart disable with nothing to remove exits 0" "exit $code: $out"
 code=0; out=$(bwpf autostart enable 2>&1) || code=$?
 val=$(run_key)
-[ "$code" = 0 ] && [ "$val" = "\"$PF_EXE\"" ] \
+[ "$code" = 0 ] && [ "$val" = "\"$PF_TRAY\"" ] \
   && ok "autostart enable writes HKCU\\...\\Run 'Backend Warden' = $val (quoted)" \
   || not_ok "autostart enable writes the quoted Run value" "exit $code: $out; value: [$val]"
 code=0; bwpf autostart enable >/dev/null 2>&1 || code=$?
 n=$(timeout 30 "$WINE" reg query 'HKCU\Software\Microsoft\Windows\CurrentVersion\Run' 2>/dev/null | grep -c "Backend Warden" || true)
 out=$(bwpf autostart status 2>&1) || true
-[ "$code" = 0 ] && [ "$n" = 1 ] && [ "$(run_key)" = "\"$PF_EXE\"" ] && grep -q "^enabled" <<<"$out" \
+[ "$code" = 0 ] && [ "$n" = 1 ] && [ "$(run_key)" = "\"$PF_TRAY\"" ] && grep -q "^enabled" <<<"$out" \
   && ok "enable twice: still one, same value; status says enabled" || not_ok "enable twice is harmless" "exit $code, $n values, status: $out"
+# Turned off in Task Manager's Startup apps: a StartupApproved\Run value whose first byte is 03.
+APPROVED='HKCU\Software\Microsoft\Windows\CurrentVersion\Explorer\StartupApproved\Run'
+approved() { timeout 30 "$WINE" reg query "$APPROVED" /v 'Backend Warden' 2>/dev/null | tr -d '\r' | grep ' REG_BINARY'; }
+timeout 30 "$WINE" reg add "$APPROVED" /v 'Backend Warden' /t REG_BINARY /d 030000000000000000000000 /f >/dev/null 2>&1
+out=$(bwpf autostart status 2>&1)
+[ "$out" = disabled ] && [ -n "$(approved)" ] && [ -n "$(run_key)" ] \
+  && ok "an entry turned off in Task Manager (StartupApproved\\Run, 03...) shows as disabled" \
+  || not_ok "an entry turned off in Task Manager shows as disabled" "status: $out; approved: [$(approved)]; Run: [$(run_key)]"
+code=0; bwpf autostart enable >/dev/null 2>&1 || code=$?
+[ "$code" = 0 ] && grep -q "^enabled" <<<"$(bwpf autostart status 2>&1)" && [ -z "$(approved)" ] \
+  && ok "autostart enable turns it back on (the StartupApproved mark is removed)" \
+  || not_ok "autostart enable turns a Task Manager-disabled entry back on" "exit $code; approved: [$(approved)]"
 code=0; out=$(bwpf autostart disable 2>&1) || code=$?
 [ "$code" = 0 ] && [ -z "$(run_key)" ] && [ "$(bwpf autostart status 2>&1)" = disabled ] \
   && ok "autostart disable removes the value (reg query finds none); status says disabled" \
@@ -400,46 +435,101 @@ rm -rf "$PF"
 
 # ---- the MSI under Wine's msiexec, and the tray ----------------------------------------------
 # Wine's msiexec is not Windows Installer; this checks what the package asks for, end to end.
-MSI=$(ls target/windows/msi/backend-warden-*-x86_64.msi 2>/dev/null | head -n1)
+MSI=target/windows/msi/backend-warden-$VERSION-x86_64.msi
+[ -f "$MSI" ] || MSI=
+NEXT=$(awk -F. '{ print $1 "." $2 "." $3 + 1 }' <<<"$VERSION")
+MSI_NEXT=target/windows/msi/upgrade-$NEXT-first.msi MSI_REBUILD=target/windows/msi/upgrade-$NEXT-rebuild.msi
 INSTALL_DIR="$C/users/$WIN_USER/AppData/Local/Programs/Backend Warden"
 LNK="$C/users/$WIN_USER/AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Backend Warden.lnk"
 INSTALLED_EXE="C:\\users\\$WIN_USER\\AppData\\Local\\Programs\\Backend Warden\\backend-warden.exe"
+INSTALLED_TRAY="C:\\users\\$WIN_USER\\AppData\\Local\\Programs\\Backend Warden\\backend-warden-tray.exe"
+user_path() { timeout 30 "$WINE" reg query 'HKCU\Environment' /v PATH 2>/dev/null | tr -d '\r' | sed -n 's/^ *PATH *REG_[A-Z_]* *//p'; }
 # Its values (Wine's reg prints "Unable to find" on stdout, hence only the REG_ lines).
 aumid_key() { timeout 30 "$WINE" reg query 'HKCU\Software\Classes\AppUserModelId\dev.backend-warden.BackendWarden' 2>/dev/null | tr -d '\r' | grep ' REG_'; }
 if [ -z "$MSI" ]; then
   not_ok "MSI: none built (bash wix/build-msi.sh)"
 else
-  code=0; out=$(timeout 120 "$WINE" msiexec /i "$("$WINE" winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
-  [ "$code" = 0 ] && [ -f "$INSTALL_DIR/backend-warden.exe" ] && [ -f "$LNK" ] \
-    && [ "$(run_key)" = "\"$INSTALLED_EXE\"" ] && grep -q "DisplayName *REG_SZ *Backend Warden" <<<"$(aumid_key)" \
-    && ok "msiexec /i /qn (per-user): exe in %LOCALAPPDATA%\\Programs\\Backend Warden, Start-menu shortcut, quoted Run value, AppUserModelId key" \
+  # Output to a file, not a pipe: the tray the installer starts inherits msiexec's standard
+  # handles under Wine, and a command substitution would wait for it to exit.
+  code=0; timeout 120 "$WINE" msiexec /i "$("$WINE" winepath -w "$MSI" | tr -d '\r')" /qn >"$STATE/msiexec.out" 2>&1 || code=$?
+  out=$(cat "$STATE/msiexec.out")
+  [ "$code" = 0 ] && [ -f "$INSTALL_DIR/backend-warden.exe" ] && [ -f "$INSTALL_DIR/backend-warden-tray.exe" ] && [ -f "$LNK" ] \
+    && [ "$(run_key)" = "\"$INSTALLED_TRAY\"" ] && grep -q "DisplayName *REG_SZ *Backend Warden" <<<"$(aumid_key)" \
+    && ok "msiexec /i /qn (per-user): both exes in %LOCALAPPDATA%\\Programs\\Backend Warden, Start-menu shortcut, quoted Run value (the tray exe), AppUserModelId key" \
     || not_ok "msiexec /i installs per-user" "exit $code: $out; Run: [$(run_key)]; $(ls "$INSTALL_DIR" 2>&1)"
+  INSTALL_DIR_WIN="C:\\users\\$WIN_USER\\AppData\\Local\\Programs\\Backend Warden\\"
+  case ";$(user_path);" in
+    *";$INSTALL_DIR_WIN;"*|*";${INSTALL_DIR_WIN%\\};"*) ok "the install folder is on the user's PATH (HKCU\\Environment): $(user_path)" ;;
+    *) not_ok "the install folder is on the user's PATH (HKCU\\Environment)" "PATH: [$(user_path)]" ;;
+  esac
   bwi() { timeout 60 "$WINE" "$INSTALLED_EXE" "$@"; }
+  tray_state_is() { [ "$(bwi status --json 2>/dev/null | field state)" = "$1" ]; }
+  if wait_until 60000 tray_state_is healthy && wait_until 10000 eval '[ "$(count "$TRAY")" = 1 ]'; then
+    ok "the installer started the tray (as the user, not waiting for it); its demo backend reaches healthy"
+  else
+    not_ok "the installer started the tray" "trays: $(count "$TRAY"); $(tail -n 5 "$C/users/$WIN_USER/AppData/Local/Backend Warden/logs/warden.log" 2>&1)"
+  fi
   code=0; bwi autostart enable >/dev/null 2>&1 || code=$?
-  [ "$code" = 0 ] && [ "$(run_key)" = "\"$INSTALLED_EXE\"" ] \
+  [ "$code" = 0 ] && [ "$(run_key)" = "\"$INSTALLED_TRAY\"" ] \
     && ok "the installed app's autostart enable writes exactly the MSI's Run value" \
     || not_ok "the installed app's autostart enable writes exactly the MSI's Run value" "[$(run_key)]"
   # The tray (no arguments), with the default (Known Folder) paths and a short grace.
   printf '[stop]\ngrace = "1s"\n' > "$C/users/$WIN_USER/AppData/Roaming/Backend Warden/config.toml"
-  timeout 600 "$WINE" "$INSTALLED_EXE" >"$STATE/tray.out" 2>&1 &
-  tray_state_is() { [ "$(bwi status --json 2>/dev/null | field state)" = "$1" ]; }
-  if wait_until 60000 tray_state_is healthy; then
-    ok "tray mode (no arguments) starts under Xvfb; its demo backend reaches healthy"
+  # With the tray running, `backend-warden` (no arguments) starts backend-warden-tray.exe, which
+  # hands over to it. (That it starts the tray when none runs: the upgrade checks below.)
+  code=0; timeout 60 "$WINE" "$INSTALLED_EXE" >"$STATE/tray.out" 2>&1 || code=$?
+  one_tray() { [ "$(count "$TRAY")" = 1 ]; }
+  if [ "$code" = 0 ] && wait_until 20000 one_tray && tray_state_is healthy; then
+    ok "backend-warden (no arguments) starts backend-warden-tray.exe, which hands over to the running tray; exits 0"
   else
     not_ok "tray mode starts under Xvfb" "$(cat "$STATE/tray.out"; tail -n 5 "$C/users/$WIN_USER/AppData/Local/Backend Warden/logs/warden.log" 2>&1)"
   fi
-  code=0; timeout 60 "$WINE" "$INSTALLED_EXE" >/dev/null 2>&1 || code=$?
+  code=0; timeout 60 "$WINE" "$INSTALLED_TRAY" >/dev/null 2>&1 || code=$?
   [ "$code" = 0 ] && [ "$(count "$TRAY")" = 1 ] \
     && ok "a second tray launch hands over (asks the running one to show itself) and exits 0" \
     || not_ok "a second tray launch hands over and exits 0" "exit $code"
   code=0; out=$(timeout 120 "$WINE" msiexec /x "$("$WINE" winepath -w "$MSI" | tr -d '\r')" /qn 2>&1) || code=$?
   tray_gone() { [ "$(count "$TRAY")" = 0 ]; }
   [ "$code" = 0 ] && wait_until 10000 tray_gone && [ ! -e "$INSTALL_DIR" ] && [ ! -e "$LNK" ] \
-    && [ -z "$(run_key)" ] && [ -z "$(aumid_key)" ] \
+    && [ -z "$(run_key)" ] && [ -z "$(aumid_key)" ] && ! grep -qF "Programs\\Backend Warden" <<<"$(user_path)" \
     && [ -f "$C/users/$WIN_USER/AppData/Roaming/Backend Warden/config.toml" ] \
     && [ -f "$C/users/$WIN_USER/AppData/Local/Backend Warden/logs/backend.log" ] \
     && ok "msiexec /x quits the running tray, removes exe, folder, shortcut, Run value and AppUserModelId key; config and logs stay" \
     || not_ok "msiexec /x: clean uninstall" "exit $code: $out; tray processes: $(count "$TRAY"); dir: $(ls "$INSTALL_DIR" 2>&1); lnk: $(ls "$LNK" 2>&1); Run: [$(run_key)]"
+
+  # ---- the MSI: upgrade to the next version, and a rebuild of one version ---------------------
+  # Wine's msiexec runs the package's tables (FindRelatedProducts, the Upgrade rows,
+  # RemoveExistingProducts, AppSearch, component conditions) like Windows Installer does.
+  products() { # the DisplayVersion of each registered Backend Warden product, one per line
+    for root in HKCU HKLM; do
+      timeout 30 "$WINE" reg query "$root\\Software\\Microsoft\\Windows\\CurrentVersion\\Uninstall" /s 2>/dev/null
+    done | tr -d '\r' | awk '/^HKEY/ { if (bw) print ver; bw = 0; ver = "" }
+      /DisplayName +REG_SZ +Backend Warden$/ { bw = 1 } /DisplayVersion +REG_SZ/ { ver = $NF }
+      END { if (bw) print ver }'
+  }
+  msi_install() { timeout 120 "$WINE" msiexec /i "$("$WINE" winepath -w "$1" | tr -d '\r')" /qn >/dev/null 2>&1; }
+  tray_up() { [ "$(count "$TRAY")" = 1 ] && tray_state_is healthy; }
+  code=0; msi_install "$MSI" || code=$?
+  wait_until 60000 tray_up; code2=0; bwi autostart disable >/dev/null 2>&1 || code2=$?
+  PID_BEFORE=$(bwi status --json 2>/dev/null | field warden_pid)
+  code3=0; msi_install "$MSI_NEXT" || code3=$?
+  [ "$code$code2$code3" = 000 ] && [ "$(products)" = "$NEXT" ] && [ -z "$(run_key)" ] \
+    && [ -f "$INSTALL_DIR/backend-warden-tray.exe" ] && [ "$(bwi autostart status 2>&1)" = disabled ] \
+    && ok "upgrade $VERSION -> $NEXT with start at login turned off: one product ($NEXT), Run value still absent" \
+    || not_ok "upgrade $VERSION -> $NEXT keeps start at login off" "exits $code/$code2/$code3; products: [$(products)]; Run: [$(run_key)]; $(ls "$INSTALL_DIR" 2>&1)"
+  wait_until 60000 tray_up && [ "$(bwi status --json 2>/dev/null | field warden_pid)" != "$PID_BEFORE" ] \
+    && ok "the upgrade quit the old tray and started the new one (PID $PID_BEFORE -> $(bwi status --json 2>/dev/null | field warden_pid))" \
+    || not_ok "the upgrade quit the old tray and started the new one" "trays: $(count "$TRAY"); state: $(bwi status --json 2>&1 | field state)"
+  code=0; bwi autostart enable >/dev/null 2>&1 || code=$?
+  code2=0; msi_install "$MSI_REBUILD" || code2=$?
+  [ "$code$code2" = 00 ] && [ "$(products)" = "$NEXT" ] && [ "$(run_key)" = "\"$INSTALLED_TRAY\"" ] \
+    && ok "a rebuild of $NEXT (another ProductCode) replaces it, not beside it: one product; start at login, on, stays on" \
+    || not_ok "a rebuild of the same version replaces the installed one" "exits $code/$code2; products: [$(products)]; Run: [$(run_key)]"
+  wait_until 60000 tray_up
+  code=0; timeout 120 "$WINE" msiexec /x "$("$WINE" winepath -w "$MSI_REBUILD" | tr -d '\r')" /qn >/dev/null 2>&1 || code=$?
+  [ "$code" = 0 ] && wait_until 10000 tray_gone && [ -z "$(products)" ] && [ ! -e "$INSTALL_DIR" ] && [ -z "$(run_key)" ] \
+    && ok "msiexec /x of the rebuild: nothing registered or installed is left" \
+    || not_ok "msiexec /x of the rebuild leaves nothing" "exit $code; products: [$(products)]; $(ls "$INSTALL_DIR" 2>&1); Run: [$(run_key)]"
 fi
 # Whatever is left of this run ends with the prefix's wineserver (wineserver -k, outside).
 
