@@ -22,6 +22,7 @@ pub mod paths;
 pub mod process;
 pub mod runner;
 pub mod status;
+pub mod stop_url;
 pub mod strays;
 pub mod supervisor;
 pub mod view;

@@ -49,6 +49,8 @@ pub struct Backend {
     pub health_timeout: Duration,
     /// The grace period of a stop (`stop.grace`): the process layer paces its requests by it.
     pub stop_grace: Duration,
+    /// `stop.url`: asked (POST) before any signal.
+    pub stop_url: Option<String>,
 }
 
 /// The latest snapshot, shared with status readers (IPC, tray). Readers can wait for a change.
@@ -379,7 +381,25 @@ impl Runner {
                 let mut kill_now = false;
                 if let Some(Held { tree, hands_off }) = self.trees.get(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
-                    match tree.terminate(self.backend.stop_grace) {
+                    let asked = self.backend.stop_url.as_deref().is_some_and(|url| {
+                        let timeout = STOP_URL_TIMEOUT.min(self.backend.stop_grace / 2);
+                        match crate::stop_url::request(url, timeout) {
+                            Ok(status) => {
+                                info!(pid, url, status, "asked the backend to shut down (stop.url)");
+                                true
+                            }
+                            Err(e) => {
+                                warn!(pid, error = %e, "stop.url did not work; stopping with the signal");
+                                false
+                            }
+                        }
+                    });
+                    let terminated = if asked {
+                        Ok(Asked::Sent)
+                    } else {
+                        tree.terminate(self.backend.stop_grace)
+                    };
+                    match terminated {
                         Ok(Asked::Sent) => {}
                         Ok(Asked::KillNow(why)) => {
                             info!(pid, %why, "nothing can ask the backend to stop; killing its tree now");
@@ -648,6 +668,9 @@ impl Drop for Runner {
         }
     }
 }
+
+/// The longest wait for the answer to `stop.url` (at most half the grace period).
+const STOP_URL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the system will not let anyone listen on `port`, if it will not: the backend would
 /// fail to bind it at every start (a crash loop that says nothing useful).

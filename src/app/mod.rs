@@ -86,6 +86,7 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
                 health_url: config.health.url.clone(),
                 health_timeout: config.health.timeout,
                 stop_grace: config.stop.grace,
+                stop_url: config.stop.url.clone(),
             };
             (backend, false)
         }
@@ -125,6 +126,7 @@ fn demo_backend(config: &Config) -> Result<Backend> {
         health_url: Some(format!("http://127.0.0.1:{port}/health")),
         health_timeout: config.health.timeout,
         stop_grace: config.stop.grace,
+        stop_url: config.stop.url.clone(),
     })
 }
 
@@ -515,6 +517,7 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
                 let backend = Backend {
                     health_timeout: config.health.timeout,
                     stop_grace: config.stop.grace,
+                    stop_url: config.stop.url.clone(),
                     ..demo.clone()
                 };
                 (backend, true)
