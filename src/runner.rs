@@ -673,10 +673,14 @@ impl Drop for Runner {
 const STOP_URL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the system will not let anyone listen on `port`, if it will not: the backend would
-/// fail to bind it at every start (a crash loop that says nothing useful).
+/// fail to bind it at every start (a crash loop that says nothing useful). Not when something
+/// listens there: Windows also answers WSAEACCES for a port another program holds with
+/// SO_EXCLUSIVEADDRUSE, which the port-conflict check names.
 fn forbidden_port(port: u16) -> Option<String> {
     match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied && !strays::port_listened(port) =>
+        {
             Some(forbidden_port_message(port, &e))
         }
         _ => None,
@@ -696,7 +700,14 @@ fn port_taken(port: u16) -> bool {
         .into_iter()
         .any(|ip| {
             TcpListener::bind(SocketAddr::from((ip, port)))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+                // PermissionDenied: held with SO_EXCLUSIVEADDRUSE (Windows); an excluded port
+                // that nobody holds was ruled out before (`forbidden_port`).
+                .is_err_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    )
+                })
         })
 }
 
