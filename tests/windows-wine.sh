@@ -513,10 +513,13 @@ else
   wait_until 60000 tray_up; code2=0; bwi autostart disable >/dev/null 2>&1 || code2=$?
   PID_BEFORE=$(bwi status --json 2>/dev/null | field warden_pid)
   code3=0; msi_install "$MSI_NEXT" || code3=$?
+  # Polled: once, right after the upgrade, the freshly installed exe gave no answer under Wine.
+  autostart_off() { [ "$(bwi autostart status 2>/dev/null)" = disabled ]; }
+  wait_until 20000 autostart_off; st=$(bwi autostart status 2>/dev/null)
   [ "$code$code2$code3" = 000 ] && [ "$(products)" = "$NEXT" ] && [ -z "$(run_key)" ] \
-    && [ -f "$INSTALL_DIR/backend-warden-tray.exe" ] && [ "$(bwi autostart status 2>&1)" = disabled ] \
+    && [ -f "$INSTALL_DIR/backend-warden-tray.exe" ] && [ "$st" = disabled ] \
     && ok "upgrade $VERSION -> $NEXT with start at login turned off: one product ($NEXT), Run value still absent" \
-    || not_ok "upgrade $VERSION -> $NEXT keeps start at login off" "exits $code/$code2/$code3; products: [$(products)]; Run: [$(run_key)]; $(ls "$INSTALL_DIR" 2>&1)"
+    || not_ok "upgrade $VERSION -> $NEXT keeps start at login off" "exits $code/$code2/$code3; products: [$(products)]; Run: [$(run_key)]; autostart status: [$st]; $(ls "$INSTALL_DIR" 2>&1)"
   wait_until 60000 tray_up && [ "$(bwi status --json 2>/dev/null | field warden_pid)" != "$PID_BEFORE" ] \
     && ok "the upgrade quit the old tray and started the new one (PID $PID_BEFORE -> $(bwi status --json 2>/dev/null | field warden_pid))" \
     || not_ok "the upgrade quit the old tray and started the new one" "trays: $(count "$TRAY"); state: $(bwi status --json 2>&1 | field state)"
