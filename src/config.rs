@@ -344,6 +344,9 @@ pub struct StopConfig {
     /// Time the backend gets to exit after a polite stop request before it is killed.
     #[serde(serialize_with = "ser_duration")]
     pub grace: Duration,
+    /// An http URL that asks the backend to shut down (POSTed first); `None`: signals only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Log files (`[logs]`).
@@ -393,6 +396,7 @@ impl Default for StopConfig {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(5),
+            url: None,
         }
     }
 }
@@ -638,6 +642,9 @@ const TEMPLATE: &str = r#"# backend-warden configuration
 # [stop]
 # Time between the polite stop request and the kill (default "5s").
 # grace = "5s"
+# A URL the warden POSTs to first, for a backend that shuts down best that way; when it
+# answers 2xx, no signal follows (only the kill after grace). Default: none.
+# url = "http://127.0.0.1:54112/shutdown"
 
 # [logs]
 # Folder for the backend's log files (optional).
@@ -730,7 +737,7 @@ const RESTART_KEYS: &[&str] = &[
     "window",
     "stable_after",
 ];
-const STOP_KEYS: &[&str] = &["grace"];
+const STOP_KEYS: &[&str] = &["grace", "url"];
 const LOGS_KEYS: &[&str] = &["dir", "max_size", "keep"];
 const POLICIES: &[(&str, RestartPolicy)] = &[
     ("always", RestartPolicy::Always),
@@ -982,7 +989,7 @@ impl Checker {
         self.check_keys(S, table, HEALTH_KEYS);
         let d = HealthConfig::default();
         HealthConfig {
-            url: self.url(table),
+            url: self.url(S, table),
             interval: self.duration_or(S, table, "interval", false, d.interval),
             timeout: self.duration_or(S, table, "timeout", false, d.timeout),
             unhealthy_after: self.count_or(S, table, "unhealthy_after", d.unhealthy_after),
@@ -1036,6 +1043,7 @@ impl Checker {
         self.check_keys(S, table, STOP_KEYS);
         StopConfig {
             grace: self.duration_or(S, table, "grace", false, StopConfig::default().grace),
+            url: self.url(S, table),
         }
     }
 
@@ -1642,12 +1650,13 @@ impl Checker {
         None
     }
 
-    fn url(&mut self, table: &DeTable<'_>) -> Option<String> {
-        let (url, at) = self.string("health", table, "url")?;
+    /// An http URL to a local backend (`health.url`, `stop.url`).
+    fn url(&mut self, section: &str, table: &DeTable<'_>) -> Option<String> {
+        let (url, at) = self.string(section, table, "url")?;
         let lower = url.to_ascii_lowercase();
         let problem = if let Some(rest) = lower.strip_prefix("https://") {
             Some(format!(
-                "https URLs are not supported: the health check talks plain http to a local \
+                "https URLs are not supported: the warden talks plain http to a local \
                  backend; use \"http://{}\"",
                 &url[url.len() - rest.len()..]
             ))
@@ -1671,7 +1680,7 @@ impl Checker {
         };
         match problem {
             Some(message) => {
-                self.report(at, "health.url".to_owned(), message);
+                self.report(at, format!("{section}.url"), message);
                 None
             }
             None => Some(url),
@@ -2127,6 +2136,7 @@ on_change = "restart"
             },
             stop: StopConfig {
                 grace: Duration::from_millis(1500),
+                url: None,
             },
             logs: LogsConfig {
                 dir: Some(PathBuf::from("logs")),
@@ -2301,6 +2311,10 @@ on_change = "restart"
                 cwd: Some(PathBuf::from(r"C:\path\to\your\backend")),
                 ..StraysConfig::default()
             },
+            stop: StopConfig {
+                url: Some("http://127.0.0.1:54112/shutdown".into()),
+                ..StopConfig::default()
+            },
             ..Config::default()
         };
         assert_eq!(config, expected);
@@ -2432,7 +2446,7 @@ on_change = "restart"
                 "[stop]\nxyzzy = 1\n",
                 2,
                 "stop.xyzzy",
-                "unknown key \"xyzzy\" in [stop] (valid keys: grace)",
+                "unknown key \"xyzzy\" in [stop] (valid keys: grace, url)",
             ),
             (
                 "\ncommand = \"python\"\n",
@@ -2888,6 +2902,19 @@ on_change = "restart"
         let (_, _, key, _) =
             invalid("[restart]\nbackoff_initial = \"1 min\"\nbackoff_max = \"1ms\"\n");
         assert_eq!(key, "restart.backoff_initial");
+    }
+
+    #[test]
+    fn stop_url() {
+        let config = parse("[stop]\nurl = \"http://127.0.0.1:54112/shutdown\"\n").unwrap();
+        assert_eq!(
+            config.stop.url.as_deref(),
+            Some("http://127.0.0.1:54112/shutdown")
+        );
+        assert_eq!(parse("[stop]\ngrace = \"2s\"\n").unwrap().stop.url, None);
+        let (line, column, key, message) = invalid("[stop]\nurl = \"127.0.0.1/shutdown\"\n");
+        assert_eq!((line, column, key.as_str()), (2, 7, "stop.url"));
+        assert!(message.contains("expected an http:// URL"), "{message}");
     }
 
     #[test]

@@ -243,11 +243,23 @@ impl Resolver for LiteralFirst {
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         // "host:port" with the scheme's default port filled in, as ureq's resolver builds it;
         // an IP literal (IPv6 in brackets) parses as a socket address as it is.
-        let literal = uri
+        let host_port = uri
             .scheme()
             .zip(uri.authority())
-            .and_then(|(scheme, authority)| DefaultResolver::host_and_port(scheme, authority))
-            .and_then(|addr| addr.parse::<SocketAddr>().ok());
+            .and_then(|(scheme, authority)| DefaultResolver::host_and_port(scheme, authority));
+        // `localhost`: 127.0.0.1 first, then ::1. The system's order puts ::1 first, and on
+        // Windows a refused loopback connection takes about 2 s (longer than the default probe
+        // timeout), while most backends (uvicorn's default) listen on 127.0.0.1 only.
+        if let Some((host, port)) = host_port.as_deref().and_then(|hp| hp.rsplit_once(':'))
+            && host.eq_ignore_ascii_case("localhost")
+            && let Ok(port) = port.parse::<u16>()
+        {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+            addrs.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+            return Ok(addrs);
+        }
+        let literal = host_port.and_then(|addr| addr.parse::<SocketAddr>().ok());
         match literal {
             Some(addr) => {
                 let mut addrs = self.empty();
@@ -336,6 +348,18 @@ mod tests {
             .resolve(&uri, &config, timeout)
             .unwrap()
             .to_vec()
+    }
+
+    #[test]
+    fn localhost_resolves_to_ipv4_loopback_first() {
+        assert_eq!(
+            resolve("http://localhost:54112/health"),
+            [
+                "127.0.0.1:54112".parse::<SocketAddr>().unwrap(),
+                "[::1]:54112".parse().unwrap()
+            ]
+        );
+        assert_eq!(resolve("http://LocalHost/").len(), 2);
     }
 
     #[test]

@@ -2,17 +2,10 @@
 //! becomes it, and maps outcomes to exit codes (0 ok, 1 action failed, 2 usage or config
 //! error, 3 no running warden).
 //!
-//! On Windows the exe belongs to the GUI subsystem, so starting the tray from the Start menu or
-//! at login shows no console window; CLI commands attach to the console they were run from
-//! (`console::attach_parent_console`).
-
-// Only affects Windows; ignored elsewhere.
-#![windows_subsystem = "windows"]
-
-// The tray: on Windows built into this program (it costs no extra library there); elsewhere it
-// is `backend-warden-tray` (see `run_warden`).
-#[cfg(windows)]
-mod desktop;
+//! A console program on every OS, so that cmd and PowerShell wait for a command typed at their
+//! prompt, print its output before the next prompt and see its exit code. The tray is the
+//! GUI-subsystem `backend-warden-tray` beside it (see `run_warden`): the Start-menu shortcut and
+//! the login entry start that one, and no console window flashes up.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +19,6 @@ use backend_warden::app::{
     self, ConfigSource, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, config_error,
 };
 use backend_warden::config;
-use backend_warden::console;
 use backend_warden::demo::{self, DemoArgs};
 use backend_warden::ipc::{self, IpcError, Request, Response};
 use backend_warden::log_reader::{self, LogFiles};
@@ -241,11 +233,6 @@ fn client_timeout(paths: &Paths, request: &Request) -> Duration {
 }
 
 fn main() -> ExitCode {
-    // Before anything can print (clap's --help and usage errors included). Without arguments
-    // this is the tray, which must not be tied to the terminal it may have been started from.
-    if std::env::args_os().len() > 1 {
-        console::attach_parent_console();
-    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -303,16 +290,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Runs the warden: headless here, or the tray. On Linux and macOS the tray is a program of its
-/// own (`backend-warden-tray`, beside this one), so that nothing else loads the GUI libraries:
-/// this process becomes it (same PID, same arguments that matter).
+/// Runs the warden: headless here, or the tray. The tray is a program of its own
+/// (`backend-warden-tray`, beside this one): on Linux and macOS so that nothing else loads the
+/// GUI libraries, and this process becomes it (same PID, same arguments that matter); on
+/// Windows because it is a GUI-subsystem program while this is a console one, and it is
+/// started detached. Either way it gets `--home` / `--config` as resolved here, so it is the
+/// same warden whatever its environment.
 fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     if headless {
         return app::run_warden(paths, app::run_headless);
     }
+    // No exec on Windows: the tray starts as a process of its own, detached from this console
+    // (its standard streams closed, so a pipe or a terminal it was started from does not wait
+    // for it), and this command is done.
     #[cfg(windows)]
     {
-        app::run_warden_in_tray(paths, desktop::run_tray)
+        let tray = process::sibling_program(process::TRAY_PROGRAM)
+            .context("cannot find this program's folder")?;
+        let mut command = std::process::Command::new(&tray);
+        command.args(paths.launch_args());
+        match command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!(
+                    "backend-warden: cannot start the tray program {}: {e}\n\
+                     Reinstall Backend Warden, or run `backend-warden run --headless` to \
+                     supervise the backend without a tray icon.",
+                    tray.display()
+                );
+                Ok(ExitCode::from(EXIT_FAILED))
+            }
+        }
     }
     #[cfg(not(windows))]
     {
@@ -418,11 +431,32 @@ fn control(paths: &Paths, command: Command, args: ControlArgs) -> Result<ExitCod
     }
 }
 
+/// How long `quit` waits for the warden's process to end after it agreed to quit.
+const QUIT_WAIT: Duration = Duration::from_secs(15);
+
 fn quit(paths: &Paths, keep_backend: bool) -> Result<ExitCode> {
+    // Its PID first, to wait for the process after it agreed to quit (see below).
+    let warden_pid = match ask(paths, &Request::Status) {
+        Ok(Response::Status { status }) => Some(status.warden_pid),
+        Ok(_) => None,
+        Err(code) => return Ok(code),
+    };
     match ask(paths, &Request::Quit { keep_backend }) {
         Ok(Response::Done { ok, message, .. }) => {
             if ok {
                 outln!("{message}");
+                // Returns once the warden's process is gone, so that whoever asked (the
+                // installer, about to replace or delete the program files; a script about to
+                // start another warden) finds them free.
+                if let Some(pid) = warden_pid
+                    && !process::wait_gone(pid, QUIT_WAIT)
+                {
+                    eprintln!(
+                        "backend-warden: the warden (PID {pid}) agreed to quit but is still \
+                         running after {}s",
+                        QUIT_WAIT.as_secs()
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("backend-warden: {message}");

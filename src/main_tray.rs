@@ -5,7 +5,8 @@
 //! helpers it starts (guardian, demo backend) are the `backend-warden` beside it, and stay
 //! small.
 
-// Only affects Windows (where the MSI ships `backend-warden.exe`, which has the tray built in).
+// A GUI-subsystem program on Windows: no console window at login or from the Start menu.
+// Ignored elsewhere.
 #![windows_subsystem = "windows"]
 
 mod desktop;
@@ -107,4 +108,21 @@ fn fatal(paths: Option<&Paths>, message: &str) {
     #[cfg(not(target_os = "macos"))]
     note.urgency(notify_rust::Urgency::Critical);
     let _ = note.show();
+    // Nobody sees a GUI-subsystem program's standard error; a toast may not show for an
+    // unregistered app: a message box does.
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::UI::WindowsAndMessaging::{MB_ICONERROR, MB_OK, MessageBoxW};
+        let wide = |s: &str| s.encode_utf16().chain([0]).collect::<Vec<u16>>();
+        let (text, caption) = (wide(message), wide("Backend Warden"));
+        // SAFETY: both strings are NUL-terminated and outlive the call; no owner window.
+        unsafe {
+            MessageBoxW(
+                std::ptr::null_mut(),
+                text.as_ptr(),
+                caption.as_ptr(),
+                MB_OK | MB_ICONERROR,
+            )
+        };
+    }
 }

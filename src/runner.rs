@@ -19,7 +19,7 @@ use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
 use crate::kept::KeptBackend;
 use crate::output::BackendLog;
-use crate::process::{self, LaunchSpec, Tree, TreeGuard};
+use crate::process::{self, Asked, LaunchSpec, Tree, TreeGuard};
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{
     Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, Snapshot, State,
@@ -55,6 +55,10 @@ pub struct Backend {
     pub health_url: Option<String>,
     /// Timeout of one health probe.
     pub health_timeout: Duration,
+    /// The grace period of a stop (`stop.grace`): the process layer paces its requests by it.
+    pub stop_grace: Duration,
+    /// `stop.url`: asked (POST) before any signal.
+    pub stop_url: Option<String>,
 }
 
 /// The latest snapshot, shared with status readers (IPC, tray). Readers can wait for a change.
@@ -440,14 +444,41 @@ impl Runner {
         match effect {
             Effect::Spawn { attempt } => queue.push_back(self.spawn(attempt)),
             Effect::Terminate { pid } => {
+                let mut kill_now = false;
                 if let Some(Held { tree, hands_off }) = self.trees.get(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
-                    if let Err(e) = tree.terminate() {
-                        warn!(pid, error = %e, "could not ask the backend to stop");
+                    let asked = self.backend.stop_url.as_deref().is_some_and(|url| {
+                        let timeout = STOP_URL_TIMEOUT.min(self.backend.stop_grace / 2);
+                        match crate::stop_url::request(url, timeout) {
+                            Ok(status) => {
+                                info!(pid, url, status, "asked the backend to shut down (stop.url)");
+                                true
+                            }
+                            Err(e) => {
+                                warn!(pid, error = %e, "stop.url did not work; stopping with the signal");
+                                false
+                            }
+                        }
+                    });
+                    let terminated = if asked {
+                        Ok(Asked::Sent)
+                    } else {
+                        tree.terminate(self.backend.stop_grace)
+                    };
+                    match terminated {
+                        Ok(Asked::Sent) => {}
+                        Ok(Asked::KillNow(why)) => {
+                            info!(pid, %why, "nothing can ask the backend to stop; killing its tree now");
+                            kill_now = true;
+                        }
+                        Err(e) => warn!(pid, error = %e, "could not ask the backend to stop"),
                     }
                     self.dying.entry(pid).or_insert(Dying {
                         since: Instant::now(),
                     });
+                }
+                if kill_now {
+                    self.execute(Effect::Kill { pid }, queue);
                 }
             }
             Effect::Kill { pid } => {
@@ -524,6 +555,10 @@ impl Runner {
         // The cheap check first (a bind); only when it fails, who listens. A bind can also fail
         // for a moment after the last run's listener died (its connections linger): with
         // nobody listening, that is no conflict.
+        if let Some(error) = self.backend.port.and_then(forbidden_port) {
+            self.log.note(&format!("not started: {error}"));
+            return Input::SpawnFailed { error };
+        }
         if let Some(port) = self.backend.port
             && port_taken(port)
         {
@@ -753,13 +788,45 @@ impl Drop for Runner {
     }
 }
 
+/// The longest wait for the answer to `stop.url` (at most half the grace period).
+const STOP_URL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the system will not let anyone listen on `port`, if it will not: the backend would
+/// fail to bind it at every start (a crash loop that says nothing useful). Not when something
+/// listens there: Windows also answers WSAEACCES for a port another program holds with
+/// SO_EXCLUSIVEADDRUSE, which the port-conflict check names.
+fn forbidden_port(port: u16) -> Option<String> {
+    match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied && !strays::port_listened(port) =>
+        {
+            Some(forbidden_port_message(port, &e))
+        }
+        _ => None,
+    }
+}
+
+fn forbidden_port_message(port: u16, error: &std::io::Error) -> String {
+    format!(
+        "port {port} cannot be listened on: {error}. {}",
+        process::FORBIDDEN_PORT_HINT
+    )
+}
+
 /// Whether something else listens on `port` (a start would fail or double-bind).
 fn port_taken(port: u16) -> bool {
     [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED]
         .into_iter()
         .any(|ip| {
             TcpListener::bind(SocketAddr::from((ip, port)))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+                // PermissionDenied: held with SO_EXCLUSIVEADDRUSE (Windows); an excluded port
+                // that nobody holds was ruled out before (`forbidden_port`).
+                .is_err_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    )
+                })
         })
 }
 
@@ -903,5 +970,37 @@ fn log_note(event: &Event) -> Option<String> {
         Event::Stopped { pid: Some(pid), .. } => Some(format!("backend (pid {pid}) stopped")),
         Event::GaveUp { reason } => Some(format!("gave up: {reason}")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forbidden_port_is_named_with_what_to_do() {
+        // WSAEACCES as Windows reports it for a port in an excluded range.
+        let error = std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "An attempt was made to access a socket in a way forbidden by its access permissions. (os error 10013)",
+        );
+        let message = forbidden_port_message(54112, &error);
+        assert!(
+            message.starts_with("port 54112 cannot be listened on: An attempt"),
+            "{message}"
+        );
+        assert!(message.ends_with(process::FORBIDDEN_PORT_HINT), "{message}");
+        if cfg!(windows) {
+            assert!(message.contains("netsh int ipv4 show excludedportrange protocol=tcp"));
+        }
+    }
+
+    #[test]
+    fn a_free_or_taken_port_is_not_forbidden() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(forbidden_port(port), None, "taken is not forbidden");
+        drop(listener);
+        assert_eq!(forbidden_port(port), None);
     }
 }

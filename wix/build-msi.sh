@@ -8,6 +8,7 @@
 # EXE defaults to the x86_64-pc-windows-gnu debug build (built first by
 # tests/windows-check.sh --build-gnu); its debug information is stripped for the package.
 # For a release MSI pass a release exe. Output: target/windows/msi/backend-warden-VERSION-x86_64.msi
+# (MSI_VERSION=X.Y.Z packages the same exes as version X.Y.Z, for upgrade tests.)
 #
 # wixl has no ShortcutProperty element, so main.wxs leaves the shortcut's AppUserModelID out
 # for wixl (var.Wixl) and this script adds the same row to MsiShortcutProperty with msibuild.
@@ -35,7 +36,8 @@ if [ -z "$EXE" ]; then
 fi
 [ -f "$EXE" ] || { say "no exe at $EXE"; exit 1; }
 
-VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+# MSI_VERSION builds the package as another version (the upgrade checks of windows-wine.sh).
+VERSION=${MSI_VERSION:-$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)}
 # The strings the app and the package must agree on, read from the app's source.
 AUMID=$(sed -n 's/^pub const APP_USER_MODEL_ID: &str = "\(.*\)";/\1/p' src/notifier.rs)
 RUN_NAME=$(sed -n 's/^pub const VALUE_NAME: &str = "\(.*\)";/\1/p' src/autostart/windows.rs)
@@ -48,7 +50,12 @@ STAGE=$OUT_DIR/stage
 MSI=$OUT_DIR/backend-warden-$VERSION-x86_64.msi
 rm -rf "$STAGE" "$MSI"
 mkdir -p "$STAGE"
-x86_64-w64-mingw32-strip -o "$STAGE/backend-warden.exe" "$EXE" 2>/dev/null || cp "$EXE" "$STAGE/backend-warden.exe"
+# The tray program is built beside the command-line one.
+for name in backend-warden backend-warden-tray; do
+  src=$(dirname "$EXE")/$name.exe
+  [ -f "$src" ] || { say "no $name.exe beside $EXE"; exit 1; }
+  x86_64-w64-mingw32-strip -o "$STAGE/$name.exe" "$src" 2>/dev/null || cp "$src" "$STAGE/$name.exe"
+done
 
 say "wixl: $MSI"
 # wixl (0.101) finds sources only by paths relative to the current folder.
@@ -56,6 +63,23 @@ wixl -a x64 -D Wixl=1 -D "Version=$VERSION" -D "CargoTargetBinDir=${STAGE#"$ROOT
 printf 'MsiShortcutProperty\tShortcut_\tPropertyKey\tPropVariantValue\ns72\ts72\ts255\ts255\nMsiShortcutProperty\tMsiShortcutProperty\nStartMenuShortcutAumid\tStartMenuShortcut\tSystem.AppUserModel.ID\t%s\n' \
   "$WXS_AUMID" > "$STAGE/MsiShortcutProperty.idt"
 msibuild "$MSI" -i "$STAGE/MsiShortcutProperty.idt"
+# wixl has no Environment element either: the user's PATH gets the install folder appended
+# ("=-": set on install, removed on uninstall; "[~];" keeps what is there), as WiX writes
+# <Environment Name="PATH" Value="[INSTALLDIR]" Part="last" Action="set" Permanent="no">,
+# with the standard actions that apply it.
+printf 'Environment\tName\tValue\tComponent_\ns72\tl255\tL255\ts72\nEnvironment\tEnvironment\nUserPath\t=-PATH\t[~];[INSTALLDIR]\tExecutable\n' \
+  > "$STAGE/Environment.idt"
+msibuild "$MSI" -i "$STAGE/Environment.idt"
+msibuild "$MSI" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Sequence\`) VALUES ('RemoveEnvironmentStrings', 3300)"
+msibuild "$MSI" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Sequence\`) VALUES ('WriteEnvironmentStrings', 5200)"
+# wixl ignores MajorUpgrade/@AllowSameVersionUpgrades: the upgrade row takes its maximum version
+# inclusive (msidbUpgradeAttributesVersionMaxInclusive 0x200, beside MigrateFeatures 1), so a
+# rebuild of the same version replaces the installed one instead of installing beside it.
+# (Attributes is part of the table's key: the row is replaced, not updated.)
+msibuild "$MSI" -q "DELETE FROM \`Upgrade\` WHERE \`ActionProperty\` = 'WIX_UPGRADE_DETECTED'"
+msibuild "$MSI" -q "INSERT INTO \`Upgrade\` (\`UpgradeCode\`, \`VersionMax\`, \`Attributes\`, \`ActionProperty\`) VALUES ('{$UPGRADE_CODE}', '$VERSION', 513, 'WIX_UPGRADE_DETECTED')"
+# wixl has no Component/Condition: on an upgrade, the Run value only if it was there.
+msibuild "$MSI" -q "UPDATE \`Component\` SET \`Condition\` = 'NOT WIX_UPGRADE_DETECTED OR AUTOSTART_WAS_ON' WHERE \`Component\` = 'AutostartRunValue'"
 
 # ---- checks ----
 pass=0 fail=0
@@ -78,34 +102,57 @@ installs_per_user() {
 keeps_user_data() { ! table Directory | grep -qE "${T}AppDataFolder${T}|${T}LocalAppDataFolder${T}Backend Warden\$"; }
 
 check "the app and main.wxs use the same AppUserModelID ($AUMID)" test "$AUMID" = "$WXS_AUMID"
-check "Shortcut: Start-menu shortcut 'Backend Warden' to the installed exe, started in INSTALLDIR" \
-  has_row_like Shortcut "^StartMenuShortcut${T}ProgramMenuFolder${T}Backend Warden${T}StartMenuShortcut${T}\[#BackendWardenExe\]${T}.*${T}INSTALLDIR${T}"
+check "Shortcut: Start-menu shortcut 'Backend Warden' to the installed tray exe, started in INSTALLDIR" \
+  has_row_like Shortcut "^StartMenuShortcut${T}ProgramMenuFolder${T}Backend Warden${T}StartMenuShortcut${T}\[#BackendWardenTrayExe\]${T}.*${T}INSTALLDIR${T}"
 check "MsiShortcutProperty: the shortcut carries System.AppUserModel.ID = $AUMID" \
   has_row MsiShortcutProperty "StartMenuShortcutAumid${T}StartMenuShortcut${T}System.AppUserModel.ID${T}$AUMID"
 check "Registry: HKCU AppUserModelId\\$AUMID DisplayName (toasts show 'Backend Warden')" \
   has_row Registry "$(table Registry | grep -F "${T}DisplayName${T}" | cut -f1)${T}1${T}Software\\Classes\\AppUserModelId\\$AUMID${T}DisplayName${T}Backend Warden${T}StartMenuShortcut"
-check "Registry: HKCU Run '$RUN_NAME' = \"[INSTALLDIR]backend-warden.exe\" (quoted), component AutostartRunValue" \
-  has_row_like Registry "^reg[0-9A-F]+${T}1${T}$(re 'Software\Microsoft\Windows\CurrentVersion\Run')${T}$(re "$RUN_NAME")${T}$(re '"[INSTALLDIR]backend-warden.exe"')${T}AutostartRunValue$"
+check "Registry: HKCU Run '$RUN_NAME' = \"[INSTALLDIR]backend-warden-tray.exe\" (quoted), component AutostartRunValue" \
+  has_row_like Registry "^reg[0-9A-F]+${T}1${T}$(re 'Software\Microsoft\Windows\CurrentVersion\Run')${T}$(re "$RUN_NAME")${T}$(re '"[INSTALLDIR]backend-warden-tray.exe"')${T}AutostartRunValue$"
 check "FeatureComponents: the Run value belongs to the optional feature Autostart" \
   has_row FeatureComponents "Autostart${T}AutostartRunValue"
 check "Directory: INSTALLDIR = LocalAppData\\Programs\\Backend Warden" \
   bash -c "$(declare -f table has_row); MSI='$MSI'; T='$T'
     has_row Directory 'INSTALLDIR${T}UserProgramsFolder${T}Backend Warden' &&
     has_row Directory 'UserProgramsFolder${T}LocalAppDataFolder${T}Programs'"
-check "File: backend-warden.exe" has_row_like File "^BackendWardenExe${T}Executable${T}backend-warden\.exe${T}"
+check "File: backend-warden.exe (console) and backend-warden-tray.exe (GUI)" \
+  bash -c "$(declare -f table has_row_like); MSI='$MSI'; T='$T'
+    has_row_like File '^BackendWardenExe${T}Executable${T}backend-warden\.exe${T}' &&
+    has_row_like File '^BackendWardenTrayExe${T}Executable${T}backend-warden-tray\.exe${T}'"
+check "Environment: the install folder is appended to the user's PATH (removed on uninstall)" \
+  bash -c "$(declare -f table has_row); MSI='$MSI'; T='$T'
+    has_row Environment 'UserPath${T}=-PATH${T}[~];[INSTALLDIR]${T}Executable' &&
+    has_row InstallExecuteSequence 'WriteEnvironmentStrings${T}${T}5200' &&
+    has_row InstallExecuteSequence 'RemoveEnvironmentStrings${T}${T}3300'"
 check "per-user: no ALLUSERS property, no elevation (summary Source has 'no privileges')" installs_per_user
 check "Property: UpgradeCode {$UPGRADE_CODE} (major upgrade in place)" \
   has_row Property "UpgradeCode${T}{$UPGRADE_CODE}"
-check "Upgrade: earlier versions are found and removed" \
-  has_row Upgrade "{$UPGRADE_CODE}${T}${T}$VERSION${T}${T}1${T}${T}WIX_UPGRADE_DETECTED"
+check "Upgrade: earlier versions and a rebuild of this one (max inclusive) are found and removed" \
+  has_row Upgrade "{$UPGRADE_CODE}${T}${T}$VERSION${T}${T}513${T}${T}WIX_UPGRADE_DETECTED"
+check "Upgrade: only a newer version counts as a downgrade (min exclusive)" \
+  has_row Upgrade "{$UPGRADE_CODE}${T}$VERSION${T}${T}${T}2${T}${T}WIX_DOWNGRADE_DETECTED"
+check "upgrade keeps 'start at login' off: the Run value's component needs it on before (AppSearch)" \
+  bash -c "$(declare -f table has_row has_row_like); MSI='$MSI'; T='$T'
+    has_row AppSearch 'AUTOSTART_WAS_ON${T}AutostartRunValueSearch' &&
+    has_row RegLocator 'AutostartRunValueSearch${T}1${T}Software\Microsoft\Windows\CurrentVersion\Run${T}$RUN_NAME${T}2' &&
+    has_row_like Component '^AutostartRunValue${T}.*${T}NOT WIX_UPGRADE_DETECTED OR AUTOSTART_WAS_ON${T}reg[0-9A-F]+$'"
 check "uninstall and upgrade: the running warden is asked to quit before InstallValidate" \
   has_row_like InstallExecuteSequence "^QuitWarden${T}REMOVE~=\"ALL\" OR WIX_UPGRADE_DETECTED${T}10[0-9][0-9]$"
 check "uninstall: a Run value the app wrote is removed too (not on upgrade)" \
   has_row_like InstallExecuteSequence "^DisableAutostart${T}REMOVE~=\"ALL\" AND NOT UPGRADINGPRODUCTCODE${T}10[0-9][0-9]$"
-check "CustomAction: both run the installed exe, failures ignored" \
+# Types: 50 (exe named by a property) + 0x40 (ignore its exit code) = 114, and no 0x800
+# (msidbCustomActionTypeNoImpersonate, which wixl adds unless Impersonate="yes"): they run as
+# the installing user, whose warden and Run value they touch.
+check "CustomAction: quit and autostart disable run the installed exe as the user (type 114, no 0x800), failures ignored" \
   bash -c "$(declare -f table has_row); MSI='$MSI'; T='$T'
-    has_row CustomAction 'QuitWarden${T}2162${T}WARDEN_EXE${T}quit${T}' &&
-    has_row CustomAction 'DisableAutostart${T}2162${T}WARDEN_EXE${T}autostart disable${T}'"
+    has_row CustomAction 'QuitWarden${T}114${T}WARDEN_EXE${T}quit${T}' &&
+    has_row CustomAction 'DisableAutostart${T}114${T}WARDEN_EXE${T}autostart disable${T}'"
+# 18 (exe installed as a File) + 0xC0 (async, no wait) = 210, no 0x800.
+check "after install and upgrade the tray starts as the user, without waiting (StartTray, type 210, after InstallFinalize)" \
+  bash -c "$(declare -f table has_row); MSI='$MSI'; T='$T'
+    has_row CustomAction 'StartTray${T}210${T}BackendWardenTrayExe${T}${T}' &&
+    has_row InstallExecuteSequence 'StartTray${T}NOT REMOVE~=\"ALL\"${T}6700'"
 check "RemoveFile: the install folder is removed on uninstall" \
   has_row RemoveFile "RemoveInstallDir${T}Executable${T}${T}INSTALLDIR${T}2"
 check "nothing installed in %APPDATA%\\Backend Warden or %LOCALAPPDATA%\\Backend Warden (config, logs kept)" \

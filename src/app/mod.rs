@@ -109,6 +109,8 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
                 port: b.port,
                 health_url: config.health.url.clone(),
                 health_timeout: config.health.timeout,
+                stop_grace: config.stop.grace,
+                stop_url: config.stop.url.clone(),
             };
             (backend, false)
         }
@@ -149,6 +151,8 @@ fn demo_backend(config: &Config) -> Result<Backend> {
         port: Some(port),
         health_url: Some(format!("http://127.0.0.1:{port}/health")),
         health_timeout: config.health.timeout,
+        stop_grace: config.stop.grace,
+        stop_url: config.stop.url.clone(),
     })
 }
 
@@ -206,7 +210,12 @@ pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
         match ipc::request(&paths.runtime_dir, request, HANDOVER_TIMEOUT) {
             Ok(response) => return Ok(Claim::Handed(response)),
             Err(IpcError::NotRunning) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "the control endpoint for {} does not answer as a Backend Warden",
+                    paths.runtime_dir.display()
+                )));
+            }
         }
         let lock = InstanceLock::try_acquire(&paths.runtime_dir).with_context(|| {
             format!(
@@ -649,6 +658,8 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
             (None, Some(demo)) => {
                 let backend = Backend {
                     health_timeout: config.health.timeout,
+                    stop_grace: config.stop.grace,
+                    stop_url: config.stop.url.clone(),
                     ..demo.clone()
                 };
                 (backend, true)

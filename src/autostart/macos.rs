@@ -70,3 +70,8 @@ pub fn location() -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "~/Library/LaunchAgents".into())
 }
+
+/// `backend-warden`, which becomes the tray.
+pub fn program() -> std::io::Result<std::path::PathBuf> {
+    crate::process::main_program()
+}

@@ -23,10 +23,12 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-/// The program that starts at login, with no arguments (the tray): `backend-warden`, also when
-/// the tray program asks.
+/// The program that starts at login, with no arguments (the tray), also when the other program
+/// asks: `backend-warden` (which becomes the tray) on Linux and macOS; on Windows
+/// `backend-warden-tray.exe` itself, a GUI-subsystem program, so that no console window flashes
+/// up at login.
 fn program() -> io::Result<PathBuf> {
-    crate::process::main_program()
+    imp::program()
 }
 
 /// Makes the warden started with `args` (see the module docs) start at login.

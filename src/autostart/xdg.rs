@@ -84,6 +84,11 @@ pub fn location() -> String {
         .unwrap_or_else(|_| "~/.config/autostart".into())
 }
 
+/// `backend-warden`, which becomes the tray.
+pub fn program() -> std::io::Result<std::path::PathBuf> {
+    crate::process::main_program()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

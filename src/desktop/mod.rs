@@ -4,8 +4,8 @@
 //!
 //! Not part of the library: only the programs that show the tray compile this module, so the
 //! GUI toolkit (GTK on Linux) is linked and loaded by `backend-warden-tray` alone, never by the
-//! CLI, the headless warden, the guardian or the demo backend. On Windows, where the tray costs
-//! no extra library, `backend-warden.exe` compiles it in as well.
+//! CLI, the headless warden, the guardian or the demo backend. On Windows it is also what makes
+//! `backend-warden-tray.exe` a GUI-subsystem program while `backend-warden.exe` is a console one.
 
 mod open;
 mod tray;

@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use interprocess::ConnectWaitMode;
 use interprocess::local_socket::prelude::*;
-use interprocess::local_socket::{ConnectOptions, Listener, Stream};
+use interprocess::local_socket::{Listener, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::status::StatusReport;
@@ -303,19 +302,13 @@ pub fn request(
     let started = Instant::now();
     let until = crate::clock::later(started, timeout);
     imp::check_endpoint(runtime_dir)?;
-    let name = imp::endpoint(runtime_dir)?;
     let stream = loop {
         // A warden that does not accept (stopped) fills the socket's backlog; a blocking
-        // connect would then wait forever, a non-blocking one says so at once.
-        let options =
-            ConnectOptions::new()
-                .name(name.borrow())
-                .wait_mode(ConnectWaitMode::Timeout(
-                    until
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                ));
-        match options.connect_sync() {
+        // connect would then wait forever: each try waits at most what is left.
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        match imp::connect(runtime_dir, wait) {
             Ok(stream) => break stream,
             Err(e)
                 if matches!(
@@ -376,7 +369,9 @@ impl Server {
     /// stale endpoint left by a crashed warden is replaced.
     pub fn bind(runtime_dir: &Path) -> io::Result<Server> {
         imp::prepare_runtime_dir(runtime_dir)?;
-        let listener = imp::listener_options(runtime_dir)?.create_sync()?;
+        let listener = imp::listener_options(runtime_dir)?
+            .create_sync()
+            .map_err(|e| imp::bind_error(runtime_dir, e))?;
         Ok(Server { listener })
     }
 

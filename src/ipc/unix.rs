@@ -9,8 +9,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use interprocess::ConnectWaitMode;
 use interprocess::local_socket::prelude::*;
-use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, Stream, ToFsName};
+use interprocess::local_socket::{
+    ConnectOptions, GenericFilePath, ListenerOptions, Name, Stream, ToFsName,
+};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 
 use super::IpcError;
@@ -162,4 +165,19 @@ pub fn listener_options(runtime_dir: &Path) -> io::Result<ListenerOptions<'stati
     Ok(ListenerOptions::new()
         .name(path.to_fs_name::<GenericFilePath>()?)
         .mode(0o600))
+}
+
+/// Connects to the warden's socket (the folder's mode keeps everyone else out).
+/// Connects to the endpoint, waiting at most `wait` for the warden to accept.
+pub fn connect(runtime_dir: &Path, wait: std::time::Duration) -> io::Result<Stream> {
+    ConnectOptions::new()
+        .name(endpoint(runtime_dir)?)
+        .wait_mode(ConnectWaitMode::Timeout(wait))
+        .connect_sync()
+}
+
+/// A bind error as it is: the caller holds the single-instance lock and a stale socket file
+/// is replaced, so nobody else can hold the name.
+pub fn bind_error(_runtime_dir: &Path, e: io::Error) -> io::Error {
+    e
 }

@@ -10,6 +10,10 @@ use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 
 use crate::supervisor::Pid;
 
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod family;
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) mod ladder;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -34,7 +38,19 @@ pub fn parse_managed_by(value: &str) -> Option<(u32, PathBuf)> {
     Some((pid.parse().ok()?, PathBuf::from(home)))
 }
 
-pub use imp::{ExitWaiter, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt, guardian_main};
+pub use imp::{
+    ExitWaiter, FORBIDDEN_PORT_HINT, GUARDIAN_SUBCOMMAND, Tree, TreeGuard, TreeKiller, adopt,
+    guardian_main, wait_gone,
+};
+
+/// What a graceful stop request ([`Tree::terminate`]) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// The request went out; the tree has until the end of the grace period.
+    Sent,
+    /// Nothing can reach the tree (why): kill it now rather than wait the grace period out.
+    KillNow(String),
+}
 
 /// The command-line program: CLI, headless warden and the helpers (guardian, demo backend).
 pub const MAIN_PROGRAM: &str = "backend-warden";
@@ -119,6 +135,20 @@ pub struct Launched {
     pub stderr: ChildStderr,
 }
 
+/// Variables every backend gets unless the user set them (in `backend.env` or the warden's own
+/// environment). Its output goes to pipes, which changes how Python writes it:
+/// - `PYTHONUNBUFFERED`: Python buffers stdout when it is a pipe; without this a crash loses
+///   its last lines and the log trails the backend by kilobytes.
+/// - `PYTHONUTF8`, `PYTHONIOENCODING`: on Windows a pipe gets the ANSI code page (cp1252...),
+///   so a backend that prints `é` or an emoji dies of `UnicodeEncodeError` only under the
+///   warden. UTF-8 everywhere; the log keeps the bytes as they came (a line that is not UTF-8
+///   is shown with replacement characters, never dropped).
+pub const PYTHON_DEFAULTS: &[(&str, &str)] = &[
+    ("PYTHONUNBUFFERED", "1"),
+    ("PYTHONUTF8", "1"),
+    ("PYTHONIOENCODING", "utf-8"),
+];
+
 /// Launches the backend as the root of its own tree, with stdout and stderr piped. The tree is
 /// in `guard`'s care from before the backend runs any code of its own: a warden killed in the
 /// middle of a launch leaves nothing behind.
@@ -137,11 +167,10 @@ pub fn launch(spec: &LaunchSpec, guard: &mut TreeGuard) -> Result<Launched, Laun
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Python buffers stdout when it is a pipe; without this a crash loses its last lines and
-    // the log trails the backend by kilobytes. Only when the user has not decided otherwise.
-    if !spec.env.contains_key("PYTHONUNBUFFERED") && std::env::var_os("PYTHONUNBUFFERED").is_none()
-    {
-        command.env("PYTHONUNBUFFERED", "1");
+    for (name, value) in PYTHON_DEFAULTS {
+        if !spec.env.contains_key(*name) && std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
     }
     let launch = imp::prepare(&mut command, guard);
     let mut child = match command.spawn() {

@@ -24,6 +24,10 @@ use crate::supervisor::{ExitStatus, Pid};
 /// The hidden subcommand that runs the guardian.
 pub const GUARDIAN_SUBCOMMAND: &str = "__guardian";
 
+/// What to do about a port the system will not let this user bind (EACCES).
+pub const FORBIDDEN_PORT_HINT: &str = "ports below 1024 need privileges (or a lower \
+    net.ipv4.ip_unprivileged_port_start on Linux): choose a backend.port of 1024 or above";
+
 /// A backend tree: its process group, and (Linux) the descendants that left it.
 #[derive(Debug)]
 pub struct Tree {
@@ -129,6 +133,18 @@ fn exited_unreaped(pid: Pid) -> bool {
 }
 
 /// Whether `pid` runs (a zombie does not).
+/// Waits (at most `limit`) until process `pid` has ended; true if it did.
+pub fn wait_gone(pid: Pid, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while process_alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 fn process_alive(pid: Pid) -> bool {
     if signal::kill(nix_pid(pid), None).is_err() {
         return false;
@@ -261,11 +277,11 @@ impl Tree {
     }
 
     /// Asks every process of the tree to stop (SIGTERM to the group and to the descendants
-    /// that left it).
-    pub fn terminate(&self) -> io::Result<()> {
+    /// that left it); the grace period is the supervisor's to keep.
+    pub fn terminate(&self, _grace: std::time::Duration) -> io::Result<super::Asked> {
         let result = self.signal(Signal::SIGTERM);
         signal_detached(self.pgid, self.prefix(), Signal::SIGTERM, false);
-        result
+        result.map(|()| super::Asked::Sent)
     }
 
     /// Kills every process of the tree (SIGKILL to the group and to the descendants that

@@ -434,3 +434,127 @@ fn graceful_stop_lets_the_tree_finish_after_its_leader_exits() {
     assert!(group.iter().all(|pid| !alive(*pid)));
     assert!(w.terminate().success());
 }
+
+/// Python writing to the warden's pipes: UTF-8 and unbuffered unless the user decided
+/// otherwise (on Windows a pipe otherwise gets the ANSI code page, and `print("é")` or an
+/// emoji raises UnicodeEncodeError only under the warden). The log keeps the text as printed.
+#[test]
+fn python_backends_get_utf8_and_unbuffered_unless_the_user_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("env_app.py"),
+        "import os, sys, time\n\
+         for name in ('PYTHONUTF8', 'PYTHONIOENCODING', 'PYTHONUNBUFFERED'):\n\
+         \x20   print(f'env {name}={os.environ.get(name)}')\n\
+         print(f'encoding {sys.stdout.encoding}')\n\
+         try:\n\
+         \x20   print('caf\\u00e9 \\U0001F600')\n\
+         except UnicodeEncodeError as e:\n\
+         \x20   print(f'cannot print: {e}')\n\
+         print('printed all', flush=True)\n\
+         time.sleep(600)\n",
+    )
+    .unwrap();
+    let config = |env: &str| {
+        format!(
+            "[backend]\ncommand = {}\nargs = [\"env_app.py\"]\ncwd = {}\n{env}\n\
+             [restart]\npolicy = \"never\"\n[stop]\ngrace = \"2s\"\n",
+            toml_str(&python().to_string_lossy()),
+            toml_str(&dir.path().to_string_lossy()),
+        )
+    };
+    let log_after_start = |w: &mut Warden| {
+        w.started_pid();
+        let path = w.log_path("backend.log");
+        wait_until(SECS(20), "the backend's output in backend.log", || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.contains("printed all").then_some(text)
+        })
+    };
+
+    let mut w = Warden::start(&config(""));
+    let log = log_after_start(&mut w);
+    assert!(log.contains("env PYTHONUTF8=1"), "{log}");
+    assert!(log.contains("env PYTHONIOENCODING=utf-8"), "{log}");
+    assert!(log.contains("env PYTHONUNBUFFERED=1"), "{log}");
+    assert!(log.contains("encoding utf-8"), "{log}");
+    assert!(log.contains("café 😀"), "{log}");
+    assert!(w.cli(&["quit"]).status.success());
+    w.wait_exit(SECS(20));
+
+    // The user's own choice wins.
+    let mut w = Warden::start(&config(
+        "env = { PYTHONIOENCODING = \"latin-1\", PYTHONUTF8 = \"0\" }",
+    ));
+    let log = log_after_start(&mut w);
+    assert!(log.contains("env PYTHONUTF8=0"), "{log}");
+    assert!(log.contains("env PYTHONIOENCODING=latin-1"), "{log}");
+    assert!(log.contains("cannot print"), "{log}");
+    assert!(w.cli(&["quit"]).status.success());
+    w.wait_exit(SECS(20));
+}
+
+/// `[stop] url`: a backend that shuts down best over HTTP gets the POST first and, when it
+/// answers 2xx, no signal; when the URL does not work, the stop falls back to the signal.
+#[test]
+fn stop_url_is_posted_first_and_the_signal_follows_only_if_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shutdown_app.py"),
+        "import http.server, os, signal, sys, threading\n\
+         def on_term(*_):\n\
+         \x20   print('got SIGTERM', flush=True)\n\
+         \x20   sys.exit(0)\n\
+         signal.signal(signal.SIGTERM, on_term)\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def answer(self, code):\n\
+         \x20       self.send_response(code)\n\
+         \x20       self.send_header('content-length', '0')\n\
+         \x20       self.end_headers()\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.answer(200)\n\
+         \x20   def do_POST(self):\n\
+         \x20       if self.path != '/shutdown':\n\
+         \x20           return self.answer(404)\n\
+         \x20       self.answer(202)\n\
+         \x20       print('shutdown requested', flush=True)\n\
+         \x20       threading.Timer(0.1, lambda: (print('clean exit', flush=True), os._exit(0))).start()\n\
+         \x20   def log_message(self, *_):\n\
+         \x20       pass\n\
+         http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n",
+    )
+    .unwrap();
+    let run = |path: &str| {
+        let port = free_port();
+        let config = format!(
+            "[backend]\ncommand = {}\nargs = [\"shutdown_app.py\", \"{port}\"]\ncwd = {}\nport = {port}\n\
+             [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\
+             [stop]\ngrace = \"20s\"\nurl = \"http://127.0.0.1:{port}{path}\"\n\
+             [restart]\npolicy = \"never\"\n",
+            toml_str(&python().to_string_lossy()),
+            toml_str(&dir.path().to_string_lossy()),
+        );
+        let mut w = Warden::start(&config);
+        w.healthy();
+        assert!(w.cli(&["stop"]).status.success());
+        w.expect_or_dump(&["backend stopped", "forced=false"], SECS(20));
+        let log = std::fs::read_to_string(w.log_path("backend.log")).unwrap();
+        assert!(w.cli(&["quit"]).status.success());
+        log
+    };
+    let log = run("/shutdown");
+    assert!(
+        log.contains("shutdown requested") && log.contains("clean exit"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("got SIGTERM"),
+        "a 2xx answer: no signal\n{log}"
+    );
+    let log = run("/no-such-route");
+    assert!(!log.contains("shutdown requested"), "{log}");
+    assert!(
+        log.contains("got SIGTERM"),
+        "a 404: the signal follows\n{log}"
+    );
+}
