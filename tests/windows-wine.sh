@@ -98,6 +98,26 @@ C
     x86_64-w64-mingw32-gcc -municode -O2 -o "$STATE/squatter.exe" "$STATE/squatter.c"
   fi
 
+  # Holds a file open the way an editor or a log viewer may on Windows: read and write
+  # sharing, no delete sharing, so the file cannot be renamed (rotated) while it is open.
+  if [ ! -f "$STATE/holder.exe" ] || [ "$0" -nt "$STATE/holder.exe" ]; then
+    cat > "$STATE/holder.c" <<'C'
+#include <windows.h>
+#include <stdio.h>
+int wmain(int argc, wchar_t **argv) {
+    if (argc < 3) return 2;
+    HANDLE f = CreateFileW(argv[1], GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                           OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (f == INVALID_HANDLE_VALUE) { printf("cannot open: %lu\n", GetLastError()); return 1; }
+    printf("holding\n"); fflush(stdout);
+    Sleep((DWORD)_wtoi(argv[2]) * 1000);
+    CloseHandle(f);
+    return 0;
+}
+C
+    x86_64-w64-mingw32-gcc -municode -O2 -o "$STATE/holder.exe" "$STATE/holder.c"
+  fi
+
   # A fresh prefix: no Run value, installed MSI or config left from an earlier run.
   [ -d "$WINEPREFIX" ] && { "$WINESERVER" -k 2>/dev/null || true; rm -rf "$WINEPREFIX"; }
   say "creating the Wine prefix"
@@ -273,6 +293,45 @@ last=$(bw status --json | tr -d '\n' | sed -n 's/.*"last_exit": {[^}]*"code": \(
   && ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" \
   || not_ok "a backend that exits 3: restart exits 1 (failed), last_exit.code 3" "exit $code, last $last: $out"
 bw quit >/dev/null 2>&1
+
+# ---- log rotation while another program holds backend.log open --------------------------------
+# Windows cannot rename a file another program holds open without delete sharing: the rotation
+# fails, the log keeps appending (nothing lost), status says so, and once the file is free a
+# later rotation goes through.
+ROT=$(home rotation)
+mkdir -p "$(home_dir rotation)/logs"
+cat > "$(home_dir rotation)/config.toml" <<EOF
+[backend]
+command = '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')'
+args = ["demo-backend", "--flood", "20000", "--tag", "$TAG-rot"]
+[logs]
+max_size = "4KB"
+keep = 2
+EOF
+timeout 120 "$WINE" "$STATE/holder.exe" "$ROT\\logs\\backend.log" 25 >"$STATE/holder.out" 2>&1 &
+HOLDER=$!
+holding() { grep -q holding "$STATE/holder.out"; }
+if wait_until 30000 holding; then
+  BACKEND_WARDEN_HOME=$ROT
+  start_warden "$(home_dir rotation)/warden.out" run --headless
+  rotation_failed() { bw status --json 2>/dev/null | grep -q '"last_error": "cannot rotate'; }
+  wait_until 60000 rotation_failed
+  size=$(stat -c %s "$(home_dir rotation)/logs/backend.log" 2>/dev/null || echo 0)
+  dropped=$(bw status --json 2>/dev/null | tr -d '\n ' | sed -n 's/.*"dropped_lines":\([0-9]*\).*/\1/p')
+  rotation_failed && [ "$size" -gt 20000 ] && [ "$dropped" = 0 ] \
+    && ok "a held backend.log: rotation fails, every line still appended ($size bytes, 0 dropped), status says why" \
+    || not_ok "a held backend.log keeps appending and says why" "size $size, dropped [$dropped]: $(bw status --json 2>&1 | grep -A2 '"logs"')"
+  kill "$HOLDER" 2>/dev/null; wait "$HOLDER" 2>/dev/null
+  bw restart >/dev/null 2>&1   # more output: the next rotation, with the file free
+  rotated() { [ -f "$(home_dir rotation)/logs/backend.log.1" ]; }
+  wait_until 30000 rotated \
+    && ok "once the file is free, the next rotation goes through (backend.log.1)" \
+    || not_ok "the rotation resumes once the file is free" "$(ls "$(home_dir rotation)/logs")"
+  bw quit >/dev/null 2>&1
+else
+  not_ok "the holder opened backend.log" "$(cat "$STATE/holder.out")"
+  kill "$HOLDER" 2>/dev/null; wait "$HOLDER" 2>/dev/null
+fi
 
 # ---- the control pipe: a squatter on its name ------------------------------------------------
 # Another program creates the warden's pipe name before any warden runs (the name is
