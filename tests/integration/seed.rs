@@ -460,3 +460,44 @@ fn a_debug_session_is_left_alone_unless_asked() {
         (!alive(session.pid())).then_some(())
     });
 }
+
+#[test]
+fn with_action_kill_an_orphaned_worker_on_the_port_is_killed_and_the_start_goes_on() {
+    let project = Project::new();
+    let port = free_port();
+    let (_group, worker) = orphaned_worker(&project.path(), port);
+    let config = config(&project.path(), port, Form::Module).replace(
+        "scan_interval = \"300ms\"\n",
+        "scan_interval = \"300ms\"\naction = \"kill\"\n",
+    );
+    let w = Warden::start(&config);
+    let status = w.wait_state("healthy", SECS(30));
+    assert_ne!(status["pid"].as_u64(), Some(u64::from(worker)));
+    assert!(!alive(worker), "the worker holding the port was killed");
+    assert!(
+        w.output().contains("killed a stray copy of the backend"),
+        "one line (and, in the tray, one alert) says what was killed:\n{}",
+        w.output()
+    );
+}
+
+#[test]
+fn demo_backends_of_two_wardens_are_never_each_others_strays() {
+    let (a, b) = (Warden::start(""), Warden::start(""));
+    let pid_a = a.wait_state("healthy", SECS(30))["pid"].as_u64().unwrap() as u32;
+    let pid_b = b.wait_state("healthy", SECS(30))["pid"].as_u64().unwrap() as u32;
+    for (w, theirs) in [(&a, pid_b), (&b, pid_a)] {
+        let status = wait_until(SECS(10), "the other demo seen as another warden's", || {
+            let status = w.status();
+            status["other_wardens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["pid"] == theirs)
+                .then_some(status)
+        });
+        assert!(strays(&status).is_empty(), "{status:#}");
+        let dry = text(&w.cli(&["kill-strays", "--dry-run"]));
+        assert!(dry.contains("no strays"), "{dry}");
+    }
+}
