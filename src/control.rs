@@ -2,6 +2,7 @@
 //! waiting clients watches the board until the engine has settled. Runs on the IPC
 //! connection threads; never touches processes itself.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -36,8 +37,8 @@ pub struct Control {
     /// Measures the backend tree for `status` (`None`: the process table cannot be read).
     sampler: Mutex<Option<TreeSampler>>,
     log_health: Option<Arc<LogHealth>>,
-    /// The backend log and the `[logs]` in force, for a reload to apply the new limits.
-    backend_log: Option<(BackendLog, Mutex<LogsConfig>)>,
+    /// The backend log, and the `[logs]` and log folder in force, for a reload to apply.
+    backend_log: Option<(BackendLog, Mutex<(LogsConfig, PathBuf)>)>,
 }
 
 /// Reads the config again and says what the engine should now run, or why it cannot.
@@ -57,6 +58,8 @@ pub struct Reloaded {
     pub strays: crate::strays::WatchSettings,
     /// What *Open in browser* opens now.
     pub open_url: Option<String>,
+    /// Where the logs go now.
+    pub log_dir: PathBuf,
 }
 
 impl Control {
@@ -84,8 +87,8 @@ impl Control {
     }
 
     /// Lets a reload apply `[logs]` to the backend log at once (`logs` is the config in force).
-    pub fn with_backend_log(mut self, log: BackendLog, logs: LogsConfig) -> Control {
-        self.backend_log = Some((log, Mutex::new(logs)));
+    pub fn with_backend_log(mut self, log: BackendLog, logs: LogsConfig, dir: PathBuf) -> Control {
+        self.backend_log = Some((log, Mutex::new((logs, dir))));
         self
     }
 
@@ -109,6 +112,17 @@ impl Control {
             .as_ref()
             .ok_or_else(|| "this warden cannot reload its config".to_string())?;
         let reloaded = reloader()?;
+        // A new log folder must be usable before anything changes (owner-only, no symlink).
+        if let Some((_, in_force)) = &self.backend_log
+            && in_force.lock().unwrap_or_else(PoisonError::into_inner).1 != reloaded.log_dir
+        {
+            crate::app::prepare_log_dir(&reloaded.log_dir).map_err(|e| {
+                format!(
+                    "logs.dir: {e:#} ({}); the previous config stays in force",
+                    reloaded.log_dir.display()
+                )
+            })?;
+        }
         let (port, demo) = (reloaded.backend.port, reloaded.demo);
         let open_url = reloaded.open_url.clone();
         let strays_disabled = reloaded
@@ -135,25 +149,34 @@ impl Control {
                 self.engine.command(Command::Start);
             }
         }
-        let message = match &self.backend_log {
-            Some((log, in_force)) => {
-                let mut in_force = in_force.lock().unwrap_or_else(PoisonError::into_inner);
-                let new = &reloaded.config.logs;
-                if (new.max_size, new.keep) != (in_force.max_size, in_force.keep) {
-                    log.set_limits(new.max_size, new.keep);
-                }
-                let moved = new.dir != in_force.dir;
-                *in_force = new.clone();
-                if moved {
-                    "config reloaded; logs.dir applies at the next warden start (the logs stay \
-                     where they are until then)"
-                } else {
-                    "config reloaded"
-                }
+        let mut message = "config reloaded".to_string();
+        if let Some((log, in_force)) = &self.backend_log {
+            let mut in_force = in_force.lock().unwrap_or_else(PoisonError::into_inner);
+            let (logs, dir) = &mut *in_force;
+            let new = &reloaded.config.logs;
+            if (new.max_size, new.keep) != (logs.max_size, logs.keep) {
+                log.set_limits(new.max_size, new.keep);
             }
-            None => "config reloaded",
-        };
-        Ok((message.into(), reloaded.config))
+            if *dir != reloaded.log_dir {
+                log.move_to(&reloaded.log_dir);
+                if let Err(e) = crate::logging::move_to(&reloaded.log_dir) {
+                    tracing::warn!(error = %e, "cannot finish warden.log in the old folder");
+                }
+                tracing::info!(dir = %reloaded.log_dir.display(), "the logs go to a new folder");
+                message = format!(
+                    "config reloaded; the logs now go to {} (rotated files stay in {})",
+                    reloaded.log_dir.display(),
+                    dir.display()
+                );
+                self.fixed
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .log_path = reloaded.log_dir.join("backend.log");
+                *dir = reloaded.log_dir.clone();
+            }
+            *logs = new.clone();
+        }
+        Ok((message, reloaded.config))
     }
 
     /// Kills the strays (or says what it would kill).

@@ -19,6 +19,20 @@ pub const LOG_ENV: &str = "BACKEND_WARDEN_LOG";
 const WARDEN_LOG_MAX: u64 = 5 * 1024 * 1024;
 const WARDEN_LOG_KEEP: usize = 3;
 
+/// The file of [`init`]'s subscriber, for [`move_to`].
+static WARDEN_LOG: std::sync::OnceLock<Arc<Mutex<RotatingFile>>> = std::sync::OnceLock::new();
+
+/// Writes `warden.log` in `dir` from the next event on (a config reload moved `logs.dir`).
+pub fn move_to(dir: &Path) -> io::Result<()> {
+    match WARDEN_LOG.get() {
+        Some(file) => file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .move_to(dir.join("warden.log")),
+        None => Ok(()),
+    }
+}
+
 /// Writes each event to `warden.log` as one record, so rotation never splits a line.
 #[derive(Clone)]
 struct WardenLog(Arc<Mutex<RotatingFile>>);
@@ -69,11 +83,17 @@ fn filter(directives: Option<&str>) -> Targets {
 /// Sends the warden's events to `log_dir/warden.log`, and to stderr when `to_stderr`.
 pub fn init(log_dir: &Path, to_stderr: bool) {
     let filter = || filter(std::env::var(LOG_ENV).ok().as_deref());
-    let file = RotatingFile::new(log_dir.join("warden.log"), WARDEN_LOG_MAX, WARDEN_LOG_KEEP);
+    let file = Arc::new(Mutex::new(RotatingFile::new(
+        log_dir.join("warden.log"),
+        WARDEN_LOG_MAX,
+        WARDEN_LOG_KEEP,
+    )));
+    // The subscriber is the process's (tracing allows one): so is the file it writes.
+    let _ = WARDEN_LOG.set(Arc::clone(&file));
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_target(false)
-        .with_writer(WardenLog(Arc::new(Mutex::new(file))))
+        .with_writer(WardenLog(file))
         .with_filter(filter());
     let stderr_layer = to_stderr.then(|| {
         tracing_subscriber::fmt::layer()

@@ -119,6 +119,17 @@ impl RotatingFile {
         }
     }
 
+    /// Writes to `path` from the next record on (the log folder moved): what is buffered goes
+    /// to the old file first; rotated files stay where they are.
+    pub fn move_to(&mut self, path: PathBuf) -> io::Result<()> {
+        let flushed = self.flush();
+        self.drop_file();
+        self.path = path;
+        self.rotation_error = None;
+        self.rotate_again_at = None;
+        flushed
+    }
+
     /// Rotates at `max_size` and keeps `keep` rotated files from the next write on.
     pub fn set_limits(&mut self, max_size: u64, keep: usize) {
         self.max_size = max_size.max(1);
@@ -339,6 +350,8 @@ pub struct BackendLog {
     path: PathBuf,
     /// New rotation limits for the writer to take up (a config reload).
     limits: Arc<Mutex<Option<(u64, usize)>>>,
+    /// A new folder for the writer to move to (a config reload).
+    moved: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl BackendLog {
@@ -356,6 +369,7 @@ impl BackendLog {
         let dropped = Arc::new(AtomicU64::new(0));
         let health = Arc::new(LogHealth::default());
         let limits = Arc::new(Mutex::new(None));
+        let moved = Arc::new(Mutex::new(None));
         let file = RotatingFile::new(path.clone(), max_size, keep);
         let writer = Queue {
             records,
@@ -363,6 +377,7 @@ impl BackendLog {
             dropped: Arc::clone(&dropped),
             health: Arc::clone(&health),
             limits: Arc::clone(&limits),
+            moved: Arc::clone(&moved),
         };
         thread::Builder::new()
             .name("backend-log".into())
@@ -374,7 +389,19 @@ impl BackendLog {
             health,
             path,
             limits,
+            moved,
         })
+    }
+
+    /// Writes `dir/backend.log` from now on (a config reload moved `logs.dir`); the new file
+    /// starts with a note saying where the log was before.
+    pub fn move_to(&self, dir: &Path) {
+        *self.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(dir.join("backend.log"));
+        // Also wakes the writer, which moves before it writes this.
+        self.note(&format!(
+            "log folder moved here (config reload); earlier lines are in {}",
+            self.path.display()
+        ));
     }
 
     /// Rotates at `max_size` and keeps `keep` rotated files from now on (a config reload);
@@ -545,6 +572,7 @@ struct Queue {
     dropped: Arc<AtomicU64>,
     health: Arc<LogHealth>,
     limits: Arc<Mutex<Option<(u64, usize)>>>,
+    moved: Arc<Mutex<Option<PathBuf>>>,
 }
 
 fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::Error)) {
@@ -583,6 +611,16 @@ fn write_records(mut file: RotatingFile, queue: &Queue, on_error: impl Fn(&io::E
         let mut next = Some(first);
         let mut batch_failed = false;
         while let Some(record) = next {
+            // A move takes effect before the next record.
+            if let Some(to) = queue
+                .moved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                && let Err(e) = file.move_to(to)
+            {
+                fail(&e, &mut failing);
+            }
             let lost = queue.dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
                 let note = Record {
@@ -677,6 +715,7 @@ mod tests {
             health: Arc::default(),
             path: PathBuf::from("unused"),
             limits: Arc::default(),
+            moved: Arc::default(),
         };
         let line = vec![b'x'; 100];
         let fits = QUEUE_BYTES / (line.len() + RECORD_COST);

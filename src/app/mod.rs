@@ -72,10 +72,7 @@ pub fn load_config(paths: &Paths) -> Result<(Config, ConfigSource), ConfigError>
 
 /// Works out what to run from a config.
 pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan> {
-    let log_dir = match &config.logs.dir {
-        Some(dir) => paths.resolve_config_relative(dir),
-        None => paths.default_log_dir.clone(),
-    };
+    let log_dir = log_dir_of(paths, &config);
     let (backend, demo) = match &config.backend {
         Some(b) => {
             let cwd = match &b.cwd {
@@ -130,6 +127,14 @@ pub fn plan(paths: &Paths, config: Config, source: ConfigSource) -> Result<Plan>
         log_dir,
         config_error: None,
     })
+}
+
+/// Where `config` puts `backend.log` and `warden.log`.
+pub fn log_dir_of(paths: &Paths, config: &Config) -> PathBuf {
+    match &config.logs.dir {
+        Some(dir) => paths.resolve_config_relative(dir),
+        None => paths.default_log_dir.clone(),
+    }
 }
 
 /// The built-in demo backend: this binary's hidden `demo-backend` subcommand on a free
@@ -527,7 +532,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .with_stray_watch(watch)
         .with_reloader(reloader(paths, demo_backend))
         .with_log_health(log_health)
-        .with_backend_log(backend_log, plan_logs),
+        .with_backend_log(backend_log, plan_logs, plan.log_dir.clone()),
     );
     let serving = Arc::clone(&control);
     let server = primary
@@ -677,8 +682,10 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
         let identity = Identity::new(&backend.spec, &config.strays, paths.config_dir());
         let strays = watch_settings(&config, identity, backend.port);
         let open_url = open_url(&config, &backend);
+        let log_dir = log_dir_of(&paths, &config);
         Ok(crate::control::Reloaded {
             open_url,
+            log_dir,
             backend,
             policy,
             config,

@@ -225,7 +225,7 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                     alerts,
                     recent,
                     config_file,
-                    log_dir,
+                    start_log_dir: log_dir,
                     launch_args,
                     proxy: action_proxy,
                     clipboard: Mutex::new(None),
@@ -253,7 +253,8 @@ struct TrayActions {
     alerts: Arc<Mutex<AlertPolicy>>,
     recent: Arc<RecentEvents>,
     config_file: PathBuf,
-    log_dir: PathBuf,
+    /// Where the logs went at start; a reload may move them (see [`TrayActions::log_dir`]).
+    start_log_dir: PathBuf,
     /// What the login entry passes to start this same warden.
     launch_args: Vec<OsString>,
     proxy: tao::event_loop::EventLoopProxy<UiEvent>,
@@ -389,6 +390,15 @@ fn event_line(event: &Event) -> Option<String> {
 const AUTOSTART_POLL: Duration = Duration::from_secs(2);
 
 impl TrayActions {
+    /// The log folder in force (a reload may have moved it).
+    fn log_dir(&self) -> PathBuf {
+        self.control
+            .report()
+            .log_path
+            .parent()
+            .map_or_else(|| self.start_log_dir.clone(), Path::to_path_buf)
+    }
+
     fn carry_out(&self, action: UiAction) {
         info!(?action, "tray");
         match action {
@@ -405,7 +415,7 @@ impl TrayActions {
                 self.engine.command(Command::Shutdown);
             }
             UiAction::OpenLogs => {
-                let log = self.log_dir.join("backend.log");
+                let log = self.log_dir().join("backend.log");
                 if log.exists() {
                     self.open(&log, open::Kind::Text);
                 } else {
@@ -415,7 +425,7 @@ impl TrayActions {
                     ));
                 }
             }
-            UiAction::OpenLogFolder => self.open(&self.log_dir, open::Kind::Folder),
+            UiAction::OpenLogFolder => self.open(&self.log_dir(), open::Kind::Folder),
             UiAction::KillStrays | UiAction::KillDebug => match self
                 .control
                 .kill_strays(false, action == UiAction::KillDebug)
@@ -485,7 +495,7 @@ impl TrayActions {
                     "Keeps exactly one copy of your local backend alive and honest.\n\
                      Config: {}\nLogs: {}\nHelp: {}",
                     self.config_file.display(),
-                    self.log_dir.display(),
+                    self.log_dir().display(),
                     readme().map_or_else(
                         || "backend-warden --help".to_string(),
                         |p| p.display().to_string()
@@ -601,7 +611,7 @@ impl TrayActions {
                 "Cannot copy to the clipboard",
                 format!(
                     "{e}. The details are in {}.",
-                    self.log_dir.join("backend.log").display()
+                    self.log_dir().join("backend.log").display()
                 ),
             ));
         }
@@ -610,8 +620,8 @@ impl TrayActions {
     fn save_diagnostics(&self) {
         let report = self.control.report();
         let text =
-            backend_warden::diagnostics::report(Some(&report), &self.config_file, &self.log_dir);
-        let file = backend_warden::diagnostics::default_file(&self.log_dir);
+            backend_warden::diagnostics::report(Some(&report), &self.config_file, &self.log_dir());
+        let file = backend_warden::diagnostics::default_file(&self.log_dir());
         match std::fs::write(&file, text) {
             Ok(()) => {
                 info!(file = %file.display(), "diagnostics saved");
@@ -623,7 +633,10 @@ impl TrayActions {
                     ),
                 ));
                 if opener::reveal(&file).is_err() {
-                    self.open(file.parent().unwrap_or(&self.log_dir), open::Kind::Folder);
+                    let folder = file
+                        .parent()
+                        .map_or_else(|| self.log_dir(), Path::to_path_buf);
+                    self.open(&folder, open::Kind::Folder);
                 }
             }
             Err(e) => self.notifier.show(Alert::info(

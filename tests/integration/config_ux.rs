@@ -638,3 +638,60 @@ fn a_reload_applies_new_log_limits_at_once() {
         "the live file rotates near 4 KB: {live} bytes"
     );
 }
+
+/// A reload that moves `logs.dir` moves both logs at once: status names the new file, and the
+/// backend's and the warden's next lines are written there.
+#[test]
+fn a_reload_moves_the_logs_to_a_new_folder_at_once() {
+    let tag = tag("logmove");
+    let port = free_port();
+    let w = Warden::start(&demo_config(&tag, port, &["--say", "said-on-start"], ""));
+    w.wait_state("healthy", Duration::from_secs(20));
+    let moved = w.home().join("moved-logs");
+    std::fs::write(
+        w.home().join("config.toml"),
+        demo_config(
+            &tag,
+            port,
+            &["--say", "said-on-start"],
+            "[logs]\ndir = \"moved-logs\"\n",
+        ),
+    )
+    .unwrap();
+    let out = w.cli(&["config", "reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("the logs now go to"), "{said}");
+    let status = w.status();
+    assert_eq!(
+        status["log_path"].as_str().map(std::path::PathBuf::from),
+        Some(moved.join("backend.log")),
+        "{status:#}"
+    );
+    assert!(w.cli(&["restart"]).status.success());
+    wait_until(
+        Duration::from_secs(10),
+        "the backend's lines in the new folder",
+        || {
+            std::fs::read_to_string(moved.join("backend.log"))
+                .ok()
+                .filter(|text| text.contains("said-on-start"))
+                .map(|_| ())
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the warden's lines in the new folder",
+        || {
+            std::fs::read_to_string(moved.join("warden.log"))
+                .ok()
+                .filter(|text| text.contains("backend started"))
+                .map(|_| ())
+        },
+    );
+    let old = std::fs::read_to_string(w.home().join("logs").join("backend.log")).unwrap();
+    assert!(
+        old.contains("said-on-start"),
+        "the old file keeps what it had"
+    );
+}
