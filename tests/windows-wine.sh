@@ -227,7 +227,10 @@ code=0; out=$(bw status 2>&1) || code=$?
 # Through cmd, as typed at a prompt: the output comes before the next command, and the exit code
 # is there for it (Wine's cmd waits for every program in `cmd /c`; on Windows the console
 # subsystem is what makes an interactive prompt wait).
-out=$(timeout 60 "$WINE" cmd /v:on /c "$("$WINE" winepath -w "$EXE" | tr -d '\r') status & echo exit=!ERRORLEVEL!" 2>&1 | tr -d '\r')
+for _ in 1 2 3; do  # (Wine's cmd now and then fails to start a program: tried again)
+  out=$(timeout 60 "$WINE" cmd /v:on /c "$("$WINE" winepath -w "$EXE" | tr -d '\r') status & echo exit=!ERRORLEVEL!" 2>&1 | tr -d '\r')
+  grep -q "ShellExecuteEx failed" <<<"$out" || break
+done
 grep -q "no Backend Warden is running" <<<"$(sed -n '/exit=/q;p' <<<"$out")" && grep -qx "exit=3" <<<"$out" \
   && ok "in cmd: status prints before the next command and %ERRORLEVEL% is 3" \
   || not_ok "in cmd: status prints before the next command and %ERRORLEVEL% is 3" "$out"
@@ -252,7 +255,12 @@ code=0; out=$(bw run --headless 2>&1) || code=$?
   && ok "a second launch hands over to the running warden (PID $WARDEN_PID) and exits 0" \
   || not_ok "a second launch hands over to the running warden" "exit $code: $out"
 # Wine sets USERNAME itself at start; cmd's `set` changes it for its children.
-code=0; out=$(timeout 60 "$WINE" cmd /c "set USERNAME=somebody-else&& $("$WINE" winepath -w "$EXE" | tr -d '\r') status" 2>&1) || code=$?
+# (Wine's cmd fails now and then to start a program at all, "ShellExecuteEx failed: Internal
+# error": that says nothing about the warden, so it is tried again.)
+for _ in 1 2 3; do
+  code=0; out=$(timeout 60 "$WINE" cmd /c "set USERNAME=somebody-else&& $("$WINE" winepath -w "$EXE" | tr -d '\r') status" 2>&1) || code=$?
+  grep -q "ShellExecuteEx failed" <<<"$out" || break
+done
 [ "$code" = 0 ] && ok "a client with another %USERNAME% still finds the warden (pipe named after the account)" \
   || not_ok "a client with another %USERNAME% still finds the warden" "exit $code: $out"
 PID1=$(bw status --json | field pid)
