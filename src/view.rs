@@ -234,13 +234,12 @@ fn reason(report: &StatusReport) -> (Option<String>, Option<String>) {
         }
         text
     };
-    match report.state {
-        State::Failed => match &report.failed_reason {
+    match (report.state, &report.last_exit) {
+        (State::Failed, _) => match &report.failed_reason {
             Some(why) => (Some(headline(why)), Some(why.clone())),
             None => (None, None),
         },
-        State::Backoff if report.last_exit.is_some() => {
-            let exit = report.last_exit.as_ref().expect("checked");
+        (State::Backoff, Some(exit)) => {
             let line = match headline(&exit.tail.join("\n")) {
                 h if h.is_empty() => format!("Last crash: it {}", exit.reason),
                 h => format!("Last crash: {h}"),
@@ -248,7 +247,7 @@ fn reason(report: &StatusReport) -> (Option<String>, Option<String>) {
             (Some(line), Some(exit_details(exit)))
         }
         // The status line says what the health check answers; the details keep it.
-        State::Unhealthy => (
+        (State::Unhealthy, _) => (
             None,
             report
                 .health
