@@ -61,10 +61,7 @@ fn debounce_loop(
     let name = file.file_name().map(|n| n.to_os_string());
     let mut quiet_at: Option<Instant> = None;
     loop {
-        let next = match quiet_at {
-            Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let next = crate::watch::next_event(inbox, quiet_at);
         match next {
             Ok(Ok(event)) => {
                 let about_the_file = !matches!(event.kind, EventKind::Access(_))

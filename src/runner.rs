@@ -865,7 +865,7 @@ fn port_conflict(
             "{} PID {} ({})",
             stray.name,
             stray.pid,
-            shorten(&stray.cmdline, 100)
+            strays::shorten(&stray.cmdline, 100)
         );
         return PortConflict::Strays(match stray.kind {
             StrayKind::OrphanedWorker => format!(
@@ -898,14 +898,6 @@ fn port_conflict(
         ));
     }
     PortConflict::None
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max).collect::<String>() + "…"
-    }
 }
 
 /// One log line per transition, with fields.

@@ -109,7 +109,8 @@ impl PortHolder {
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
+/// `text` cut to `max` characters, with "…" when it was longer (command lines in messages).
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
     } else {
@@ -1309,18 +1310,25 @@ enum WatchRequest {
     PrepareStart(std::sync::mpsc::Sender<(Scan, Option<KillReport>)>),
 }
 
-/// What the watch looks for and does: set at start and again by each config reload.
-pub struct WatchSettings {
-    /// What a copy of the backend is (an error turns detection off, with the reason).
-    pub identity: Result<Identity, TooBroad>,
-    /// The backend's port, if known.
-    pub port: Option<u16>,
+/// How the watch scans and what it does with strays (`[strays]`, `stop.grace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchPolicy {
     /// Time between two scans.
     pub interval: Duration,
     /// Kill new strays at once (`action = "kill"`).
     pub auto_kill: bool,
     /// How long a stray gets between SIGTERM and the kill.
     pub grace: Duration,
+}
+
+/// What a config reload hands the watch: what to look for, and how.
+pub struct WatchSettings {
+    /// What a copy of the backend is (an error turns detection off, with the reason).
+    pub identity: Result<Identity, TooBroad>,
+    /// The backend's port, if known.
+    pub port: Option<u16>,
+    /// How to scan and act.
+    pub policy: WatchPolicy,
 }
 
 /// The stray watch: a thread that scans every `scan_interval` and on demand, publishes the
@@ -1344,19 +1352,19 @@ pub struct WatchHooks {
 }
 
 impl StrayWatch {
-    /// Starts the watch thread. The first scan happens at once.
+    /// Starts the watch thread with `scanner` (which knows what to look for) and `policy`.
+    /// The first scan happens at once.
     pub fn start(
         mut scanner: StrayScanner,
-        settings: WatchSettings,
+        policy: WatchPolicy,
         hooks: WatchHooks,
     ) -> std::io::Result<StrayWatch> {
         let (requests, inbox) = std::sync::mpsc::channel::<WatchRequest>();
-        let WatchSettings {
+        let WatchPolicy {
             mut interval,
             mut auto_kill,
             mut grace,
-            ..
-        } = settings;
+        } = policy;
         std::thread::Builder::new()
             .name("stray-watch".into())
             .spawn(move || {
@@ -1400,9 +1408,11 @@ impl StrayWatch {
                         }
                         Some(WatchRequest::Reconfigure(settings)) => {
                             scanner.reconfigure(settings.identity, settings.port);
-                            interval = settings.interval;
-                            auto_kill = settings.auto_kill;
-                            grace = settings.grace;
+                            WatchPolicy {
+                                interval,
+                                auto_kill,
+                                grace,
+                            } = settings.policy;
                             known.clear();
                         }
                         Some(WatchRequest::ScanNow) | None => {}

@@ -1470,6 +1470,18 @@ mod tests {
         fn port(&mut self, pid: Pid, listening: bool) -> Vec<Effect> {
             self.feed(Input::PortChecked { pid, listening })
         }
+        /// `pid` ends on the SIGTERM of a stop request, and its tree is gone.
+        fn terminated(&mut self, pid: Pid) {
+            self.feed(Input::Exited {
+                pid,
+                status: ExitStatus {
+                    code: None,
+                    signal: Some(15),
+                },
+                tail: vec![],
+            });
+            self.feed(Input::TreeGone { pid });
+        }
         /// Start and spawn `pid`, then make it healthy.
         fn running(&mut self, pid: Pid) {
             assert_eq!(spawns(&self.cmd(Command::Start)), 1);
@@ -1518,15 +1530,7 @@ mod tests {
         let mut pid = 11;
         for n in 0..3 {
             h.at((3 + n) * S).cmd(Command::Restart);
-            h.feed(Input::Exited {
-                pid,
-                status: ExitStatus {
-                    code: None,
-                    signal: Some(15),
-                },
-                tail: vec![],
-            });
-            h.feed(Input::TreeGone { pid });
+            h.terminated(pid);
             pid += 1;
             h.feed(Input::Spawned { pid });
             h.ok(pid);
@@ -1534,15 +1538,7 @@ mod tests {
         assert_eq!(counts(&h), (4, 1), "after three clicks on Restart");
         // A reload that changes what runs: requested too.
         h.at(10 * S).feed(Input::Reloaded(ReloadChange::Launch));
-        h.feed(Input::Exited {
-            pid,
-            status: ExitStatus {
-                code: None,
-                signal: Some(15),
-            },
-            tail: vec![],
-        });
-        h.feed(Input::TreeGone { pid });
+        h.terminated(pid);
         h.feed(Input::Spawned { pid: pid + 1 });
         assert_eq!(counts(&h), (5, 1), "after a reload");
     }

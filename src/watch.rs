@@ -182,10 +182,7 @@ fn debounce_loop(
     let mut count = 0usize;
     let mut quiet_at: Option<Instant> = None;
     loop {
-        let next = match quiet_at {
-            Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let next = next_event(&inbox, quiet_at);
         match next {
             Ok(Ok(event)) => {
                 let relevant = relevant(&event, watcher, filter);
@@ -233,6 +230,18 @@ fn relevant(
         }
     }
     out
+}
+
+/// The next event of a debounced watch: waits until `quiet_at` while a burst is going on
+/// (`Timeout` then means the burst is over), for good otherwise.
+pub(crate) fn next_event<T>(
+    inbox: &std::sync::mpsc::Receiver<T>,
+    quiet_at: Option<Instant>,
+) -> Result<T, RecvTimeoutError> {
+    match quiet_at {
+        Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
+        None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::process::{LaunchSpec, TreeGuard};
 use crate::runner::{Backend, EngineHandle, Runner, StatusBoard};
 use crate::status::{Fixed, StatusReport};
 use crate::strays::{
-    Identity, KillReport, Scan, StrayScanner, StrayWatch, WatchHooks, WatchSettings,
+    Identity, KillReport, Scan, StrayScanner, StrayWatch, WatchHooks, WatchPolicy, WatchSettings,
 };
 use crate::supervisor::{Command, Event, Policy, Supervisor};
 use crate::watch::{CodeWatch, WatchFilter};
@@ -367,15 +367,9 @@ pub fn open_url(config: &Config, backend: &Backend) -> Option<String> {
     Some(format!("{scheme}://{host}/"))
 }
 
-/// The stray watch's settings from a config.
-pub fn watch_settings(
-    config: &Config,
-    identity: Result<Identity, crate::strays::TooBroad>,
-    port: Option<u16>,
-) -> WatchSettings {
-    WatchSettings {
-        identity,
-        port,
+/// How the stray watch scans and acts, from a config.
+pub fn watch_policy(config: &Config) -> WatchPolicy {
+    WatchPolicy {
         interval: config.strays.scan_interval,
         auto_kill: config.strays.action == StrayAction::Kill,
         grace: config.stop.grace,
@@ -431,8 +425,8 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     let backend_log = log.clone();
     let plan_logs = plan.config.logs.clone();
     let identity = Identity::new(&plan.backend.spec, &plan.config.strays, paths.config_dir());
-    let mut scanner = StrayScanner::new(identity.clone(), plan.backend.port)
-        .context("cannot read the process table")?;
+    let mut scanner =
+        StrayScanner::new(identity, plan.backend.port).context("cannot read the process table")?;
     let strays_disabled = scanner.disabled_reason();
     if let Some(why) = &strays_disabled {
         warn!("{why}");
@@ -488,7 +482,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     let publish_board = Arc::clone(&board);
     let watch = StrayWatch::start(
         scanner,
-        watch_settings(&plan.config, identity, plan.backend.port),
+        watch_policy(&plan.config),
         WatchHooks {
             managed: {
                 let board = Arc::clone(&board);
@@ -680,7 +674,11 @@ fn reloader(paths: &Paths, demo_backend: Option<Backend>) -> crate::control::Rel
             backend.port.is_some(),
         );
         let identity = Identity::new(&backend.spec, &config.strays, paths.config_dir());
-        let strays = watch_settings(&config, identity, backend.port);
+        let strays = WatchSettings {
+            identity,
+            port: backend.port,
+            policy: watch_policy(&config),
+        };
         let open_url = open_url(&config, &backend);
         let log_dir = log_dir_of(&paths, &config);
         Ok(crate::control::Reloaded {

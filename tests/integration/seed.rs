@@ -415,11 +415,6 @@ fn kill_strays_stops_a_restart_loop_wrapper_first() {
     wait_until(SECS(10), "the loop and its copy gone", || {
         (!alive(wrapper.pid()) && !alive(copy)).then_some(())
     });
-    // With the loop gone nothing can start another copy.
-    assert!(
-        children_of(wrapper.pid()).is_empty(),
-        "the wrapper left a child"
-    );
 }
 
 #[test]
