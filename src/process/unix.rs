@@ -473,6 +473,107 @@ mod detached {
         true
     }
 
+    /// The live children of the warden's main thread that it did not start through `std`:
+    /// orphans re-parented to it (the kernel hands them to the first live thread, the main
+    /// one), that belong to its trees. One small read while there are none.
+    pub(super) fn adopted_orphans(prefix: &str) -> Vec<Pid> {
+        let path = format!("/proc/self/task/{}/children", std::process::id());
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let spawned = spawned_now();
+        let mut found = Vec::new();
+        for pid in text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<Pid>().ok())
+        {
+            if spawned.contains(&pid) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
+            if matches!(state, Some("Z" | "X")) {
+                reap(pid);
+            } else if ours(pid, Some(prefix)) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Whether `pid`'s environment carries one of `wanted` (`TREE_ENV=token` entries).
+    fn carries(pid: Pid, wanted: &[Vec<u8>]) -> bool {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|b| *b == 0)
+                .any(|var| wanted.iter().any(|w| w == var))
+        })
+    }
+
+    /// Kills whole trees: the members of `groups`, the processes `procs` (PID and start time,
+    /// so a reused PID is never hit), every process carrying one of `tokens`, and every
+    /// descendant of these, wherever it went. All are stopped (SIGSTOP) first, in rounds
+    /// until no new one shows, so none can fork away or die and hand its children to init
+    /// before the parent links are read; then all are killed. Returns how many.
+    pub(super) fn kill_trees(
+        groups: &[Pid],
+        procs: &[(Pid, u64)],
+        tokens: &std::collections::HashSet<String>,
+    ) -> usize {
+        use nix::sys::signal::{Signal, kill};
+        let me = std::process::id();
+        let wanted: Vec<Vec<u8>> = tokens
+            .iter()
+            .map(|t| format!("{TREE_ENV}={t}").into_bytes())
+            .collect();
+        let mut stopped: HashSet<Pid> = HashSet::new();
+        for round in 0..6u64 {
+            let table = table();
+            let mut children: HashMap<Pid, Vec<usize>> = HashMap::new();
+            for (index, entry) in table.iter().enumerate() {
+                children.entry(entry.ppid).or_default().push(index);
+            }
+            let mut queue: Vec<usize> = (0..table.len())
+                .filter(|&i| {
+                    let e = &table[i];
+                    groups.contains(&e.pgrp)
+                        || procs.iter().any(|&(pid, start)| {
+                            pid == e.pid && super::start_time(pid) == Some(start)
+                        })
+                        || (!wanted.is_empty() && carries(e.pid, &wanted))
+                })
+                .collect();
+            let mut seen: HashSet<usize> = queue.iter().copied().collect();
+            let mut found = 0;
+            while let Some(index) = queue.pop() {
+                let entry = &table[index];
+                if entry.pid != me
+                    && !entry.zombie
+                    && stopped.insert(entry.pid)
+                    && kill(super::nix_pid(entry.pid), Signal::SIGSTOP).is_ok()
+                {
+                    found += 1;
+                }
+                for &child in children.get(&entry.pid).map_or(&[][..], Vec::as_slice) {
+                    if seen.insert(child) {
+                        queue.push(child);
+                    }
+                }
+            }
+            // A launch caught between its fork and its exec shows its token only after the
+            // exec: look a few times.
+            if found == 0 && round >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20 * (round + 1)));
+        }
+        stopped
+            .into_iter()
+            .filter(|pid| kill(super::nix_pid(*pid), Signal::SIGKILL).is_ok())
+            .count()
+    }
+
     /// Reaps a zombie child of the warden that no `std` handle owns.
     fn reap(pid: Pid) {
         use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -510,7 +611,67 @@ mod detached {
         true
     }
 
+    pub(super) fn adopted_orphans(_prefix: &str) -> Vec<Pid> {
+        Vec::new()
+    }
+
     pub(super) fn become_subreaper() {}
+
+    /// Kills the groups, and every process carrying one of `tokens` (found through its
+    /// environment). Returns how many processes carried a token.
+    pub(super) fn kill_trees(
+        groups: &[Pid],
+        _procs: &[(Pid, u64)],
+        tokens: &std::collections::HashSet<String>,
+    ) -> usize {
+        use nix::sys::signal::{Signal, killpg};
+        for pgid in groups {
+            let _ = killpg(super::nix_pid(*pgid), Signal::SIGKILL);
+        }
+        if tokens.is_empty() {
+            0
+        } else {
+            kill_marked(tokens)
+        }
+    }
+
+    /// Kills every process whose environment carries one of `tokens`, in rounds until none
+    /// is found: a launch caught between its fork and its exec shows the token only after
+    /// the exec.
+    fn kill_marked(tokens: &std::collections::HashSet<String>) -> usize {
+        use nix::sys::signal::{Signal, kill};
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+        let wanted: Vec<std::ffi::OsString> = tokens
+            .iter()
+            .map(|t| format!("{}={t}", super::TREE_ENV).into())
+            .collect();
+        let Ok(mut system) = System::new() else {
+            return 0;
+        };
+        let mut killed = 0;
+        let kind = ProcessRefreshKind::nothing()
+            .with_environ(UpdateKind::Always)
+            .without_tasks();
+        for round in 0..5u64 {
+            system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+            let found: Vec<Pid> = system
+                .processes()
+                .iter()
+                .filter(|(_, p)| p.environ().iter().any(|e| wanted.contains(e)))
+                .map(|(pid, _)| pid.as_u32())
+                .collect();
+            for pid in &found {
+                if kill(super::nix_pid(*pid), Signal::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            if found.is_empty() && round >= 2 {
+                return killed;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20 * (round + 1)));
+        }
+        killed
+    }
 }
 
 fn nix_pid(pid: Pid) -> NixPid {
@@ -528,9 +689,12 @@ fn nix_pid(pid: Pid) -> NixPid {
 /// The pipe carries one line per change: `?TOKEN` before a launch (every process of the
 /// launched tree carries `BACKEND_WARDEN_TREE=TOKEN` in its environment), `+PGID TOKEN` once
 /// it runs (`-` for an adopted tree, which has no token), `-PGID TOKEN` when the tree is gone
-/// or let go, `!TOKEN` when the launch failed. A warden killed between a launch and its `+`
-/// line leaves a tree the guardian knows only by its token; it finds those processes by
-/// their environment, as it does any process of a live tree that left the group.
+/// or let go, `!TOKEN` when the launch failed, and (Linux) `*PID START` / `/PID START` for a
+/// process of a tree that left it and was re-parented to the warden, and is gone again. A
+/// warden killed between a launch and its `+` line leaves a tree the guardian knows only by
+/// its token; it finds those processes by their environment. Before killing, it stops every
+/// process of the trees and follows the parent links down from them, so a descendant that
+/// left the group is found too, even one that cleared its environment.
 #[derive(Debug)]
 pub struct TreeGuard {
     /// Shared with the thread that watches the guardian, which replaces a dead one at once.
@@ -547,6 +711,9 @@ struct GuardState {
     /// What the guardian must know now: told again to a new guardian if the old one died.
     pending: Vec<String>,
     live: Vec<(Pid, Option<String>)>,
+    /// Processes of the trees that left them and were re-parented to the warden (PID and
+    /// start time): after the warden's death nothing links them to a tree any more.
+    detached: Vec<(Pid, u64)>,
     /// `run/trees`: the same, for the next warden of this home (see [`TreeGuard::record_in`]).
     record: Option<PathBuf>,
     /// The warden is letting its guardian go: a guardian that ends now is not replaced.
@@ -570,10 +737,14 @@ impl TreeGuard {
             launches: 0,
             pending: Vec::new(),
             live: Vec::new(),
+            detached: Vec::new(),
             record: None,
             closing: false,
         }));
         GuardState::ensure_running(&state, &mut lock(&state))?;
+        if cfg!(target_os = "linux") {
+            watch_orphans(Arc::downgrade(&state));
+        }
         Ok(TreeGuard { state })
     }
 
@@ -681,6 +852,9 @@ impl GuardState {
             for (pgid, token) in &state.live {
                 replay.push_str(&format!("+{pgid} {}\n", token.as_deref().unwrap_or("-")));
             }
+            for (pid, start) in &state.detached {
+                replay.push_str(&format!("*{pid} {start}\n"));
+            }
             stdin.write_all(replay.as_bytes())?;
             if let Some(stdout) = stdout {
                 watch_guardian(Arc::downgrade(shared), child.id(), stdout);
@@ -721,6 +895,9 @@ impl GuardState {
                 text.push_str(&format!("group {pgid} {start}\n"));
             }
         }
+        for (pid, start) in &self.detached {
+            text.push_str(&format!("process {pid} {start}\n"));
+        }
         if let Err(e) = write_private(path, text.as_bytes()) {
             tracing::warn!(path = %path.display(), error = %e, "cannot record the backend trees");
         }
@@ -759,6 +936,60 @@ fn watch_guardian(state: std::sync::Weak<Mutex<GuardState>>, pid: Pid, mut stdou
     }
 }
 
+/// How often the warden looks for processes of its trees re-parented to it (Linux).
+const ORPHAN_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Looks, on a thread of its own while trees are registered, for processes of the trees that
+/// were re-parented to the warden (a double fork out of the group), and tells the guardian
+/// and the record about them; drops those that have ended. A process that cleared its
+/// environment can be tied to its tree only while it is the warden's child.
+fn watch_orphans(state: std::sync::Weak<Mutex<GuardState>>) {
+    let spawned_thread = std::thread::Builder::new()
+        .name("orphan-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(ORPHAN_LOOK);
+                let Some(shared) = state.upgrade() else {
+                    return;
+                };
+                let mut state = lock(&shared);
+                if state.closing {
+                    return;
+                }
+                if state.live.is_empty() && state.pending.is_empty() && state.detached.is_empty() {
+                    continue;
+                }
+                let mut lines = String::new();
+                state.detached.retain(|&(pid, start)| {
+                    let alive = start_time(pid) == Some(start);
+                    if !alive {
+                        lines.push_str(&format!("/{pid} {start}\n"));
+                    }
+                    alive
+                });
+                for pid in detached::adopted_orphans(&state.prefix) {
+                    if state.detached.iter().any(|(p, _)| *p == pid) {
+                        continue;
+                    }
+                    if let Some(start) = start_time(pid) {
+                        tracing::info!(pid, "a process of the backend's tree left it; noted");
+                        state.detached.push((pid, start));
+                        lines.push_str(&format!("*{pid} {start}\n"));
+                    }
+                }
+                if !lines.is_empty() {
+                    state.save_record();
+                    if let Err(e) = GuardState::send(&shared, &mut state, &lines) {
+                        tracing::error!(error = %e, "could not tell the guardian about a process");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned_thread {
+        tracing::error!(error = %e, "cannot watch for processes that leave the backend's tree");
+    }
+}
+
 /// Writes `bytes` to `path`, owner-only, never through a symbolic link.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -789,37 +1020,42 @@ fn start_time(pid: Pid) -> Option<u64> {
     }
 }
 
-/// Kills what a `run/trees` file lists: every process carrying one of its tokens, and each
-/// group whose leader is still the process recorded. Says what it killed.
+/// Kills what a `run/trees` file lists: every process carrying one of its tokens, each group
+/// whose leader is still the process recorded, each detached process that is still the one
+/// recorded, and everything below them. Says what it killed.
 fn kill_recorded(text: &str) -> Vec<String> {
     let mut tokens = HashSet::new();
-    let mut killed = Vec::new();
+    let mut groups = Vec::new();
+    let mut procs = Vec::new();
     for line in text.lines() {
         let mut fields = line.split_whitespace();
         match (fields.next(), fields.next(), fields.next()) {
             (Some("token"), Some(token), None) => {
                 tokens.insert(token.to_owned());
             }
-            (Some("group"), Some(pgid), Some(start)) => {
-                let (Ok(pgid), Ok(start)) = (pgid.parse::<Pid>(), start.parse::<u64>()) else {
+            (Some(kind @ ("group" | "process")), Some(pid), Some(start)) => {
+                let (Ok(pid), Ok(start)) = (pid.parse::<Pid>(), start.parse::<u64>()) else {
                     continue;
                 };
-                if start_time(pgid) == Some(start)
-                    && signal::killpg(nix_pid(pgid), Signal::SIGKILL).is_ok()
-                {
-                    killed.push(format!("process group {pgid}"));
+                if start_time(pid) != Some(start) {
+                    continue;
+                }
+                if kind == "group" {
+                    groups.push(pid);
+                } else {
+                    procs.push((pid, start));
                 }
             }
             _ => {}
         }
     }
-    if !tokens.is_empty() {
-        let found = kill_marked(&tokens);
-        if found > 0 {
-            killed.push(format!("{found} processes carrying the tree's mark"));
-        }
+    if groups.is_empty() && procs.is_empty() && tokens.is_empty() {
+        return Vec::new();
     }
-    killed
+    match detached::kill_trees(&groups, &procs, &tokens) {
+        0 => Vec::new(),
+        n => vec![format!("{n} processes of its trees")],
+    }
 }
 
 impl Tree {
@@ -855,6 +1091,7 @@ pub fn guardian_main() -> i32 {
     }
     let mut groups: Vec<Pid> = Vec::new();
     let mut tokens: HashSet<String> = HashSet::new();
+    let mut procs: Vec<(Pid, u64)> = Vec::new();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let (op, rest) = line.split_at(line.len().min(1));
@@ -864,6 +1101,18 @@ pub fn guardian_main() -> i32 {
             "!" => {
                 if let Some(token) = fields.next() {
                     tokens.remove(token);
+                }
+            }
+            "*" | "/" => {
+                let (Some(Ok(pid)), Some(Ok(start))) = (
+                    fields.next().map(str::parse::<Pid>),
+                    fields.next().map(str::parse::<u64>),
+                ) else {
+                    continue;
+                };
+                procs.retain(|&(p, _)| p != pid);
+                if op == "*" {
+                    procs.push((pid, start));
                 }
             }
             "+" | "-" => {
@@ -886,47 +1135,6 @@ pub fn guardian_main() -> i32 {
             _ => {}
         }
     }
-    for pgid in groups {
-        let _ = signal::killpg(nix_pid(pgid), Signal::SIGKILL);
-    }
-    if !tokens.is_empty() {
-        kill_marked(&tokens);
-    }
+    detached::kill_trees(&groups, &procs, &tokens);
     0
-}
-
-/// Kills every process whose environment carries one of `tokens`, in rounds until none is
-/// found: a launch caught between its fork and its exec shows the token only after the exec.
-fn kill_marked(tokens: &HashSet<String>) -> usize {
-    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
-    let wanted: Vec<std::ffi::OsString> = tokens
-        .iter()
-        .map(|t| format!("{TREE_ENV}={t}").into())
-        .collect();
-    let Ok(mut system) = System::new() else {
-        return 0;
-    };
-    let mut killed = 0;
-    let kind = ProcessRefreshKind::nothing()
-        .with_environ(UpdateKind::Always)
-        .without_tasks();
-    for round in 0..5u64 {
-        system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-        let found: Vec<Pid> = system
-            .processes()
-            .iter()
-            .filter(|(_, p)| p.environ().iter().any(|e| wanted.contains(e)))
-            .map(|(pid, _)| pid.as_u32())
-            .collect();
-        for pid in &found {
-            if signal::kill(nix_pid(*pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        if found.is_empty() && round >= 2 {
-            return killed;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20 * (round + 1)));
-    }
-    killed
 }

@@ -684,14 +684,16 @@ fn a_full_disk_is_counted_in_status() {
 
 /// A backend that starts a daemon the classic way (fork, `setsid`, fork again, the middle
 /// one exits), with its environment (`env`) or without any (`noenv`), writes the daemon's
-/// PID to `pidfile`, then prints and sleeps; with `crash`, it exits 1 after a moment.
+/// PID to `pidfile`, then prints and sleeps; with `crash`, it exits 1 after a moment. With
+/// `single` in the mode the daemon skips the second fork: it stays the backend's child, in a
+/// session of its own.
 const DAEMONIZING: &str = "import os, sys, time\n\
 tag, mode, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]\n\
-if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        \
+if os.fork() == 0:\n    os.setsid()\n    if 'single' in mode or os.fork() == 0:\n        \
 args = [sys.executable, '-c', 'import time; time.sleep(3600)', tag, 'daemon']\n        \
 open(pidfile + '.tmp', 'w').write(str(os.getpid()))\n        \
 os.rename(pidfile + '.tmp', pidfile)\n        \
-if mode == 'noenv':\n            os.execve(sys.executable, args, {})\n        \
+if mode.startswith('noenv'):\n            os.execve(sys.executable, args, {})\n        \
 os.execv(sys.executable, args)\n    os._exit(0)\n\
 print('daemon started', flush=True)\n\
 time.sleep(0.3 if 'crash' in sys.argv else 3600)\n\
@@ -709,6 +711,19 @@ fn daemonizing_config(tag: &str, mode: &str, pidfile: &std::path::Path, extra_ar
     )
 }
 
+/// A warden in a new home whose backend starts a daemon ([`DAEMONIZING`]); with the file the
+/// daemon's PID will be written to.
+fn start_daemonizing(tag: &str, mode: &str, extra_arg: &str) -> (Warden, std::path::PathBuf) {
+    let home = tempfile::tempdir().unwrap();
+    let pidfile = home.path().join("daemon.pid");
+    std::fs::write(
+        home.path().join("config.toml"),
+        daemonizing_config(tag, mode, &pidfile, extra_arg),
+    )
+    .unwrap();
+    (Warden::start_in(home), pidfile)
+}
+
 /// The daemon's PID once it runs.
 fn daemon_pid(pidfile: &std::path::Path) -> u32 {
     wait_until(SECS(20), "the daemon to start", || {
@@ -722,16 +737,9 @@ fn daemon_pid(pidfile: &std::path::Path) -> u32 {
 /// pile up, one per crashed run).
 #[test]
 fn descendants_that_leave_the_group_die_with_the_tree() {
-    for mode in ["env", "noenv"] {
+    for mode in ["env", "noenv", "noenv-single"] {
         let tag = tag(&format!("daemon-{mode}"));
-        let home = tempfile::tempdir().unwrap();
-        let pidfile = home.path().join("daemon.pid");
-        std::fs::write(
-            home.path().join("config.toml"),
-            daemonizing_config(&tag, mode, &pidfile, "stay"),
-        )
-        .unwrap();
-        let mut w = Warden::start_in(home);
+        let (mut w, pidfile) = start_daemonizing(&tag, mode, "stay");
         w.started_pid();
         let daemon = daemon_pid(&pidfile);
         let out = w.cli(&["stop"]);
@@ -746,14 +754,7 @@ fn descendants_that_leave_the_group_die_with_the_tree() {
         wait_none_with_tag(&tag, SECS(10));
 
         // A crash loop: each run starts a daemon and exits 1.
-        let home = tempfile::tempdir().unwrap();
-        let pidfile = home.path().join("daemon.pid");
-        std::fs::write(
-            home.path().join("config.toml"),
-            daemonizing_config(&tag, mode, &pidfile, "crash"),
-        )
-        .unwrap();
-        let mut w = Warden::start_in(home);
+        let (mut w, _) = start_daemonizing(&tag, mode, "crash");
         for _ in 0..4 {
             w.expect_or_dump(&["backend crashed"], SECS(20));
         }
@@ -767,6 +768,48 @@ fn descendants_that_leave_the_group_die_with_the_tree() {
         );
         assert!(w.cli(&["quit"]).status.success());
         assert!(w.wait_exit(SECS(20)).success());
+        wait_none_with_tag(&tag, SECS(10));
+    }
+}
+
+/// Waits until the warden has noted `pid` in `run/trees`, the record its guardian and the
+/// next warden of the home kill from: a detached process is noted within a second of being
+/// re-parented to the warden.
+fn wait_recorded(home: &std::path::Path, pid: u32) {
+    let record = home.join("run").join("trees");
+    wait_until(
+        SECS(10),
+        &format!("the warden to record process {pid}"),
+        || {
+            let text = std::fs::read_to_string(&record).ok()?;
+            text.lines()
+                .any(|line| line.starts_with(&format!("process {pid} ")))
+                .then_some(())
+        },
+    );
+}
+
+/// A daemon that left the group and cleared its environment carries nothing the guardian
+/// could find it by; it still dies when the warden is SIGKILLed: re-parented to the warden,
+/// it is noted and the guardian told; still the backend's child, the guardian finds it below
+/// the group before killing.
+#[test]
+fn detached_daemons_without_environment_die_with_a_killed_warden() {
+    for mode in ["noenv", "noenv-single"] {
+        let tag = tag(&format!("orphan-{mode}"));
+        let (mut w, pidfile) = start_daemonizing(&tag, mode, "stay");
+        let backend = w.started_pid();
+        let daemon = daemon_pid(&pidfile);
+        if mode == "noenv" {
+            wait_recorded(w.home(), daemon);
+        }
+        sigkill(w.pid());
+        w.wait_exit(SECS(10));
+        wait_until(
+            SECS(10),
+            &format!("{mode}: the backend and its daemon to die with the warden"),
+            || (!alive(backend) && !alive(daemon)).then_some(()),
+        );
         wait_none_with_tag(&tag, SECS(10));
     }
 }
@@ -814,18 +857,18 @@ fn a_killed_guardian_is_replaced_at_once() {
 /// own.
 #[test]
 fn the_next_warden_kills_a_tree_that_outlived_warden_and_guardian() {
+    for mode in ["env", "noenv"] {
+        outlived_tree_is_killed_by_the_next_warden(mode);
+    }
+}
+
+fn outlived_tree_is_killed_by_the_next_warden(mode: &str) {
     use nix::sys::signal::{Signal, kill};
-    let tag = tag("outlived");
-    let home = tempfile::tempdir().unwrap();
-    let pidfile = home.path().join("daemon.pid");
-    std::fs::write(
-        home.path().join("config.toml"),
-        daemonizing_config(&tag, "env", &pidfile, "stay"),
-    )
-    .unwrap();
-    let mut w = Warden::start_in(home);
+    let tag = tag(&format!("outlived-{mode}"));
+    let (mut w, pidfile) = start_daemonizing(&tag, mode, "stay");
     let backend = w.started_pid();
     let daemon = daemon_pid(&pidfile);
+    wait_recorded(w.home(), daemon);
     let guardian = wait_until(SECS(10), "the guardian", || guardian_of(w.pid()));
     // The warden stopped first, so it cannot start another guardian; the guardian killed
     // before the warden, so it never learns of the warden's death.
