@@ -305,7 +305,7 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     // for it), and this command is done.
     #[cfg(windows)]
     {
-        let tray = process::sibling_program(process::TRAY_PROGRAM)
+        let tray = backend_warden::paths::sibling_program(backend_warden::paths::TRAY_PROGRAM)
             .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
         command.args(paths.launch_args());
@@ -330,7 +330,7 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     #[cfg(not(windows))]
     {
         use std::os::unix::process::CommandExt;
-        let tray = process::sibling_program(process::TRAY_PROGRAM)
+        let tray = backend_warden::paths::sibling_program(backend_warden::paths::TRAY_PROGRAM)
             .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
         // The same instance whatever the tray's environment: --home and --config as resolved.

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use backend_warden::app::{self, EXIT_FAILED};
+use backend_warden::paths::main_program;
 use backend_warden::paths::{HOME_ENV, Paths};
-use backend_warden::process;
 
 /// The Backend Warden tray: keeps exactly one copy of your local backend alive and honest.
 #[derive(Debug, Parser)]
@@ -43,7 +43,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The helpers (guardian, demo backend) and the autostart entry are `backend-warden`.
-    match process::main_program() {
+    match main_program() {
         Ok(main_program) if main_program.is_file() => {}
         Ok(main_program) => {
             fatal(

@@ -1,8 +1,10 @@
 //! Where the warden keeps its files: the config file, the log folder and the runtime folder
-//! (IPC endpoint, lock). Knows the platform conventions and `BACKEND_WARDEN_HOME`; does no I/O
-//! beyond reading the environment.
+//! (IPC endpoint, lock), and where this program's siblings are installed. Knows the platform
+//! conventions and `BACKEND_WARDEN_HOME`; does no I/O beyond reading the environment and the
+//! running program's path.
 
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Setting this puts everything under one folder: `DIR/config.toml`, `DIR/logs/`, `DIR/run/`.
@@ -138,6 +140,32 @@ impl Paths {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The command-line program: CLI, headless warden and the helpers (guardian, demo backend).
+pub const MAIN_PROGRAM: &str = "backend-warden";
+/// The program with the tray icon, installed beside [`MAIN_PROGRAM`].
+pub const TRAY_PROGRAM: &str = "backend-warden-tray";
+
+/// The executable that answers the hidden helper subcommands (the guardian, `demo-backend`)
+/// and that starts at login: this program, or, when this is the tray program, the
+/// `backend-warden` beside it, so that helpers never load the tray's GUI libraries.
+pub fn main_program() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().is_some_and(|stem| stem == TRAY_PROGRAM) {
+        sibling_program(MAIN_PROGRAM)
+    } else {
+        Ok(exe)
+    }
+}
+
+/// `name` (plus `.exe` on Windows) in the folder this program runs from.
+pub fn sibling_program(name: &str) -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| io::Error::other("this program's path has no folder"))?;
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
 #[cfg(test)]

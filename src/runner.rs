@@ -850,7 +850,7 @@ fn port_conflict(
     scan: &Scan,
     listened: bool,
 ) -> PortConflict {
-    use crate::status::StrayKind;
+    use crate::strays::StrayKind;
     if let Some(other) = scan.others.iter().find(|o| o.holds_port) {
         return PortConflict::Other(format!(
             "port {port} is held by a copy of this backend that another Backend Warden manages \
@@ -859,7 +859,7 @@ fn port_conflict(
             other.describe()
         ));
     }
-    let holding: Vec<&crate::status::Stray> = scan.strays.iter().filter(|s| s.holds_port).collect();
+    let holding: Vec<&crate::strays::Stray> = scan.strays.iter().filter(|s| s.holds_port).collect();
     if let Some(stray) = holding.first() {
         let what = format!(
             "{} PID {} ({})",

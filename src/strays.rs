@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sysinfo::{Pid as SysPid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
-use crate::status::{ForeignCopy, Stray, StrayKind, Wrapper};
-
 // Which processes a scan reads, and who holds a socket: one file per OS, same signatures.
 #[cfg(target_os = "linux")]
 mod linux;
@@ -28,6 +26,8 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 use portable as platform;
 
+mod found;
+pub use found::{ForeignCopy, Stray, StrayKind, Wrapper};
 mod identity;
 pub use identity::{Identity, Launch, Match, TooBroad, exe_family, rule_too_loose};
 

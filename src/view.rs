@@ -3,7 +3,8 @@
 //! module only applies it.
 
 use crate::icon::Look;
-use crate::status::{StatusReport, StrayKind, headline, human_duration};
+use crate::status::{StatusReport, headline, human_duration};
+use crate::strays::StrayKind;
 use crate::supervisor::State;
 
 /// Windows truncates tray tooltips at 127 characters (NOTIFYICONDATA's 128 with the NUL).
@@ -279,8 +280,8 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Stray;
     use crate::strays::PortHolder;
+    use crate::strays::Stray;
     use crate::supervisor::Health;
     use std::path::PathBuf;
 

@@ -140,7 +140,7 @@ pub fn log_dir_of(paths: &Paths, config: &Config) -> PathBuf {
 /// The built-in demo backend: this binary's hidden `demo-backend` subcommand on a free
 /// loopback port, with its health endpoint.
 fn demo_backend(config: &Config) -> Result<Backend> {
-    let exe = crate::process::main_program().context("cannot find the backend-warden program")?;
+    let exe = crate::paths::main_program().context("cannot find the backend-warden program")?;
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .context("cannot find a free loopback port for the demo backend")?
@@ -304,7 +304,7 @@ impl Hooks {
 
 /// "2 strays: PIDs 111, 222 (run `backend-warden kill-strays`)".
 pub fn strays_summary(scan: &Scan) -> String {
-    use crate::status::StrayKind;
+    use crate::strays::StrayKind;
     let n = scan.strays.len();
     let list: Vec<String> = scan
         .strays

@@ -28,7 +28,7 @@ pub fn quoted(program: &Path) -> String {
 
 /// `backend-warden-tray.exe` beside this program.
 pub fn program() -> io::Result<std::path::PathBuf> {
-    crate::process::sibling_program(crate::process::TRAY_PROGRAM)
+    crate::paths::sibling_program(crate::paths::TRAY_PROGRAM)
 }
 
 /// The Run value that starts `program` with `args`, each quoted (a folder with spaces stays

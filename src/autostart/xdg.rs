@@ -86,7 +86,7 @@ pub fn location() -> String {
 
 /// `backend-warden`, which becomes the tray.
 pub fn program() -> std::io::Result<std::path::PathBuf> {
-    crate::process::main_program()
+    crate::paths::main_program()
 }
 
 #[cfg(test)]

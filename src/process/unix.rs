@@ -831,7 +831,7 @@ impl GuardState {
                 let _ = old.wait();
                 spawned(old.id(), false);
             }
-            let mut child = Command::new(super::main_program()?)
+            let mut child = Command::new(crate::paths::main_program()?)
                 .arg(GUARDIAN_SUBCOMMAND)
                 .stdin(Stdio::piped())
                 // Never written: its end is how the watcher learns of the guardian's death.

@@ -553,7 +553,7 @@ impl TreeGuard {
 /// thread here logs it and reaps the helper), or the backend has stopped already, or nothing
 /// can reach it.
 fn run_stop_helper(main: Pid, pids: &[Pid], ladder: Ladder) -> io::Result<Asked> {
-    let mut helper = Command::new(super::main_program()?)
+    let mut helper = Command::new(crate::paths::main_program()?)
         .arg(GUARDIAN_SUBCOMMAND)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -284,7 +284,7 @@ fn a_found_stray(
 ) -> (
     KillOnDrop,
     backend_warden::strays::StrayScanner,
-    backend_warden::status::Stray,
+    backend_warden::strays::Stray,
 ) {
     let copy = start_detached(dir, port);
     wait_serving(port);
