@@ -1621,6 +1621,50 @@ on_change = "restart"
         assert_eq!(config, expected);
     }
 
+    /// The template and the types cannot drift: every key the template shows is a key of its
+    /// section, and every key is in the template, but for a few the README's table explains.
+    #[test]
+    fn the_template_shows_every_key_and_no_other() {
+        const LEFT_TO_THE_README: &[&str] = &[
+            "strays.exe_name",
+            "watch.paths",
+            "watch.include",
+            "watch.exclude",
+        ];
+        let mut section = "";
+        let mut shown = std::collections::BTreeSet::new();
+        for line in template()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+        {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                shown.insert(format!("{section}.{key}"));
+            }
+        }
+        let known: std::collections::BTreeSet<String> = keys("")
+            .iter()
+            .flat_map(|section| {
+                keys(section)
+                    .into_iter()
+                    .map(move |key| format!("{section}.{key}"))
+            })
+            .collect();
+        assert!(known.contains("backend.command") && known.contains("watch.on_change"));
+        let unknown: Vec<_> = shown.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "the template shows unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = (known.difference(&shown))
+            .filter(|key| !LEFT_TO_THE_README.contains(&key.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "the template lacks {missing:?}");
+    }
+
     #[test]
     fn to_toml_round_trips() {
         for config in [Config::default(), full_config()] {
