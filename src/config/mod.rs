@@ -8,6 +8,9 @@
 //! file and looking at the folders it names; it imports serde and toml (and `validate` the
 //! stray matcher's test for loose rules).
 
+#[cfg(test)]
+#[path = "../../tests/integration/mutations.rs"]
+mod mutations;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -2452,5 +2455,104 @@ on_change = "restart"
         let err = Config::load(&dir).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Property tests: whatever the text, the parser answers, and an error names the file.
+    mod properties {
+        use std::path::Path;
+
+        use proptest::prelude::*;
+
+        use crate::config::mutations::{TOKENS, apply, edit, fuzz_config};
+        use crate::config::{Config, template};
+
+        /// A valid config using every section.
+        const FULL_CONFIG: &str = r#"[backend]
+command = "python"
+args = ["-m", "uvicorn", "app:app", "--reload", "--port", "54112"]
+cwd = 'C:\src\our-api'
+env = { PYTHONUNBUFFERED = "1", APP_ENV = "dev" }
+port = 54112
+
+[health]
+url = "http://127.0.0.1:54112/health"
+interval = "2s"
+timeout = "1s"
+unhealthy_after = 3
+restart_after = "1m30s"
+start_timeout = "60s"
+
+[restart]
+policy = "on-failure"
+backoff_initial = "500ms"
+backoff_max = "30s"
+max_restarts = 5
+window = "60s"
+stable_after = "10s"
+
+[stop]
+grace = "5s"
+
+[logs]
+dir = "logs"
+max_size = "10MB"
+keep = 5
+
+[strays]
+scan_interval = "5s"
+action = "notify"
+adopt = false
+cmdline_contains = ["app:app"]
+exe_name = "python"
+
+[notify]
+crashed = true
+recovered = false
+"#;
+
+        fn token_text() -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(TOKENS), 0..80)
+                .prop_map(|t| t.concat())
+        }
+
+        /// The parser either accepts the text or says why, naming the file: it never panics.
+        fn parse_checked(text: &str) {
+            let path = Path::new("/fuzz/config.toml");
+            if let Err(e) = Config::parse(text, path) {
+                let message = e.to_string();
+                assert!(
+                    message.starts_with("/fuzz/config.toml"),
+                    "error without the file name: {message}"
+                );
+            }
+        }
+
+        #[test]
+        fn the_full_config_of_the_property_tests_is_valid() {
+            Config::parse(FULL_CONFIG, Path::new("config.toml")).unwrap();
+        }
+
+        proptest! {
+            #![proptest_config(fuzz_config())]
+
+            #[test]
+            fn config_parser_never_panics_on_arbitrary_text(text in any::<String>()) {
+                parse_checked(&text);
+            }
+
+            #[test]
+            fn config_parser_never_panics_on_toml_like_text(text in token_text()) {
+                parse_checked(&text);
+            }
+
+            #[test]
+            fn config_parser_never_panics_on_mutated_valid_configs(
+                full in any::<bool>(),
+                edits in proptest::collection::vec(edit(), 1..6),
+            ) {
+                let base = if full { FULL_CONFIG } else { template() };
+                parse_checked(&apply(base, &edits));
+            }
+        }
     }
 }
