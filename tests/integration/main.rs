@@ -8,6 +8,7 @@ mod engine;
 mod hardening;
 mod health;
 mod listener;
+mod mutations;
 mod reliability;
 mod seed;
 mod strays;

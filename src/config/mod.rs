@@ -1,22 +1,34 @@
-//! Loads and validates the warden's TOML configuration file, reporting every mistake with its
-//! file, line, column and dotted key. Every duration, size, count and string has a bound, so a
-//! value that would overflow a clock, exhaust memory or fail at spawn time is rejected here,
-//! by `config check` and by a reload, never at run time. It does no I/O except reading that
-//! one config file and looking at the folders it names.
+//! Loads the warden's TOML configuration file into the types below, which declare every key,
+//! its type and its default once (serde derive with `deny_unknown_fields`); `validate` then
+//! checks the bounds and the rules across keys. Every mistake is reported with its file, line,
+//! column and dotted key, and says what would be valid: serde's errors are reworded here, placed
+//! by the document's spans. Every duration, size, count and string has a bound, so a value that
+//! would overflow a clock, exhaust memory or fail at spawn time is rejected here, by `config
+//! check` and by a reload, never at run time. It does no I/O except reading that one config
+//! file and looking at the folders it names; it imports serde and toml (and `validate` the
+//! stray matcher's test for loose rules).
+
+#[cfg(test)]
+#[path = "../../tests/integration/mutations.rs"]
+mod mutations;
+mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeString, DeTable, DeValue};
 
 /// The whole configuration of the warden, with every default filled in.
 ///
 /// `Config::default()` is every default with `backend: None` (the built-in demo backend).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The backend to supervise; `None` when the file has no `[backend]` table at all, in which
     /// case the app runs its built-in demo backend.
@@ -39,7 +51,7 @@ pub struct Config {
 }
 
 /// What a change to the backend's code does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnChange {
     /// Nothing is watched.
@@ -51,7 +63,8 @@ pub enum OnChange {
 }
 
 /// Code watching (`[watch]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WatchConfig {
     /// Folders to watch; empty means the backend's cwd.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -61,9 +74,10 @@ pub struct WatchConfig {
     /// Globs of files and folders that never count; a matching folder is not watched at all.
     pub exclude: Vec<String>,
     /// A burst of changes closer together than this is one change.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub debounce: Duration,
     /// What a change does.
+    #[serde(deserialize_with = "choice")]
     pub on_change: OnChange,
 }
 
@@ -108,7 +122,8 @@ impl Default for WatchConfig {
 }
 
 /// Desktop notification categories (`[notify]`); each can be muted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NotifyConfig {
     /// The backend crashed (once per crash loop).
     pub crashed: bool,
@@ -141,7 +156,7 @@ impl Default for NotifyConfig {
 }
 
 /// What to do when a stray copy of the backend is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StrayAction {
     /// Report it (status, tray alert); kill only on request.
@@ -151,12 +166,14 @@ pub enum StrayAction {
 }
 
 /// Stray detection (`[strays]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StraysConfig {
     /// Time between two scans of the process table.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub scan_interval: Duration,
     /// What to do with a stray.
+    #[serde(deserialize_with = "choice")]
     pub action: StrayAction,
     /// Adopt a single healthy copy found running when the warden starts.
     pub adopt: bool,
@@ -223,7 +240,11 @@ pub const GENERIC_PROGRAMS: &[&str] = &[
 ];
 
 /// The program to supervise (`[backend]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// `command` is required once `[backend]` is present; its default (empty) only stands in while
+/// `validate` reports it missing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackendConfig {
     /// The program to run, without a shell.
     pub command: String,
@@ -244,7 +265,7 @@ pub struct BackendConfig {
     #[serde(skip_serializing_if = "EnvFile::is_default")]
     pub env_file: EnvFile,
     /// The TCP port the backend listens on, if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "port")]
     pub port: Option<u16>,
     /// What the tray's *Open in browser* opens (default: the health URL's origin).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,34 +300,52 @@ impl Serialize for EnvFile {
     }
 }
 
+impl<'de> Deserialize<'de> for EnvFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvFileVisitor;
+        impl Visitor<'_> for EnvFileVisitor {
+            type Value = EnvFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECT_ENV_FILE)
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<EnvFile, E> {
+                Ok(if on { EnvFile::Default } else { EnvFile::Off })
+            }
+            fn visit_str<E: de::Error>(self, path: &str) -> Result<EnvFile, E> {
+                Ok(EnvFile::Path(PathBuf::from(path)))
+            }
+        }
+        deserializer.deserialize_any(EnvFileVisitor)
+    }
+}
+
 /// Health probing (`[health]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// The `http://` URL to probe; `None` means no HTTP probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Time between two probes.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub interval: Duration,
     /// A probe that takes longer than this fails.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
     /// Consecutive failed probes before the backend counts as unhealthy (at least 1).
+    #[serde(deserialize_with = "count")]
     pub unhealthy_after: u32,
     /// Restart the backend once it has been unhealthy this long; `None` means never restart
     /// because of health alone.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_duration"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub restart_after: Option<Duration>,
     /// How long `starting` may last before it counts as unhealthy.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub start_timeout: Duration,
 }
 
 /// When the backend is restarted after it exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Restart whenever the backend exits (TOML `"always"`).
@@ -318,31 +357,35 @@ pub enum RestartPolicy {
 }
 
 /// Restart behaviour (`[restart]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
     /// When to restart.
+    #[serde(deserialize_with = "choice")]
     pub policy: RestartPolicy,
     /// Delay before the first restart (may be zero); doubles with every consecutive crash.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub backoff_initial: Duration,
     /// Upper bound of the restart delay; at least `backoff_initial`.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub backoff_max: Duration,
     /// The warden gives up after more than this many crashes within `window` (at least 1).
+    #[serde(deserialize_with = "count")]
     pub max_restarts: u32,
     /// The sliding window in which `max_restarts` is counted.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub window: Duration,
     /// A run that lasts this long counts as stable and resets the backoff.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub stable_after: Duration,
 }
 
 /// Stopping (`[stop]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StopConfig {
     /// Time the backend gets to exit after a polite stop request before it is killed.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(with = "duration")]
     pub grace: Duration,
     /// An http URL that asks the backend to shut down (POSTed first); `None`: signals only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -350,7 +393,8 @@ pub struct StopConfig {
 }
 
 /// Log files (`[logs]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
     /// Folder for log files; a relative path is resolved by the caller against the config
     /// file's folder. `None` means the app's default.
@@ -360,9 +404,10 @@ pub struct LogsConfig {
     )]
     pub dir: Option<PathBuf>,
     /// Size in bytes at which the live log file is rotated (at least 1000).
-    #[serde(serialize_with = "ser_size")]
+    #[serde(with = "size")]
     pub max_size: u64,
     /// Number of rotated files kept besides the live one (at least 1).
+    #[serde(deserialize_with = "keep")]
     pub keep: usize,
 }
 
@@ -411,6 +456,16 @@ impl Default for LogsConfig {
     }
 }
 
+/// Largest `logs.keep`: every rotation renames each kept file.
+const MAX_LOG_KEEP: i128 = 100;
+/// Largest count (`unhealthy_after`, `max_restarts`).
+const MAX_COUNT: i128 = 1_000_000;
+/// Largest duration of any key: a day. Anything longer is a typo, and a deadline that far is
+/// as good as none; far larger values would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -456,45 +511,36 @@ impl Config {
     /// Parse `text` as the contents of the file at `path` (path is only used in messages and to
     /// resolve nothing).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Config::parse_spanned(text, path).map(|(config, _)| config)
+        Config::read(text, path, None)
     }
 
-    /// [`Config::parse`], plus where the folder keys are in the text.
-    fn parse_spanned(text: &str, path: &Path) -> Result<(Config, FolderSpans), ConfigError> {
+    /// Parse, derive the types, validate; with `folders`, also check that the folders the
+    /// config names which exist are folders, resolved against `folders`.
+    fn read(text: &str, path: &Path, folders: Option<&Path>) -> Result<Config, ConfigError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let invalid = |at: usize, key: String, message: String| {
-            let (line, column) = line_col(text, at);
+        let invalid = |issue: Issue| {
+            let (line, column) = line_col(text, issue.at);
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
                 column,
-                key,
-                message,
+                key: issue.key,
+                message: issue.message,
             }
         };
-        let root = match DeTable::parse(text) {
-            Ok(root) => root,
-            Err(err) => {
+        let doc =
+            DeTable::parse(text).map_err(|err| {
                 let at = err.span().map_or(0, |span| span.start);
-                if let Some(hint) = windows_path_hint(text, at) {
-                    return Err(invalid(hint.at, hint.key, hint.message));
-                }
-                return Err(invalid(
-                    at,
-                    String::new(),
-                    format!("invalid TOML: {}", err.message()),
-                ));
-            }
-        };
-        let mut checker = Checker::default();
-        let config = checker.config(root.get_ref());
-        // The first direct mistake in file order; consequences of mistakes come last.
-        match std::mem::take(&mut checker.issues)
-            .into_iter()
-            .min_by_key(|issue| (issue.secondary, issue.at))
-        {
-            Some(issue) => Err(invalid(issue.at, issue.key, issue.message)),
-            None => Ok((config, checker.folders)),
+                invalid(windows_path_hint(text, at).unwrap_or_else(|| {
+                    Issue::new(at, "", format!("invalid TOML: {}", err.message()))
+                }))
+            })?;
+        let config = derive(&doc).map_err(invalid)?;
+        let issue = validate::check(&config, doc.get_ref())
+            .or_else(|| folders.and_then(|base| validate::folders(&config, doc.get_ref(), base)));
+        match issue {
+            Some(issue) => Err(invalid(issue)),
+            None => Ok(config),
         }
     }
 
@@ -534,39 +580,7 @@ impl Config {
         }
         let text = String::from_utf8(bytes)
             .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        let (config, spans) = Config::parse_spanned(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let folders = [
-            (
-                "backend.cwd",
-                config.backend.as_ref().and_then(|b| b.cwd.as_ref()),
-                spans.cwd,
-            ),
-            ("logs.dir", config.logs.dir.as_ref(), spans.logs_dir),
-        ];
-        for (key, folder, at) in folders {
-            let Some(folder) = folder else { continue };
-            let resolved = base.join(folder);
-            // A folder that does not exist yet may appear (a mount, a checkout); the launch
-            // reports it then. Something that is not a folder never works.
-            if let Ok(meta) = std::fs::metadata(&resolved)
-                && !meta.is_dir()
-            {
-                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-                let (line, column) = line_col(text, at.unwrap_or(0));
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    line,
-                    column,
-                    key: key.to_owned(),
-                    message: format!(
-                        "{} is not a folder; {key} must name a folder",
-                        resolved.display()
-                    ),
-                });
-            }
-        }
-        Ok(config)
+        Config::read(&text, path, Some(path.parent().unwrap_or(Path::new("."))))
     }
 
     /// The effective configuration as TOML text (durations as "500ms"/"30s"/"1m" strings,
@@ -580,196 +594,208 @@ impl Config {
 
 /// A commented template for `backend-warden config init`.
 pub fn template() -> &'static str {
-    TEMPLATE
+    include_str!("template.toml")
 }
 
-const TEMPLATE: &str = r#"# backend-warden configuration
-#
-# Every setting below is commented out, so this file means "all defaults".
-# While there is no [backend] section, the warden supervises its built-in
-# demo backend. Uncomment [backend] and set `command` to run your own.
-# Relative paths (backend.cwd, logs.dir) are resolved against the folder
-# that holds this file.
-# Durations are strings such as "250ms", "2s", "1m" or "1m30s" (at most "24h").
-# Sizes are strings such as "10MB" or "512KiB", or a plain number of bytes.
-# Counts and lists are bounded too: `backend-warden config check` names any
-# key out of range.
+// ---------------------------------------------------------------------------------------------
+// Values: what each kind of key reads, in serde's terms. A visitor says what it expects; a
+// value of another kind gets serde's "invalid type" error, which `explain` turns into a message
+// that names the kind found and how to write the value instead.
 
-# [backend]
-# Program to run (no shell is involved); required once [backend] is present.
-# command = "python"
-# Arguments for the program (default: none; at most 1024).
-# args = ["main.py"]
-# Working directory (optional).
-# cwd = 'C:\path\to\your\backend'
-# The port the backend listens on (optional, 1-65535).
-# port = 54112
-# What the tray's "Open in browser" opens (default: the health URL's site).
-# open_url = "http://127.0.0.1:54112/docs"
-# Extra environment variables; values must be strings. They override the
-# .env file's; "${VAR}" expands from the warden's environment.
-# env = { PYTHONUNBUFFERED = "1" }
-# Environment file (default: .env in the backend's cwd, read when present;
-# a relative path is taken from the backend's cwd; false: none).
-# env_file = ".env"
+/// Expected by a duration key.
+const EXPECT_DURATION: &str = "a duration string with a unit, like \"250ms\", \"2s\" or \"1m\"";
+/// Expected by `logs.max_size`.
+const EXPECT_SIZE: &str = "a size like \"10MB\" or a number of bytes";
+/// Expected by `backend.env`.
+const EXPECT_ENV: &str = "a table of strings, like env = { PYTHONUNBUFFERED = \"1\" }";
+/// Expected by `backend.env_file`.
+const EXPECT_ENV_FILE: &str = "a path string like \".env.local\", or false for no env file";
 
-# [health]
-# Plain http:// URL to probe (optional; without it there is no HTTP probe).
-# url = "http://127.0.0.1:54112/health"
-# Time between probes (default "2s"); time limit of one probe (default "1s").
-# interval = "2s"
-# timeout = "1s"
-# Failed probes in a row before the backend counts as unhealthy (default 3).
-# unhealthy_after = 3
-# Restart once unhealthy this long (default: unset = no health restarts).
-# restart_after = "30s"
-# How long "starting" may last before it counts as unhealthy (default "60s").
-# start_timeout = "60s"
+/// `#[serde(with)]` for a duration: "500ms", "2s", "1m30s" (see [`parse_duration`]).
+mod duration {
+    use super::*;
 
-# [restart]
-# When to restart: "always", "on-failure" (default) or "never".
-# policy = "on-failure"
-# Restart delay: backoff_initial (default "500ms", may be "0ms"), doubled
-# after every further crash in a row, up to backoff_max (default "30s").
-# backoff_initial = "500ms"
-# backoff_max = "30s"
-# Give up after more than max_restarts (default 5) crashes in window ("60s").
-# max_restarts = 5
-# window = "60s"
-# A run that lasts stable_after (default "10s") resets the backoff.
-# stable_after = "10s"
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
 
-# [stop]
-# Time between the polite stop request and the kill (default "5s").
-# grace = "5s"
-# A URL the warden POSTs to first, for a backend that shuts down best that way; when it
-# answers 2xx, no signal follows (only the kill after grace). Default: none.
-# url = "http://127.0.0.1:54112/shutdown"
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECT_DURATION)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+                parse_duration(text).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
 
-# [logs]
-# Folder for the backend's log files (optional).
-# dir = "logs"
-# Rotate the live log at this size (default "10MB", "1KB" to "10GB").
-# max_size = "10MB"
-# Rotated files kept besides the live one (default 5, at most 100).
-# keep = 5
+/// `#[serde(with)]` for an optional duration.
+mod opt_duration {
+    use super::*;
 
-# [strays]
-# Copies of the backend the warden did not start ("strays") are found by
-# the program, its app arguments and its cwd from [backend]. Scan interval:
-# scan_interval = "5s"
-# "notify" (default) reports them; "kill" kills their trees at once.
-# action = "notify"
-# Adopt a single healthy copy found running at start (default false).
-# adopt = false
-# Explicit rules narrow the identity derived from [backend] (they never widen it):
-# cmdline_contains: only when copies of the same app differ by an argument you
-# can name; never a file name (an editor or pager would match it).
-# cmdline_contains = ["--port 54112"]
-# cwd: when copies run from another folder than [backend] cwd.
-# cwd = 'C:\path\to\your\backend'
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
 
-# [watch]
-# A change to the backend's code marks it stale ("notify", default), restarts
-# it cleanly ("restart", debounced) or is ignored ("off"). Defaults: the
-# backend's cwd; *.py, .env and config files; not .git, __pycache__, venvs.
-# on_change = "notify"
-# debounce = "300ms"
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
+    }
+}
 
-# [notify]
-# Desktop notifications, each category on by default:
-# crashed = true
-# recovered = true
-# gave_up = true
-# strays = true
-# port_conflict = true
-# config_error = true
-# unhealthy = true
-"#;
+/// `#[serde(with)]` for a size in bytes: "10MB", "512KiB" or a plain number of bytes.
+mod size {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(*bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        struct Size;
+        impl Visitor<'_> for Size {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECT_SIZE)
+            }
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<u64, E> {
+                Ok(bytes)
+            }
+            // A negative or larger number goes to serde's "invalid type" (see `mismatch`).
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+                u64::try_from(n).map_err(|_| E::invalid_type(de::Unexpected::Signed(n), &self))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+                parse_size(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {text:?}: expected a number with a unit, like \"10MB\" \
+                         or \"512KiB\", or a plain number of bytes"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(Size)
+    }
+}
+
+/// An integer from `min` to `max`: the range is part of what the key expects, and a number
+/// outside its type's range could not be kept for a later check.
+fn integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+    d: D,
+    min: i128,
+    max: i128,
+) -> Result<T, D::Error> {
+    struct Between(i128, i128);
+    impl Visitor<'_> for Between {
+        type Value = i128;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an integer from {} to {}", self.0, self.1)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<i128, E> {
+            self.visit_i128(n.into())
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<i128, E> {
+            self.visit_i128(n.into())
+        }
+        // Beyond i128, serde's "invalid type" goes to `mismatch`, which words it the same.
+        fn visit_i128<E: de::Error>(self, n: i128) -> Result<i128, E> {
+            if (self.0..=self.1).contains(&n) {
+                return Ok(n);
+            }
+            let (min, max) = (self.0, self.1);
+            Err(E::custom(format!(
+                "invalid value {n}: expected an integer from {min} to {max}"
+            )))
+        }
+    }
+    let n = d.deserialize_any(Between(min, max))?;
+    T::try_from(n).map_err(|_| de::Error::custom(format!("invalid value {n}")))
+}
+
+/// A count (`unhealthy_after`, `max_restarts`): 1 to [`MAX_COUNT`].
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    integer(d, 1, MAX_COUNT)
+}
+
+/// `logs.keep`: 1 to [`MAX_LOG_KEEP`].
+fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer(d, 1, MAX_LOG_KEEP)
+}
+
+/// `backend.port`: a TCP port, 1 to 65535.
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    integer(d, 1, u16::MAX.into()).map(Some)
+}
+
+/// One of the names of enum `T` (as serde derive spells them), with a did-you-mean hint.
+fn choice<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    T::deserialize(text.as_str().into_deserializer()).map_err(|err: de::value::Error| {
+        let message = err.to_string();
+        let names = expected_names(&message);
+        let quoted: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
+        let hint = suggest(&text, &names)
+            .map(|best| format!("; did you mean \"{best}\"?"))
+            .unwrap_or_default();
+        de::Error::custom(format!(
+            "invalid value {text:?}: expected one of {}{hint}",
+            quoted.join(", ")
+        ))
+    })
+}
+
+/// The names in serde's error about a name it does not know ("unknown field `x`, expected one
+/// of `a`, `b`"; the same for a variant): the fields or variants the type declares.
+fn expected_names(message: &str) -> Vec<&str> {
+    message
+        .rsplit_once(", expected ")
+        .map_or_else(Vec::new, |(_, names)| {
+            names.split('`').skip(1).step_by(2).collect()
+        })
+}
+
+/// The keys of `section` as the types declare them; of `""`, the sections.
+fn keys(section: &str) -> Vec<String> {
+    let unknown = match section {
+        "" => "'' = 0".to_owned(),
+        section => format!("[{section}]\n'' = 0"),
+    };
+    match toml::from_str::<Config>(&unknown) {
+        Err(err) => expected_names(err.message())
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        Ok(_) => Vec::new(),
+    }
+}
+
+/// The section whose key `key` is, if any.
+fn section_of(key: &str) -> Option<String> {
+    keys("")
+        .into_iter()
+        .find(|section| keys(section).iter().any(|k| k == key))
+}
+
+fn ser_opt_path<S: Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => serializer.serialize_str(&path.to_string_lossy()),
+        None => serializer.serialize_none(),
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
-// Schema
+// Messages
 
-const SECTIONS: &[(&str, &[&str])] = &[
-    ("backend", BACKEND_KEYS),
-    ("health", HEALTH_KEYS),
-    ("restart", RESTART_KEYS),
-    ("stop", STOP_KEYS),
-    ("logs", LOGS_KEYS),
-    ("strays", STRAYS_KEYS),
-    ("notify", NOTIFY_KEYS),
-    ("watch", WATCH_KEYS),
-];
-const WATCH_KEYS: &[&str] = &["paths", "include", "exclude", "debounce", "on_change"];
-const NOTIFY_KEYS: &[&str] = &[
-    "unhealthy",
-    "crashed",
-    "recovered",
-    "gave_up",
-    "strays",
-    "port_conflict",
-    "config_error",
-];
-const STRAYS_KEYS: &[&str] = &[
-    "scan_interval",
-    "action",
-    "adopt",
-    "cmdline_contains",
-    "cwd",
-    "exe_name",
-];
-const BACKEND_KEYS: &[&str] = &[
-    "command", "args", "cwd", "env", "env_file", "port", "open_url",
-];
-const HEALTH_KEYS: &[&str] = &[
-    "url",
-    "interval",
-    "timeout",
-    "unhealthy_after",
-    "restart_after",
-    "start_timeout",
-];
-const RESTART_KEYS: &[&str] = &[
-    "policy",
-    "backoff_initial",
-    "backoff_max",
-    "max_restarts",
-    "window",
-    "stable_after",
-];
-const STOP_KEYS: &[&str] = &["grace", "url"];
-const LOGS_KEYS: &[&str] = &["dir", "max_size", "keep"];
-const POLICIES: &[(&str, RestartPolicy)] = &[
-    ("always", RestartPolicy::Always),
-    ("on-failure", RestartPolicy::OnFailure),
-    ("never", RestartPolicy::Never),
-];
-const MIN_LOG_SIZE: u64 = 1000;
-/// Largest `logs.max_size`: beyond it a log is not something anyone reads.
-const MAX_LOG_SIZE: u64 = 10_000_000_000;
-/// Largest `logs.keep`: every rotation renames each kept file.
-const MAX_LOG_KEEP: i64 = 100;
-/// Largest count (`unhealthy_after`, `max_restarts`).
-const MAX_COUNT: i64 = 1_000_000;
-/// Largest duration of any key: a day. Anything longer is a typo, and a deadline that far is
-/// as good as none; far larger values would overflow the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most arguments in `backend.args` (and variables in `backend.env`).
-const MAX_ARGS: usize = 1024;
-/// Most items in any other list (`watch.include`, `strays.cmdline_contains`, ...).
-const MAX_LIST: usize = 256;
-/// Longest string value, in bytes (Linux refuses a single argument over 128 KiB).
-const MAX_STRING: usize = 32 * 1024;
-/// Most bytes of `backend.args` and `backend.env` together: the kernel refuses a launch whose
-/// arguments and environment exceed its limit (2 MiB or less), with the warden's own
-/// environment on top.
-const MAX_LAUNCH_BYTES: usize = 512 * 1024;
-/// Largest config file read.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-type Value<'i> = Spanned<DeValue<'i>>;
-
-/// One problem found while walking the document, at a byte offset into the text.
+/// One mistake: where it is (a byte offset into the text), its dotted key, what is wrong.
 struct Issue {
     at: usize,
     key: String,
@@ -779,966 +805,275 @@ struct Issue {
     secondary: bool,
 }
 
-/// Where the keys that name folders are in the text (checked against the file system by
-/// [`Config::load`]).
-#[derive(Debug, Default, Clone, Copy)]
-struct FolderSpans {
-    cwd: Option<usize>,
-    logs_dir: Option<usize>,
-}
-
-/// Walks the parsed document against the schema, collecting every problem.
-#[derive(Default)]
-struct Checker {
-    issues: Vec<Issue>,
-    folders: FolderSpans,
-}
-
-impl Checker {
-    fn report(&mut self, at: usize, key: String, message: String) {
-        self.issues.push(Issue {
+impl Issue {
+    fn new(at: usize, key: impl Into<String>, message: String) -> Issue {
+        Issue {
             at,
-            key,
+            key: key.into(),
             message,
             secondary: false,
-        });
-    }
-
-    fn report_secondary(&mut self, at: usize, key: String, message: String) {
-        self.issues.push(Issue {
-            at,
-            key,
-            message,
-            secondary: true,
-        });
-    }
-
-    fn config(&mut self, root: &DeTable<'_>) -> Config {
-        let mut sections: BTreeMap<&'static str, (&DeTable<'_>, usize)> = BTreeMap::new();
-        for (key, value) in root.iter() {
-            let name: &str = key.get_ref();
-            match SECTIONS.iter().find(|(section, _)| *section == name) {
-                Some((section, _)) => match value.get_ref() {
-                    DeValue::Table(table) => {
-                        sections.insert(section, (table, value.span().start));
-                    }
-                    other => self.report(
-                        key.span().start,
-                        name.to_owned(),
-                        format!(
-                            "expected a table (a [{name}] section), found {}",
-                            describe(other)
-                        ),
-                    ),
-                },
-                None => self.unknown_top_level(name, key.span().start, value),
-            }
-        }
-        let empty = DeTable::new();
-        let get = |name: &str| sections.get(name).map_or(&empty, |(table, _)| *table);
-        let backend = sections
-            .get("backend")
-            .map(|(table, at)| self.backend(table, *at));
-        let health = self.health(get("health"));
-        let restart = self.restart(get("restart"));
-        let stop = self.stop(get("stop"));
-        let logs = self.logs(get("logs"));
-        let strays = self.strays(get("strays"), sections.get("strays").map(|(_, at)| *at));
-        let notify = self.notify(get("notify"));
-        let watch = self.watch(get("watch"));
-        Config {
-            backend,
-            health,
-            restart,
-            stop,
-            logs,
-            strays,
-            notify,
-            watch,
         }
     }
+}
 
-    fn unknown_top_level(&mut self, name: &str, at: usize, value: &Value<'_>) {
-        let section_names: Vec<&str> = SECTIONS.iter().map(|(section, _)| *section).collect();
-        let valid = format!("valid sections: {}", section_names.join(", "));
-        let message = if value.get_ref().is_table() {
-            match suggest(name, &section_names) {
-                Some(best) => {
-                    format!("unknown section [{name}]; did you mean [{best}]? ({valid})")
-                }
-                None => format!("unknown section [{name}] ({valid})"),
-            }
-        } else if let Some(section) = section_of(name) {
-            format!("unknown top-level key \"{name}\"; it belongs in the [{section}] section")
-        } else {
-            format!("unknown top-level key \"{name}\"; settings go inside a section ({valid})")
-        };
-        self.report(at, name.to_owned(), message);
-    }
+type Value<'i> = Spanned<DeValue<'i>>;
 
-    /// Reports every key of `table` that is not in `valid`.
-    fn check_keys(&mut self, section: &str, table: &DeTable<'_>, valid: &[&str]) {
-        for (key, _) in table.iter() {
-            let name: &str = key.get_ref();
-            if valid.contains(&name) {
-                continue;
-            }
-            let hint = match suggest(name, valid) {
-                Some(best) => format!("; did you mean \"{best}\"?"),
-                None => match section_of(name) {
-                    Some(other) => format!("; \"{name}\" belongs in the [{other}] section"),
-                    None => String::new(),
-                },
+/// The entry of the document that a span is on: the key, or the value, or an item of it.
+struct Place<'d, 'i> {
+    /// The keys from the top of the document down to this entry.
+    path: Vec<&'d str>,
+    key: &'d Spanned<DeString<'i>>,
+    value: &'d Value<'i>,
+    /// The span is on the key, not the value.
+    on_key: bool,
+    /// The span is on this item of the value (an array), counted from 0.
+    item: Option<usize>,
+}
+
+impl<'d, 'i> Place<'d, 'i> {
+    /// The entry whose key, value or item has exactly `span`.
+    fn find(table: &'d DeTable<'i>, span: &Range<usize>, path: &mut Vec<&'d str>) -> Option<Self> {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().as_ref());
+            let item = match value.get_ref() {
+                DeValue::Array(items) => items.iter().position(|item| item.span() == *span),
+                _ => None,
             };
-            self.report(
-                key.span().start,
-                format!("{section}.{name}"),
-                format!(
-                    "unknown key \"{name}\" in [{section}]{hint} (valid keys: {})",
-                    valid.join(", ")
-                ),
-            );
-        }
-    }
-
-    fn backend(&mut self, table: &DeTable<'_>, at: usize) -> BackendConfig {
-        const S: &str = "backend";
-        self.check_keys(S, table, BACKEND_KEYS);
-        let command = match table.get("command") {
-            None => {
-                self.report_secondary(
-                    at,
-                    "backend.command".to_owned(),
-                    "missing required key \"command\": [backend] needs the program to run \
-                     (without a shell), e.g. command = \"python\" with args = [\"main.py\"]; \
-                     remove the [backend] section to run the built-in demo backend"
-                        .to_owned(),
-                );
-                String::new()
+            if key.span() == *span || value.span() == *span || item.is_some() {
+                return Some(Place {
+                    path: path.clone(),
+                    key,
+                    value,
+                    on_key: key.span() == *span,
+                    item,
+                });
             }
-            Some(_) => self
-                .non_empty_string(S, table, "command", "command = \"python\"")
-                .unwrap_or_default(),
-        };
-        self.folders.cwd = table.get("cwd").map(|v| v.span().start);
-        let config = BackendConfig {
-            command,
-            args: self
-                .string_array(S, table, "args", MAX_ARGS)
-                .unwrap_or_default(),
-            cwd: self
-                .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
-                .map(PathBuf::from),
-            env: self.env(table).unwrap_or_default(),
-            env_file: self.env_file(table),
-            port: self
-                .integer(S, table, "port", 1, u16::MAX.into())
-                .and_then(|(n, _)| u16::try_from(n).ok()),
-            open_url: self.open_url(table),
-        };
-        let launch_bytes: usize = config.args.iter().map(|a| a.len() + 1).sum::<usize>()
-            + config
-                .env
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>();
-        if launch_bytes > MAX_LAUNCH_BYTES {
-            let key = if table.contains_key("args") {
-                "args"
-            } else {
-                "env"
-            };
-            let at = table.get(key).map_or(at, |v| v.span().start);
-            self.report(
-                at,
-                format!("{S}.{key}"),
-                format!(
-                    "backend.args and backend.env come to {launch_bytes} bytes, more than the \
-                     limit of {} KiB: the system would refuse to start the backend",
-                    MAX_LAUNCH_BYTES / 1024
-                ),
-            );
+            if let DeValue::Table(inner) = value.get_ref()
+                && let Some(place) = Place::find(inner, span, path)
+            {
+                return Some(place);
+            }
+            path.pop();
         }
-        config
-    }
-
-    fn open_url(&mut self, table: &DeTable<'_>) -> Option<String> {
-        let url = self.non_empty_string(
-            "backend",
-            table,
-            "open_url",
-            "open_url = \"http://127.0.0.1:54112/docs\"",
-        )?;
-        if url.starts_with("http://") || url.starts_with("https://") {
-            return Some(url);
-        }
-        let at = table.get("open_url").map_or(0, |v| v.span().start);
-        self.report(
-            at,
-            "backend.open_url".to_owned(),
-            format!(
-                "{url:?} is not a web address: write it in full, e.g. \
-                 open_url = \"http://127.0.0.1:54112/docs\""
-            ),
-        );
         None
     }
 
-    fn health(&mut self, table: &DeTable<'_>) -> HealthConfig {
-        const S: &str = "health";
-        self.check_keys(S, table, HEALTH_KEYS);
-        let d = HealthConfig::default();
-        HealthConfig {
-            url: self.url(S, table),
-            interval: self.duration_or(S, table, "interval", false, d.interval),
-            timeout: self.duration_or(S, table, "timeout", false, d.timeout),
-            unhealthy_after: self.count_or(S, table, "unhealthy_after", d.unhealthy_after),
-            restart_after: self
-                .duration(S, table, "restart_after", false, "30s")
-                .map(|(duration, _)| duration),
-            start_timeout: self.duration_or(S, table, "start_timeout", false, d.start_timeout),
+    /// The dotted key (an item's is its array's).
+    fn key(&self) -> String {
+        self.path.join(".")
+    }
+
+    /// The value or item the span is on.
+    fn value(&self) -> &'d Value<'i> {
+        match (self.value.get_ref(), self.item) {
+            (DeValue::Array(items), Some(index)) => &items[index],
+            _ => self.value,
         }
     }
 
-    fn restart(&mut self, table: &DeTable<'_>) -> RestartConfig {
-        const S: &str = "restart";
-        self.check_keys(S, table, RESTART_KEYS);
-        let d = RestartConfig::default();
-        let initial = self.duration(S, table, "backoff_initial", true, "500ms");
-        let max = self.duration(S, table, "backoff_max", true, "30s");
-        let both_valid = (initial.is_some() || !table.contains_key("backoff_initial"))
-            && (max.is_some() || !table.contains_key("backoff_max"));
-        let backoff_initial = initial.map_or(d.backoff_initial, |(duration, _)| duration);
-        let backoff_max = max.map_or(d.backoff_max, |(duration, _)| duration);
-        if both_valid && backoff_max < backoff_initial {
-            // Point at whichever of the two the user actually wrote, preferring backoff_max.
-            let (at, key, note) = match (max, initial) {
-                (Some((_, at)), _) => (at, "backoff_max", ""),
-                (None, Some((_, at))) => (at, "backoff_initial", ", the default"),
-                (None, None) => (0, "backoff_max", ""),
-            };
-            self.report_secondary(
-                at,
-                format!("{S}.{key}"),
-                format!(
-                    "backoff_max ({}{note}) must be at least backoff_initial ({}); raise \
-                     backoff_max or lower backoff_initial",
-                    format_duration(backoff_max),
-                    format_duration(backoff_initial)
-                ),
-            );
-        }
-        RestartConfig {
-            policy: self.policy(table).unwrap_or(d.policy),
-            backoff_initial,
-            backoff_max,
-            max_restarts: self.count_or(S, table, "max_restarts", d.max_restarts),
-            window: self.duration_or(S, table, "window", false, d.window),
-            stable_after: self.duration_or(S, table, "stable_after", true, d.stable_after),
+    fn at(&self) -> usize {
+        if self.on_key {
+            self.key.span().start
+        } else {
+            self.value().span().start
         }
     }
+}
 
-    fn stop(&mut self, table: &DeTable<'_>) -> StopConfig {
-        const S: &str = "stop";
-        self.check_keys(S, table, STOP_KEYS);
-        StopConfig {
-            grace: self.duration_or(S, table, "grace", false, StopConfig::default().grace),
-            url: self.url(S, table),
-        }
-    }
-
-    fn logs(&mut self, table: &DeTable<'_>) -> LogsConfig {
-        const S: &str = "logs";
-        self.check_keys(S, table, LOGS_KEYS);
-        let d = LogsConfig::default();
-        self.folders.logs_dir = table.get("dir").map(|v| v.span().start);
-        LogsConfig {
-            dir: self
-                .non_empty_string(S, table, "dir", "dir = \"logs\"")
-                .map(PathBuf::from),
-            max_size: self.size(S, table, "max_size").unwrap_or(d.max_size),
-            keep: self
-                .integer(S, table, "keep", 1, MAX_LOG_KEEP)
-                .and_then(|(n, _)| usize::try_from(n).ok())
-                .unwrap_or(d.keep),
-        }
-    }
-
-    fn strays(&mut self, table: &DeTable<'_>, at: Option<usize>) -> StraysConfig {
-        const S: &str = "strays";
-        self.check_keys(S, table, STRAYS_KEYS);
-        let d = StraysConfig::default();
-        let action = self
-            .string(S, table, "action")
-            .and_then(|(text, at)| match text.as_str() {
-                "notify" => Some(StrayAction::Notify),
-                "kill" => Some(StrayAction::Kill),
-                _ => {
-                    self.report(
-                        at,
-                        "strays.action".to_owned(),
-                        format!("invalid value {text:?}: expected one of \"notify\", \"kill\""),
-                    );
-                    None
-                }
-            });
-        let config = StraysConfig {
-            scan_interval: self.duration_or(S, table, "scan_interval", false, d.scan_interval),
-            action: action.unwrap_or(d.action),
-            adopt: self.boolean(S, table, "adopt").unwrap_or(d.adopt),
-            cmdline_contains: self
-                .string_array(S, table, "cmdline_contains", MAX_LIST)
-                .unwrap_or_default(),
-            cwd: self
-                .non_empty_string(S, table, "cwd", "cwd = 'C:\\path\\to\\your\\backend'")
-                .map(PathBuf::from),
-            exe_name: self.non_empty_string(S, table, "exe_name", "exe_name = \"python\""),
-        };
-        if let Some(DeValue::Array(parts)) = table.get("cmdline_contains").map(|v| v.get_ref()) {
-            for part in parts.iter() {
-                if let DeValue::String(text) = part.get_ref()
-                    && crate::strays::rule_too_loose(text)
-                {
-                    self.report(
-                        part.span().start,
-                        "strays.cmdline_contains".to_owned(),
-                        format!(
-                            "{text:?} would also match programs that only mention that file \
-                             (`vim {text}`, `tail -f {text}`, `python -m pylint {text}`); the \
-                             identity derived from [backend] already knows the app: leave this \
-                             rule out, or name how the app runs, e.g. [\"--port 54112\"]"
-                        ),
-                    );
-                }
-            }
-        }
-        if config.has_rules() && config.cwd.is_none() {
-            let specific = config.cmdline_contains.iter().any(|part| {
-                let part = part.trim().to_lowercase();
-                part.len() >= 3 && !GENERIC_PROGRAMS.contains(&part.as_str())
-            });
-            if !specific {
-                let key = if config.cmdline_contains.is_empty() {
-                    "strays.exe_name"
-                } else {
-                    "strays.cmdline_contains"
-                };
-                let at = table
-                    .get(key.trim_start_matches("strays."))
-                    .map(|v| v.span().start)
-                    .or(at)
-                    .unwrap_or(0);
-                self.report(
-                    at,
-                    key.to_owned(),
-                    "this rule is too broad: it would match every such program on the machine, \
-                     not just copies of your backend; add what identifies the app, e.g. \
-                     cmdline_contains = [\"app:app\"] or [\"manage.py runserver\"], or cwd = the \
-                     backend's folder"
-                        .to_owned(),
+/// Serde reads a struct from an array too (a tuple of its fields) and a map from a date-time
+/// (which toml hands over as a table of one key), so the keys that hold tables, the sections
+/// and `backend.env`, are checked to hold tables apart from serde. Returns where the entry
+/// starts (`[[backend]]`: before its key) and the mistake.
+fn tables_that_are_not(doc: &DeTable<'_>) -> Option<(usize, Issue)> {
+    let start =
+        |key: &Spanned<DeString<'_>>, value: &Value<'_>| key.span().start.min(value.span().start);
+    let sections = keys("");
+    for (key, value) in doc.iter() {
+        let name: &str = key.get_ref();
+        let table = match value.get_ref() {
+            DeValue::Table(table) => table,
+            other if sections.iter().any(|section| section == name) => {
+                let message = format!(
+                    "expected a table (a [{name}] section), found {}",
+                    describe(other)
                 );
+                let issue = Issue::new(key.span().start, name, message);
+                return Some((start(key, value), issue));
             }
-        }
-        config
-    }
-
-    fn notify(&mut self, table: &DeTable<'_>) -> NotifyConfig {
-        const S: &str = "notify";
-        self.check_keys(S, table, NOTIFY_KEYS);
-        let d = NotifyConfig::default();
-        NotifyConfig {
-            crashed: self.boolean(S, table, "crashed").unwrap_or(d.crashed),
-            recovered: self.boolean(S, table, "recovered").unwrap_or(d.recovered),
-            gave_up: self.boolean(S, table, "gave_up").unwrap_or(d.gave_up),
-            strays: self.boolean(S, table, "strays").unwrap_or(d.strays),
-            port_conflict: self
-                .boolean(S, table, "port_conflict")
-                .unwrap_or(d.port_conflict),
-            unhealthy: self.boolean(S, table, "unhealthy").unwrap_or(d.unhealthy),
-            config_error: self
-                .boolean(S, table, "config_error")
-                .unwrap_or(d.config_error),
-        }
-    }
-
-    fn watch(&mut self, table: &DeTable<'_>) -> WatchConfig {
-        const S: &str = "watch";
-        self.check_keys(S, table, WATCH_KEYS);
-        let d = WatchConfig::default();
-        let on_change = self
-            .string(S, table, "on_change")
-            .and_then(|(text, at)| match text.as_str() {
-                "off" => Some(OnChange::Off),
-                "notify" => Some(OnChange::Notify),
-                "restart" => Some(OnChange::Restart),
-                _ => {
-                    self.report(
-                        at,
-                        "watch.on_change".to_owned(),
-                        format!(
-                            "invalid value {text:?}: expected one of \"off\", \"notify\", \"restart\""
-                        ),
-                    );
-                    None
-                }
-            });
-        let globs = |this: &mut Checker, key: &str| {
-            let list = this.string_array(S, table, key, MAX_LIST)?;
-            for pattern in &list {
-                if let Err(e) = globset::Glob::new(pattern) {
-                    let at = table.get(key).map_or(0, |v| v.span().start);
-                    this.report(
-                        at,
-                        format!("{S}.{key}"),
-                        format!("invalid glob {pattern:?}: {e}; for example \"**/*.py\""),
-                    );
-                    return None;
-                }
-            }
-            Some(list)
+            _ => continue,
         };
-        let include = globs(self, "include");
-        let exclude = globs(self, "exclude");
-        WatchConfig {
-            paths: self
-                .string_array(S, table, "paths", MAX_LIST)
-                .unwrap_or_default()
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
-            include: include.unwrap_or(d.include),
-            exclude: exclude.unwrap_or(d.exclude),
-            debounce: self.duration_or(S, table, "debounce", true, d.debounce),
-            on_change: on_change.unwrap_or(d.on_change),
+        if name == "backend"
+            && let Some((key, env)) = table.get_key_value("env")
+            && !env.get_ref().is_table()
+        {
+            let message = format!("expected {EXPECT_ENV}, found {}", describe(env.get_ref()));
+            let issue = Issue::new(env.span().start, "backend.env", message);
+            return Some((start(key, env), issue));
         }
     }
+    None
+}
 
-    // -- typed readers: each returns `None` when the key is absent or invalid (then reported) --
+/// The config `doc` describes, or the first mistake in its shape: a key no type has, a value
+/// of the wrong kind or form.
+fn derive(doc: &Spanned<DeTable<'_>>) -> Result<Config, Issue> {
+    // No key takes a float or an integer beyond 128 bits, but toml refuses one it cannot
+    // represent (1e400, 2^128) before serde has said what the key expects: serde is handed
+    // 0.0 instead, and the message reads the value from the document.
+    let mut readable = doc.clone();
+    zero_floats_and_huge_integers(readable.get_mut());
+    let parsed = Config::deserialize(toml::de::Deserializer::from(readable));
+    // Serde stops at its first mistake; one before a table that is not is reported first, and
+    // one in that entry is a consequence of it.
+    match (parsed, tables_that_are_not(doc.get_ref())) {
+        (Ok(config), None) => Ok(config),
+        (Ok(_), Some((_, not_table))) => Err(not_table),
+        (Err(err), not_table) => {
+            let issue = explain(&err, doc.get_ref());
+            Err(match not_table {
+                Some((start, not_table)) if start <= issue.at => not_table,
+                _ => issue,
+            })
+        }
+    }
+}
 
-    fn boolean(&mut self, section: &str, table: &DeTable<'_>, key: &str) -> Option<bool> {
-        let value = table.get(key)?;
-        match value.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            _ => {
-                self.wrong_type(section, key, value, "true or false");
-                None
+/// Replaces every float and every integer too long for 128 bits in `table` with 0.0 (see
+/// [`derive`]).
+fn zero_floats_and_huge_integers(table: &mut DeTable<'_>) {
+    fn zero(value: &mut DeValue<'_>) {
+        match value {
+            DeValue::Integer(int)
+                if i128::from_str_radix(int.as_str(), int.radix()).is_err()
+                    && u128::from_str_radix(int.as_str(), int.radix()).is_err() =>
+            {
+                *value = DeValue::Float(Default::default());
             }
+            DeValue::Float(float) => *float = Default::default(),
+            DeValue::Array(items) => items.iter_mut().for_each(|item| zero(item.get_mut())),
+            DeValue::Table(table) => zero_floats_and_huge_integers(table),
+            _ => {}
         }
     }
-
-    fn wrong_type(&mut self, section: &str, key: &str, value: &Value<'_>, expected: &str) {
-        self.report(
-            value.span().start,
-            format!("{section}.{key}"),
-            format!("expected {expected}, found {}", describe(value.get_ref())),
-        );
+    for (_, value) in table.iter_mut() {
+        zero(value.get_mut());
     }
+}
 
-    fn string(&mut self, section: &str, table: &DeTable<'_>, key: &str) -> Option<(String, usize)> {
-        let value = table.get(key)?;
-        let at = value.span().start;
-        match value.get_ref() {
-            DeValue::String(text) => match string_problem(text) {
-                None => Some((text.to_string(), at)),
-                Some(problem) => {
-                    self.report(at, format!("{section}.{key}"), problem);
-                    None
-                }
+/// A serde error, in the words of the config: what the key is, where, and what to write.
+fn explain(err: &toml::de::Error, doc: &DeTable<'_>) -> Issue {
+    let span = err.span().unwrap_or_default();
+    let message = err.message();
+    let Some(place) = Place::find(doc, &span, &mut Vec::new()) else {
+        return Issue::new(span.start, "", message.to_owned());
+    };
+    let message = if message.starts_with("unknown field `") {
+        unknown_key(&place, &expected_names(message))
+    } else if let Some((_, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    {
+        mismatch(expected, &place)
+    } else {
+        message.to_owned()
+    };
+    Issue::new(place.at(), place.key(), message)
+}
+
+/// A key that is not in its section (or a top-level key that is not a section); `valid` are
+/// the keys that are.
+fn unknown_key(place: &Place<'_, '_>, valid: &[&str]) -> String {
+    let (name, section) = match place.path.split_last() {
+        Some((name, section)) => (*name, section.join(".")),
+        None => ("", String::new()),
+    };
+    if section.is_empty() {
+        let sections = format!("valid sections: {}", valid.join(", "));
+        return match (place.value.get_ref().is_table(), suggest(name, valid)) {
+            (true, Some(best)) => {
+                format!("unknown section [{name}]; did you mean [{best}]? ({sections})")
+            }
+            (true, None) => format!("unknown section [{name}] ({sections})"),
+            (false, _) => match section_of(name) {
+                Some(section) => format!(
+                    "unknown top-level key \"{name}\"; it belongs in the [{section}] section"
+                ),
+                None => format!(
+                    "unknown top-level key \"{name}\"; settings go inside a section ({sections})"
+                ),
             },
-            _ => {
-                self.wrong_type(section, key, value, "a string");
-                None
-            }
-        }
+        };
     }
+    let hint = match (suggest(name, valid), section_of(name)) {
+        (Some(best), _) => format!("; did you mean \"{best}\"?"),
+        (None, Some(other)) => format!("; \"{name}\" belongs in the [{other}] section"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "unknown key \"{name}\" in [{section}]{hint} (valid keys: {})",
+        valid.join(", ")
+    )
+}
 
-    fn non_empty_string(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        example: &str,
-    ) -> Option<String> {
-        let (text, at) = self.string(section, table, key)?;
-        if text.trim().is_empty() {
-            self.report(
-                at,
-                format!("{section}.{key}"),
-                format!("must not be empty; for example {example}"),
-            );
-            return None;
-        }
-        Some(text)
-    }
-
-    fn string_array(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        max_items: usize,
-    ) -> Option<Vec<String>> {
-        let value = table.get(key)?;
-        let DeValue::Array(items) = value.get_ref() else {
-            let hint = match value.get_ref() {
-                DeValue::String(text) => format!(" (write {key} = [{text:?}])"),
+/// A value of the wrong kind: `expected` is what the key's type expects, in serde's words or
+/// one of the `EXPECT_*` texts; the message names the kind found and how to write the value.
+fn mismatch(expected: &str, place: &Place<'_, '_>) -> String {
+    let value = place.value();
+    let found = describe(value.get_ref());
+    let name = place.path.last().copied().unwrap_or_default();
+    let integer = expected.starts_with("an integer");
+    let expected = match expected {
+        // Serde's own words for the types of the other keys.
+        "a boolean" => "true or false",
+        "path string" => "a string",
+        "a sequence" => "an array of strings",
+        expected => expected,
+    };
+    match value.get_ref() {
+        _ if let Some(index) = place.item => format!(
+            "expected a string, found {found} (item {} of the array; every argument must be \
+             quoted)",
+            index + 1
+        ),
+        other if place.path.len() == 3 && place.path[..2] == ["backend", "env"] => {
+            let hint = match other {
+                DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                    format!(" (quote it: {name} = \"{}\")", source_text(value))
+                }
                 _ => String::new(),
             };
-            self.report(
-                value.span().start,
-                format!("{section}.{key}"),
-                format!(
-                    "expected an array of strings, found {}{hint}",
-                    describe(value.get_ref())
-                ),
-            );
-            return None;
-        };
-        if items.len() > max_items {
-            self.report(
-                value.span().start,
-                format!("{section}.{key}"),
-                format!("{} items, more than the limit of {max_items}", items.len()),
-            );
-            return None;
+            format!("expected a string, found {found}; environment values must be strings{hint}")
         }
-        let mut out = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            match item.get_ref() {
-                DeValue::String(text) => match string_problem(text) {
-                    None => out.push(text.to_string()),
-                    Some(problem) => self.report(
-                        item.span().start,
-                        format!("{section}.{key}"),
-                        format!("item {} of the array: {problem}", index + 1),
-                    ),
-                },
-                other => self.report(
-                    item.span().start,
-                    format!("{section}.{key}"),
-                    format!(
-                        "expected a string, found {} (item {} of the array; every argument \
-                         must be quoted)",
-                        describe(other),
-                        index + 1
-                    ),
-                ),
-            }
-        }
-        Some(out)
-    }
-
-    fn env_file(&mut self, table: &DeTable<'_>) -> EnvFile {
-        let Some(value) = table.get("env_file") else {
-            return EnvFile::Default;
-        };
-        match value.get_ref() {
-            DeValue::Boolean(false) => EnvFile::Off,
-            DeValue::Boolean(true) => EnvFile::Default,
-            DeValue::String(_) => self
-                .non_empty_string("backend", table, "env_file", "env_file = \".env.local\"")
-                .map_or(EnvFile::Default, |path| EnvFile::Path(PathBuf::from(path))),
-            _ => {
-                self.wrong_type(
-                    "backend",
-                    "env_file",
-                    value,
-                    "a path string like \".env.local\", or false for no env file",
-                );
-                EnvFile::Default
-            }
-        }
-    }
-
-    fn env(&mut self, table: &DeTable<'_>) -> Option<BTreeMap<String, String>> {
-        let value = table.get("env")?;
-        let DeValue::Table(vars) = value.get_ref() else {
-            self.report(
-                value.span().start,
-                "backend.env".to_owned(),
-                format!(
-                    "expected a table of strings, like env = {{ PYTHONUNBUFFERED = \"1\" }}, \
-                     found {}",
-                    describe(value.get_ref())
-                ),
-            );
-            return None;
-        };
-        if vars.len() > MAX_ARGS {
-            self.report(
-                value.span().start,
-                "backend.env".to_owned(),
-                format!(
-                    "{} variables, more than the limit of {MAX_ARGS}",
-                    vars.len()
-                ),
-            );
-            return None;
-        }
-        let mut out = BTreeMap::new();
-        for (name, var) in vars.iter() {
-            let name_str: &str = name.get_ref();
-            let key = format!("backend.env.{name_str}");
-            if name_str.is_empty() || name_str.contains(['=', '\0']) {
-                self.report(
-                    name.span().start,
-                    key,
-                    format!(
-                        "invalid environment variable name {name_str:?}: it must be non-empty \
-                         and contain no '='"
-                    ),
-                );
-                continue;
-            }
-            match var.get_ref() {
-                DeValue::String(text) if let Some(problem) = string_problem(text) => {
-                    self.report(var.span().start, key, problem)
-                }
-                DeValue::String(text) => {
-                    out.insert(name_str.to_owned(), text.to_string());
-                }
-                other => {
-                    let hint = match other {
-                        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
-                            format!(" (quote it: {name_str} = \"{}\")", source_text(var))
-                        }
-                        _ => String::new(),
-                    };
-                    self.report(
-                        var.span().start,
-                        key,
-                        format!(
-                            "expected a string, found {}; environment values must be \
-                             strings{hint}",
-                            describe(other)
-                        ),
-                    );
-                }
-            }
-        }
-        Some(out)
-    }
-
-    fn integer(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        min: i64,
-        max: i64,
-    ) -> Option<(i64, usize)> {
-        let value = table.get(key)?;
-        let at = value.span().start;
-        let range = if max >= i64::from(u32::MAX) {
-            format!("an integer of at least {min}")
-        } else {
-            format!("an integer from {min} to {max}")
-        };
-        let number = match value.get_ref() {
-            DeValue::Integer(int) => i64::from_str_radix(int.as_str(), int.radix()).ok(),
-            DeValue::String(text) => {
-                let hint = if text.trim().parse::<i64>().is_ok() {
-                    format!(" (write {key} = {} without quotes)", text.trim())
-                } else {
-                    String::new()
-                };
-                self.report(
-                    at,
-                    format!("{section}.{key}"),
-                    format!("expected {range}, found a string{hint}"),
-                );
-                return None;
-            }
-            other => {
-                self.report(
-                    at,
-                    format!("{section}.{key}"),
-                    format!("expected {range}, found {}", describe(other)),
-                );
-                return None;
-            }
-        };
-        match number {
-            Some(n) if (min..=max).contains(&n) => Some((n, at)),
-            _ => {
-                let shown = number.map_or_else(|| source_text(value), |n| n.to_string());
-                self.report(
-                    at,
-                    format!("{section}.{key}"),
-                    format!("invalid value {shown}: expected {range}"),
-                );
-                None
-            }
-        }
-    }
-
-    /// A count from 1 to [`MAX_COUNT`].
-    fn count_or(&mut self, section: &str, table: &DeTable<'_>, key: &str, default: u32) -> u32 {
-        self.integer(section, table, key, 1, MAX_COUNT)
-            .and_then(|(n, _)| u32::try_from(n).ok())
-            .unwrap_or(default)
-    }
-
-    fn duration(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        allow_zero: bool,
-        example: &str,
-    ) -> Option<(Duration, usize)> {
-        let value = table.get(key)?;
-        let at = value.span().start;
-        let dotted = format!("{section}.{key}");
-        match value.get_ref() {
-            DeValue::String(text) => match parse_duration(text) {
-                Ok(duration) if duration.is_zero() && !allow_zero => {
-                    self.report(
-                        at,
-                        dotted,
-                        format!("{key} must be greater than zero, like \"{example}\""),
-                    );
-                    None
-                }
-                Ok(duration) if duration > MAX_DURATION => {
-                    self.report(
-                        at,
-                        dotted,
-                        format!(
-                            "invalid duration {text:?}: {key} may be at most one day (\"24h\"), \
-                             like \"{example}\""
-                        ),
-                    );
-                    None
-                }
-                Ok(duration) => Some((duration, at)),
-                Err(message) => {
-                    self.report(at, dotted, message);
-                    None
-                }
-            },
-            DeValue::Integer(_) | DeValue::Float(_) => {
-                let number = source_text(value);
-                self.report(
-                    at,
-                    dotted,
-                    format!(
-                        "expected a duration string with a unit, like \"250ms\", \"2s\" or \
-                         \"1m\", found the number {number} (write {key} = \"{number}s\" for \
-                         seconds)"
-                    ),
-                );
-                None
-            }
-            other => {
-                self.report(
-                    at,
-                    dotted,
-                    format!(
-                        "expected a duration string with a unit, like \"250ms\", \"2s\" or \
-                         \"1m\", found {}",
-                        describe(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn duration_or(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        key: &str,
-        allow_zero: bool,
-        default: Duration,
-    ) -> Duration {
-        let example = format_duration(default);
-        self.duration(section, table, key, allow_zero, &example)
-            .map_or(default, |(duration, _)| duration)
-    }
-
-    fn size(&mut self, section: &str, table: &DeTable<'_>, key: &str) -> Option<u64> {
-        let value = table.get(key)?;
-        let at = value.span().start;
-        let dotted = format!("{section}.{key}");
-        let bytes = match value.get_ref() {
-            DeValue::Integer(int) => match u64::from_str_radix(int.as_str(), int.radix()) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    self.report(
-                        at,
-                        dotted,
-                        format!(
-                            "invalid size {}: expected a positive number of bytes or a string \
-                             like \"10MB\"",
-                            source_text(value)
-                        ),
-                    );
-                    return None;
-                }
-            },
-            DeValue::String(text) => match parse_size(text) {
-                Some(bytes) => bytes,
-                None => {
-                    self.report(
-                        at,
-                        dotted,
-                        format!(
-                            "invalid size {text:?}: expected a number with a unit, like \
-                             \"10MB\" or \"512KiB\", or a plain number of bytes"
-                        ),
-                    );
-                    return None;
-                }
-            },
-            other => {
-                self.report(
-                    at,
-                    dotted,
-                    format!(
-                        "expected a size like \"10MB\" or a number of bytes, found {}",
-                        describe(other)
-                    ),
-                );
-                return None;
-            }
-        };
-        if bytes > MAX_LOG_SIZE {
-            self.report(
-                at,
-                dotted,
-                format!(
-                    "{key} may be at most 10GB ({MAX_LOG_SIZE} bytes), found {}",
-                    source_text(value)
-                ),
-            );
-            return None;
-        }
-        if bytes < MIN_LOG_SIZE {
-            self.report(
-                at,
-                dotted,
-                format!(
-                    "{key} must be at least 1KB ({MIN_LOG_SIZE} bytes), found {}",
-                    source_text(value)
-                ),
-            );
-            return None;
-        }
-        Some(bytes)
-    }
-
-    fn policy(&mut self, table: &DeTable<'_>) -> Option<RestartPolicy> {
-        let (text, at) = self.string("restart", table, "policy")?;
-        if let Some((_, policy)) = POLICIES.iter().find(|(name, _)| *name == text) {
-            return Some(*policy);
-        }
-        let names: Vec<&str> = POLICIES.iter().map(|(name, _)| *name).collect();
-        let quoted: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
-        let hint = suggest(&text, &names)
-            .map(|best| format!("; did you mean \"{best}\"?"))
-            .unwrap_or_default();
-        self.report(
-            at,
-            "restart.policy".to_owned(),
+        DeValue::Integer(_) | DeValue::Float(_) if expected == EXPECT_DURATION => {
+            let number = source_text(value);
             format!(
-                "invalid value {text:?}: expected one of {}{hint}",
-                quoted.join(", ")
-            ),
-        );
-        None
-    }
-
-    /// An http URL to a local backend (`health.url`, `stop.url`).
-    fn url(&mut self, section: &str, table: &DeTable<'_>) -> Option<String> {
-        let (url, at) = self.string(section, table, "url")?;
-        let lower = url.to_ascii_lowercase();
-        let problem = if let Some(rest) = lower.strip_prefix("https://") {
-            Some(format!(
-                "https URLs are not supported: the warden talks plain http to a local \
-                 backend; use \"http://{}\"",
-                &url[url.len() - rest.len()..]
-            ))
-        } else if let Some(rest) = lower.strip_prefix("http://") {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            if host.is_empty() {
-                Some(format!(
-                    "invalid url {url:?}: the host is missing, expected something like \
-                     \"http://127.0.0.1:8000/health\""
-                ))
-            } else if url.chars().any(char::is_whitespace) {
-                Some(format!("invalid url {url:?}: a URL may not contain spaces"))
-            } else {
-                url_port_problem(host).map(|problem| format!("invalid url {url:?}: {problem}"))
-            }
-        } else {
-            Some(format!(
-                "invalid url {url:?}: expected an http:// URL, like \
-                 \"http://127.0.0.1:8000/health\""
-            ))
-        };
-        match problem {
-            Some(message) => {
-                self.report(at, format!("{section}.url"), message);
-                None
-            }
-            None => Some(url),
+                "expected {expected}, found the number {number} (write {name} = \"{number}s\" \
+                 for seconds)"
+            )
         }
+        // An integer that fits no type the key is read into.
+        DeValue::Integer(_) if integer => {
+            format!("invalid value {}: expected {expected}", source_text(value))
+        }
+        DeValue::Integer(_) if expected == EXPECT_SIZE => format!(
+            "invalid size {}: expected a positive number of bytes or a string like \"10MB\"",
+            source_text(value)
+        ),
+        DeValue::String(text) if integer && text.trim().parse::<i64>().is_ok() => format!(
+            "expected {expected}, found a string (write {name} = {} without quotes)",
+            text.trim()
+        ),
+        DeValue::String(text) if expected == "an array of strings" => {
+            format!("expected {expected}, found a string (write {name} = [{text:?}])")
+        }
+        _ => format!("expected {expected}, found {found}"),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-/// What is wrong with a string value, if anything: a NUL byte (no program can receive one) or
-/// a length beyond [`MAX_STRING`].
-fn string_problem(text: &str) -> Option<String> {
-    if text.contains('\0') {
-        Some("must not contain a NUL character (\\u0000): no program can receive one".to_owned())
-    } else if text.len() > MAX_STRING {
-        Some(format!(
-            "a string of {} bytes, longer than the limit of {} KiB",
-            text.len(),
-            MAX_STRING / 1024
-        ))
-    } else {
-        None
-    }
-}
-
-/// What is wrong with the port of a URL's `host[:port]` part, if anything.
-fn url_port_problem(host: &str) -> Option<String> {
-    // `[::1]:8000`: the port follows the bracket; `127.0.0.1:8000`: the last colon.
-    let after_host = match host.rfind(']') {
-        Some(end) => &host[end + 1..],
-        None => host.rfind(':').map_or("", |colon| &host[colon..]),
-    };
-    let port = match after_host.strip_prefix(':') {
-        Some(port) => port,
-        None if after_host.is_empty() => return None,
-        None => return Some("expected a port after the host, like \"[::1]:8000\"".to_owned()),
-    };
-    match port.parse::<u32>() {
-        Ok(n) if (1..=65535).contains(&n) && port.bytes().all(|b| b.is_ascii_digit()) => None,
-        _ => Some(format!(
-            "the port {port:?} is not a port number from 1 to 65535"
-        )),
-    }
-}
-
-/// 1-based line and column (in characters) of byte offset `at` in `text`.
-/// A TOML syntax error inside a double-quoted value that looks like a Windows path.
-struct WindowsPathHint {
-    at: usize,
-    key: String,
-    message: String,
 }
 
 /// `cwd = "C:\src\our-api"`: in a double-quoted TOML string a backslash starts an escape, so
 /// the path is a syntax error (`\s`). When the error at byte `at` lies in such a value, the
 /// hint says to use single quotes and shows the line rewritten that way.
-fn windows_path_hint(text: &str, at: usize) -> Option<WindowsPathHint> {
+fn windows_path_hint(text: &str, at: usize) -> Option<Issue> {
     let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[line_start..]
         .find('\n')
@@ -1785,11 +1120,11 @@ fn windows_path_hint(text: &str, at: usize) -> Option<WindowsPathHint> {
         (None, Some(name)) => name,
         (None, None) => String::new(),
     };
-    Some(WindowsPathHint {
-        at: line_start + open,
+    Some(Issue::new(
+        line_start + open,
         key,
-        message: format!("use single quotes for Windows paths: {suggestion}"),
-    })
+        format!("use single quotes for Windows paths: {suggestion}"),
+    ))
 }
 
 /// The byte offsets of the opening and closing `"` of the basic string in `line` that contains
@@ -1838,6 +1173,7 @@ fn basic_string_around(line: &str, offset: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
@@ -1875,14 +1211,6 @@ fn source_text(value: &Value<'_>) -> String {
         DeValue::String(text) => format!("{text:?}"),
         other => describe(other).to_owned(),
     }
-}
-
-/// Which section a key name belongs to, if any.
-fn section_of(key: &str) -> Option<&'static str> {
-    SECTIONS
-        .iter()
-        .find(|(_, keys)| keys.contains(&key))
-        .map(|(section, _)| *section)
 }
 
 /// The candidate closest to `given`, when it is close enough to be a plausible typo.
@@ -2004,33 +1332,9 @@ fn format_size(bytes: u64) -> String {
     out
 }
 
-fn ser_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_duration(*duration))
-}
-
-fn ser_opt_duration<S: Serializer>(
-    duration: &Option<Duration>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match duration {
-        Some(duration) => ser_duration(duration, serializer),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn ser_size<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_size(*bytes))
-}
-
-fn ser_opt_path<S: Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
-    match path {
-        Some(path) => serializer.serialize_str(&path.to_string_lossy()),
-        None => serializer.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::validate::{MAX_ARGS, MAX_STRING};
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -2318,6 +1622,50 @@ on_change = "restart"
             ..Config::default()
         };
         assert_eq!(config, expected);
+    }
+
+    /// The template and the types cannot drift: every key the template shows is a key of its
+    /// section, and every key is in the template, but for a few the README's table explains.
+    #[test]
+    fn the_template_shows_every_key_and_no_other() {
+        const LEFT_TO_THE_README: &[&str] = &[
+            "strays.exe_name",
+            "watch.paths",
+            "watch.include",
+            "watch.exclude",
+        ];
+        let mut section = "";
+        let mut shown = std::collections::BTreeSet::new();
+        for line in template()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+        {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                shown.insert(format!("{section}.{key}"));
+            }
+        }
+        let known: std::collections::BTreeSet<String> = keys("")
+            .iter()
+            .flat_map(|section| {
+                keys(section)
+                    .into_iter()
+                    .map(move |key| format!("{section}.{key}"))
+            })
+            .collect();
+        assert!(known.contains("backend.command") && known.contains("watch.on_change"));
+        let unknown: Vec<_> = shown.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "the template shows unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = (known.difference(&shown))
+            .filter(|key| !LEFT_TO_THE_README.contains(&key.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "the template lacks {missing:?}");
     }
 
     #[test]
@@ -3107,5 +2455,104 @@ on_change = "restart"
         let err = Config::load(&dir).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Property tests: whatever the text, the parser answers, and an error names the file.
+    mod properties {
+        use std::path::Path;
+
+        use proptest::prelude::*;
+
+        use crate::config::mutations::{TOKENS, apply, edit, fuzz_config};
+        use crate::config::{Config, template};
+
+        /// A valid config using every section.
+        const FULL_CONFIG: &str = r#"[backend]
+command = "python"
+args = ["-m", "uvicorn", "app:app", "--reload", "--port", "54112"]
+cwd = 'C:\src\our-api'
+env = { PYTHONUNBUFFERED = "1", APP_ENV = "dev" }
+port = 54112
+
+[health]
+url = "http://127.0.0.1:54112/health"
+interval = "2s"
+timeout = "1s"
+unhealthy_after = 3
+restart_after = "1m30s"
+start_timeout = "60s"
+
+[restart]
+policy = "on-failure"
+backoff_initial = "500ms"
+backoff_max = "30s"
+max_restarts = 5
+window = "60s"
+stable_after = "10s"
+
+[stop]
+grace = "5s"
+
+[logs]
+dir = "logs"
+max_size = "10MB"
+keep = 5
+
+[strays]
+scan_interval = "5s"
+action = "notify"
+adopt = false
+cmdline_contains = ["app:app"]
+exe_name = "python"
+
+[notify]
+crashed = true
+recovered = false
+"#;
+
+        fn token_text() -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(TOKENS), 0..80)
+                .prop_map(|t| t.concat())
+        }
+
+        /// The parser either accepts the text or says why, naming the file: it never panics.
+        fn parse_checked(text: &str) {
+            let path = Path::new("/fuzz/config.toml");
+            if let Err(e) = Config::parse(text, path) {
+                let message = e.to_string();
+                assert!(
+                    message.starts_with("/fuzz/config.toml"),
+                    "error without the file name: {message}"
+                );
+            }
+        }
+
+        #[test]
+        fn the_full_config_of_the_property_tests_is_valid() {
+            Config::parse(FULL_CONFIG, Path::new("config.toml")).unwrap();
+        }
+
+        proptest! {
+            #![proptest_config(fuzz_config())]
+
+            #[test]
+            fn config_parser_never_panics_on_arbitrary_text(text in any::<String>()) {
+                parse_checked(&text);
+            }
+
+            #[test]
+            fn config_parser_never_panics_on_toml_like_text(text in token_text()) {
+                parse_checked(&text);
+            }
+
+            #[test]
+            fn config_parser_never_panics_on_mutated_valid_configs(
+                full in any::<bool>(),
+                edits in proptest::collection::vec(edit(), 1..6),
+            ) {
+                let base = if full { FULL_CONFIG } else { template() };
+                parse_checked(&apply(base, &edits));
+            }
+        }
     }
 }
