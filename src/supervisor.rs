@@ -484,12 +484,16 @@ pub struct Snapshot {
     pub stale: Option<Stale>,
 }
 
+/// What follows a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AfterStop {
+enum Then {
+    /// Stay stopped.
     Stay,
+    /// Start again (a restart).
     Start,
+    /// End the engine (shutdown).
     Exit,
-    /// Go to `failed` with the reason already in `failed_reason`.
+    /// Go to `failed`, with the reason already in the report (`failed_reason`).
     Fail,
 }
 
@@ -502,6 +506,7 @@ enum StartingProbe {
     Http { spacing: Duration },
 }
 
+/// The current backend process.
 #[derive(Debug, Clone, Copy)]
 struct Child {
     pid: Pid,
@@ -509,38 +514,245 @@ struct Child {
     adopted: bool,
 }
 
+/// What the health check says of a backend past its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Answering (or, without a health check, alive); `failures` in a row since the last 2xx.
+    Healthy { failures: u32 },
+    /// Failing its health check (or never healthy within the start timeout) since `since`.
+    Unhealthy { since: Instant },
+}
+
+/// What is left of a tree on its way down.
+#[derive(Debug, Clone, Copy)]
+enum Remaining {
+    /// The leader (its exit not reported yet) and the rest of its tree.
+    All(Child),
+    /// Only the leader: the tree watch saw the rest gone before the leader's exit came in.
+    Leader(Child),
+    /// The leader's exit is in; the rest of the tree it led is not gone yet.
+    Tree(Pid),
+}
+
+impl Remaining {
+    /// The leader, until its exit is reported.
+    fn leader(self) -> Option<Child> {
+        match self {
+            Remaining::All(child) | Remaining::Leader(child) => Some(child),
+            Remaining::Tree(_) => None,
+        }
+    }
+
+    /// The tree (by its leader's PID), until the tree watch reports it gone.
+    fn tree(self) -> Option<Pid> {
+        match self {
+            Remaining::All(child) => Some(child.pid),
+            Remaining::Tree(pid) => Some(pid),
+            Remaining::Leader(_) => None,
+        }
+    }
+}
+
+/// Where the engine stands, each phase with what it needs and nothing else. The public
+/// [`State`] is derived from it. `leftovers` is the tree of a backend that exited on its own,
+/// being killed: no new backend is spawned until it is gone.
+#[derive(Debug, Clone)]
+enum Phase {
+    /// No backend, and none wanted.
+    Stopped { leftovers: Option<Pid> },
+    /// A start with no process yet: the spawn was asked for, or waits for the leftovers.
+    Spawning { leftovers: Option<Pid> },
+    /// Spawned (or adopted), not yet healthy. `probing`: a port check or probe is out;
+    /// `restart_when_settled`: code changed meanwhile, restart once the start has settled.
+    Starting {
+        child: Child,
+        probe: StartingProbe,
+        probing: bool,
+        restart_when_settled: bool,
+    },
+    /// Past its start: healthy or unhealthy.
+    Running {
+        child: Child,
+        verdict: Verdict,
+        probing: bool,
+    },
+    /// Asked to stop (or being killed); waiting for the whole tree to be gone. `forced`: the
+    /// tree has been (or is being) killed rather than asked.
+    Stopping {
+        remaining: Remaining,
+        forced: bool,
+        then: Then,
+    },
+    /// Exited; waiting out the backoff, and for the leftovers to be gone, before the next start.
+    Backoff {
+        until: Instant,
+        leftovers: Option<Pid>,
+    },
+    /// Gave up (the reason is in the report). `by_strays`: strays held the port, and killing
+    /// them resumes the start.
+    Failed {
+        leftovers: Option<Pid>,
+        by_strays: bool,
+    },
+    /// Shut down or detached: the engine is ending and starts nothing more.
+    Ended,
+}
+
+impl Phase {
+    fn state(&self) -> State {
+        match self {
+            Phase::Stopped { .. } | Phase::Ended => State::Stopped,
+            Phase::Spawning { .. } | Phase::Starting { .. } => State::Starting,
+            Phase::Running {
+                verdict: Verdict::Healthy { .. },
+                ..
+            } => State::Healthy,
+            Phase::Running {
+                verdict: Verdict::Unhealthy { .. },
+                ..
+            } => State::Unhealthy,
+            Phase::Stopping { .. } => State::Stopping,
+            Phase::Backoff { .. } => State::Backoff,
+            Phase::Failed { .. } => State::Failed,
+        }
+    }
+
+    /// The current backend process, if one is running (or its exit is not reported yet).
+    fn child(&self) -> Option<Child> {
+        match self {
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => Some(*child),
+            Phase::Stopping { remaining, .. } => remaining.leader(),
+            _ => None,
+        }
+    }
+
+    /// The tree of an exited backend that is being killed, where this phase can have one.
+    fn leftovers(&self) -> Option<Pid> {
+        match self {
+            Phase::Stopped { leftovers }
+            | Phase::Spawning { leftovers }
+            | Phase::Backoff { leftovers, .. }
+            | Phase::Failed { leftovers, .. } => *leftovers,
+            _ => None,
+        }
+    }
+
+    /// Whether `timer` means anything in this phase: a phase change stops the others.
+    fn uses(&self, timer: Timer) -> bool {
+        match timer {
+            Timer::Kill => matches!(
+                self,
+                Phase::Stopping {
+                    remaining: Remaining::All(_) | Remaining::Tree(_),
+                    forced: false,
+                    ..
+                }
+            ),
+            Timer::Backoff => matches!(
+                self,
+                Phase::Backoff {
+                    leftovers: None,
+                    ..
+                }
+            ),
+            Timer::Probe => matches!(
+                self,
+                Phase::Starting { probing: false, .. } | Phase::Running { probing: false, .. }
+            ),
+            Timer::StartLimit => matches!(self, Phase::Starting { .. }),
+            Timer::RestartUnhealthy => matches!(
+                self,
+                Phase::Running {
+                    verdict: Verdict::Unhealthy { .. },
+                    ..
+                }
+            ),
+        }
+    }
+
+    /// Marks the port check or probe of the current process as answered (or sent).
+    fn set_probing(&mut self, out: bool) {
+        if let Phase::Starting { probing, .. } | Phase::Running { probing, .. } = self {
+            *probing = out;
+        }
+    }
+}
+
+/// A deadline the supervisor keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The grace period of a stop is over: kill the tree.
+    Kill,
+    /// The backoff after a crash is over: start again.
+    Backoff,
+    /// The next port check or health probe is due.
+    Probe,
+    /// The start has lasted its limit: healthy without a health check (alive long enough),
+    /// unhealthy with one (`start_timeout`).
+    StartLimit,
+    /// Unhealthy for `restart_after`: restart.
+    RestartUnhealthy,
+}
+
+impl Timer {
+    const ALL: [Timer; 5] = [
+        Timer::Kill,
+        Timer::Backoff,
+        Timer::Probe,
+        Timer::StartLimit,
+        Timer::RestartUnhealthy,
+    ];
+}
+
+/// Every deadline of the supervisor, one slot per [`Timer`] (quinn-proto's `TimerTable`):
+/// [`Supervisor::next_deadline`] is the earliest of them, and a phase change stops those the
+/// new phase has no use for.
+#[derive(Debug, Clone, Default)]
+struct Timers([Option<Instant>; Timer::ALL.len()]);
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Instant) {
+        self.0[timer as usize] = Some(at);
+    }
+
+    fn stop(&mut self, timer: Timer) {
+        self.0[timer as usize] = None;
+    }
+
+    fn expired(&self, timer: Timer, now: Instant) -> bool {
+        self.0[timer as usize].is_some_and(|at| now >= at)
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// Crashes (and restarts for bad health) and where the backoff stands.
+#[derive(Debug, Default)]
+struct CrashHistory {
+    /// When each crash within the window happened.
+    times: VecDeque<Instant>,
+    /// Consecutive crashes: the step of the next backoff.
+    step: u32,
+    /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
+    recovering: bool,
+}
+
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Supervisor {
     policy: Policy,
-    state: State,
-    child: Option<Child>,
-    /// A tree (by its leader's PID) that was told to stop or killed and is not gone yet.
-    dying_tree: Option<Pid>,
-    after_stop: AfterStop,
-    shutting_down: bool,
-    stop_deadline: Option<Instant>,
-    kill_sent: bool,
-    backoff_until: Option<Instant>,
-    probe_due: Option<Instant>,
-    probe_in_flight: bool,
-    starting_probe: StartingProbe,
-    probe_failures: u32,
-    unhealthy_since: Option<Instant>,
-    /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
-    recovering: bool,
-    crash_times: VecDeque<Instant>,
-    backoff_step: u32,
+    phase: Phase,
+    timers: Timers,
+    crashes: CrashHistory,
     restarts: u32,
     starts: u32,
     last_exit: Option<LastExit>,
     health: Health,
+    /// Why the engine last gave up: shown from then until the next start.
     failed_reason: Option<String>,
     stale: Option<Stale>,
-    /// A code change arrived while starting: restart once the start has settled.
-    restart_when_settled: bool,
-    /// `failed` because strays held the port: killing them resumes the start.
-    blocked_by_strays: bool,
 }
 
 impl Supervisor {
@@ -548,32 +760,15 @@ impl Supervisor {
     pub fn new(policy: Policy) -> Supervisor {
         Supervisor {
             policy,
-            state: State::Stopped,
-            child: None,
-            dying_tree: None,
-            after_stop: AfterStop::Stay,
-            shutting_down: false,
-            stop_deadline: None,
-            kill_sent: false,
-            backoff_until: None,
-            probe_due: None,
-            probe_in_flight: false,
-            starting_probe: StartingProbe::Http {
-                spacing: STARTING_PROBE_INTERVAL,
-            },
-            probe_failures: 0,
-            unhealthy_since: None,
-            recovering: false,
-            crash_times: VecDeque::new(),
-            backoff_step: 0,
+            phase: Phase::Stopped { leftovers: None },
+            timers: Timers::default(),
+            crashes: CrashHistory::default(),
             restarts: 0,
             starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
             stale: None,
-            restart_when_settled: false,
-            blocked_by_strays: false,
         }
     }
 
@@ -581,20 +776,28 @@ impl Supervisor {
     /// configured health check probes at once.
     pub fn set_policy(&mut self, policy: Policy, now: Instant) {
         if policy.health.is_none() {
-            self.probe_due = None;
-        } else if self.policy.health.is_none() && self.child.is_some() {
-            self.probe_due = Some(now);
+            self.timers.stop(Timer::Probe);
+        } else if self.policy.health.is_none() {
+            self.arm(Timer::Probe, now);
         }
-        if self.starting_probe == StartingProbe::AwaitPort
-            && !policy.health.as_ref().is_some_and(|h| h.wait_for_port)
-        {
+        if !policy.health.as_ref().is_some_and(|h| h.wait_for_port) {
             // No port to wait for any more: HTTP probes from now on.
-            self.starting_probe = StartingProbe::Http {
-                spacing: STARTING_PROBE_INTERVAL,
-            };
-            self.health.listening = None;
+            if let Phase::Starting {
+                probe: probe @ StartingProbe::AwaitPort,
+                ..
+            } = &mut self.phase
+            {
+                *probe = StartingProbe::Http {
+                    spacing: STARTING_PROBE_INTERVAL,
+                };
+            }
+            // "Not listening" is only ever said of a start that waits for the port.
+            if self.health.listening == Some(false) {
+                self.health.listening = None;
+            }
         }
         self.policy = policy;
+        self.arm_policy_timers();
     }
 
     /// The policy in force.
@@ -621,68 +824,38 @@ impl Supervisor {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state
+        self.phase.state()
     }
 
     /// The current backend process, if any.
     pub fn pid(&self) -> Option<Pid> {
-        self.child.map(|c| c.pid)
+        self.phase.child().map(|c| c.pid)
     }
 
     /// A snapshot for status reports, as of `now`.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let child = self.phase.child();
         Snapshot {
-            state: self.state,
-            pid: self.pid(),
-            uptime: self
-                .child
-                .map(|c| now.saturating_duration_since(c.started_at)),
+            state: self.state(),
+            pid: child.map(|c| c.pid),
+            uptime: child.map(|c| now.saturating_duration_since(c.started_at)),
             restarts: self.restarts,
             starts: self.starts,
             last_exit: self.last_exit.clone(),
             health: self.health.clone(),
             failed_reason: self.failed_reason.clone(),
-            backoff_remaining: match (self.state, self.backoff_until) {
-                (State::Backoff, Some(until)) => Some(until.saturating_duration_since(now)),
+            backoff_remaining: match self.phase {
+                Phase::Backoff { until, .. } => Some(until.saturating_duration_since(now)),
                 _ => None,
             },
-            adopted: self.child.is_some_and(|c| c.adopted),
+            adopted: child.is_some_and(|c| c.adopted),
             stale: self.stale.clone(),
         }
     }
 
     /// When the supervisor next wants a [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines: Vec<Instant> = Vec::with_capacity(4);
-        match self.state {
-            State::Stopping if !self.kill_sent => deadlines.extend(self.stop_deadline),
-            State::Backoff if self.dying_tree.is_none() => deadlines.extend(self.backoff_until),
-            State::Starting | State::Healthy | State::Unhealthy => {
-                if let Some(child) = self.child {
-                    if !self.probe_in_flight {
-                        deadlines.extend(self.probe_due);
-                    }
-                    match (&self.policy.health, self.state) {
-                        (None, State::Starting) => {
-                            deadlines.push(later(child.started_at, SETTLE_WITHOUT_HEALTH))
-                        }
-                        (Some(h), State::Starting) => {
-                            deadlines.push(later(child.started_at, h.start_timeout))
-                        }
-                        (Some(h), State::Unhealthy) => {
-                            if let (Some(after), Some(since)) =
-                                (h.restart_after, self.unhealthy_since)
-                            {
-                                deadlines.push(later(since, after));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-        deadlines.into_iter().min()
+        self.timers.next()
     }
 
     /// Feed one input that happened at `now`; returns what to do.
@@ -693,17 +866,28 @@ impl Supervisor {
             Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
             Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
             Input::SpawnFailed { error } => {
-                let reason = format!("could not start the backend: {error}");
-                self.fail(reason, &mut fx);
+                if let Phase::Spawning { leftovers } = self.phase {
+                    let reason = format!("could not start the backend: {error}");
+                    self.fail(reason, leftovers, &mut fx);
+                }
             }
             Input::PortBlocked { reason } => {
-                if self.state == State::Starting && self.child.is_none() {
-                    self.fail(format!("could not start the backend: {reason}"), &mut fx);
-                    self.blocked_by_strays = true;
+                if let Phase::Spawning { leftovers } = self.phase {
+                    self.fail(
+                        format!("could not start the backend: {reason}"),
+                        leftovers,
+                        &mut fx,
+                    );
+                    if let Phase::Failed { by_strays, .. } = &mut self.phase {
+                        *by_strays = true;
+                    }
                 }
             }
             Input::StraysKilled => {
-                if self.state == State::Failed && self.blocked_by_strays && !self.shutting_down {
+                if let Phase::Failed {
+                    by_strays: true, ..
+                } = self.phase
+                {
                     self.reset_crash_history();
                     self.start(&mut fx);
                 }
@@ -721,49 +905,107 @@ impl Supervisor {
         fx
     }
 
+    /// Moves to `phase`, stopping the timers it has no use for.
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        for timer in Timer::ALL {
+            if !self.phase.uses(timer) {
+                self.timers.stop(timer);
+            }
+        }
+    }
+
+    /// Sets `timer`, if the phase has a use for it.
+    fn arm(&mut self, timer: Timer, at: Instant) {
+        if self.phase.uses(timer) {
+            self.timers.set(timer, at);
+        }
+    }
+
+    /// Sets the timers that follow from the policy: the end of a start, the restart of an
+    /// unhealthy backend (again after a reload, which may have changed them).
+    fn arm_policy_timers(&mut self) {
+        match self.phase {
+            Phase::Starting { child, .. } => {
+                let limit = match &self.policy.health {
+                    None => SETTLE_WITHOUT_HEALTH,
+                    Some(h) => h.start_timeout,
+                };
+                self.arm(Timer::StartLimit, later(child.started_at, limit));
+            }
+            Phase::Running {
+                verdict: Verdict::Unhealthy { since },
+                ..
+            } => match self.policy.health.as_ref().and_then(|h| h.restart_after) {
+                Some(after) => self.arm(Timer::RestartUnhealthy, later(since, after)),
+                None => self.timers.stop(Timer::RestartUnhealthy),
+            },
+            _ => {}
+        }
+    }
+
+    /// Shutting down or detaching: commands and changes no longer count.
+    fn shutting_down(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Ended
+                | Phase::Stopping {
+                    then: Then::Exit,
+                    ..
+                }
+        )
+    }
+
     fn on_command(&mut self, cmd: Command, now: Instant, fx: &mut Vec<Effect>) {
-        if self.shutting_down {
+        if self.shutting_down() {
             return;
         }
         match cmd {
-            Command::Start => match self.state {
-                State::Stopped | State::Failed | State::Backoff => {
+            Command::Start => match &mut self.phase {
+                Phase::Stopped { .. } | Phase::Failed { .. } | Phase::Backoff { .. } => {
                     self.reset_crash_history();
                     self.start(fx);
                 }
-                State::Stopping => self.after_stop = AfterStop::Start,
-                State::Starting | State::Healthy | State::Unhealthy => {}
+                Phase::Stopping { then, .. } => *then = Then::Start,
+                Phase::Spawning { .. }
+                | Phase::Starting { .. }
+                | Phase::Running { .. }
+                | Phase::Ended => {}
             },
-            Command::Restart => match self.state {
-                State::Starting | State::Healthy | State::Unhealthy => {
+            Command::Restart => match &mut self.phase {
+                Phase::Spawning { .. } | Phase::Starting { .. } | Phase::Running { .. } => {
                     self.reset_crash_history();
-                    self.begin_stop(AfterStop::Start, now, fx);
+                    self.begin_stop(Then::Start, now, fx);
                 }
-                State::Stopping => self.after_stop = AfterStop::Start,
-                State::Stopped | State::Failed | State::Backoff => {
+                Phase::Stopping { then, .. } => *then = Then::Start,
+                Phase::Stopped { .. } | Phase::Failed { .. } | Phase::Backoff { .. } => {
                     self.reset_crash_history();
                     self.start(fx);
                 }
+                Phase::Ended => {}
             },
-            Command::Stop => self.begin_stop(AfterStop::Stay, now, fx),
-            Command::Shutdown => {
-                self.shutting_down = true;
-                self.begin_stop(AfterStop::Exit, now, fx);
-            }
+            Command::Stop => self.begin_stop(Then::Stay, now, fx),
+            Command::Shutdown => self.begin_stop(Then::Exit, now, fx),
             Command::Detach => {
-                self.shutting_down = true;
-                if let Some(child) = self.child.take() {
+                if let Some(child) = self.phase.child() {
                     fx.push(Effect::Release { pid: child.pid });
-                    self.state = State::Stopped;
                 }
-                if self.dying_tree.is_some() {
+                let dying = match self.phase {
+                    Phase::Stopping { remaining, .. } => remaining.tree(),
+                    Phase::Starting { .. } | Phase::Running { .. } => None,
+                    _ => self.phase.leftovers(),
+                };
+                match dying {
                     // Leftovers of a crash are still being killed: finish that first.
-                    self.state = State::Stopping;
-                    self.after_stop = AfterStop::Exit;
-                    self.kill_sent = true;
-                } else {
-                    self.state = State::Stopped;
-                    fx.push(Effect::Exit);
+                    Some(pid) => self.set_phase(Phase::Stopping {
+                        remaining: Remaining::Tree(pid),
+                        forced: true,
+                        then: Then::Exit,
+                    }),
+                    None => {
+                        self.set_phase(Phase::Ended);
+                        fx.push(Effect::Exit);
+                    }
                 }
             }
         }
@@ -771,83 +1013,96 @@ impl Supervisor {
 
     /// Spawn now, or as soon as the previous tree is gone: never two trees at once.
     fn start(&mut self, fx: &mut Vec<Effect>) {
-        self.blocked_by_strays = false;
-        self.backoff_until = None;
+        let leftovers = self.phase.leftovers();
         self.failed_reason = None;
-        self.state = State::Starting;
-        if self.dying_tree.is_none() {
+        self.set_phase(Phase::Spawning { leftovers });
+        if leftovers.is_none() {
             fx.push(Effect::Spawn {
-                attempt: self.backoff_step + 1,
+                attempt: self.crashes.step + 1,
             });
         }
     }
 
-    fn begin_stop(&mut self, then: AfterStop, now: Instant, fx: &mut Vec<Effect>) {
-        match self.state {
-            State::Stopping => {
+    fn begin_stop(&mut self, then: Then, now: Instant, fx: &mut Vec<Effect>) {
+        match self.phase {
+            Phase::Stopping {
+                then: current,
+                remaining,
+                forced,
+            } => {
                 // Already on the way down; only what follows changes.
-                if self.after_stop != AfterStop::Exit {
-                    self.after_stop = then;
+                if current != Then::Exit {
+                    self.phase = Phase::Stopping {
+                        remaining,
+                        forced,
+                        then,
+                    };
                 }
             }
-            State::Starting | State::Healthy | State::Unhealthy => {
-                self.after_stop = then;
-                self.state = State::Stopping;
-                self.backoff_until = None;
-                if let Some(child) = self.child {
-                    self.dying_tree = Some(child.pid);
-                    self.stop_deadline = Some(later(now, self.policy.grace));
-                    self.kill_sent = false;
-                    fx.push(Effect::Terminate { pid: child.pid });
-                } else if self.dying_tree.is_some() {
-                    // Waiting to spawn until the last run's leftovers are killed.
-                    self.kill_sent = true;
-                } else {
-                    self.finish_stop(None, fx);
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                self.set_phase(Phase::Stopping {
+                    remaining: Remaining::All(child),
+                    forced: false,
+                    then,
+                });
+                self.arm(Timer::Kill, later(now, self.policy.grace));
+                fx.push(Effect::Terminate { pid: child.pid });
+            }
+            Phase::Spawning { leftovers: None } => self.finish_stop(None, false, then, fx),
+            Phase::Spawning {
+                leftovers: Some(pid),
+            }
+            | Phase::Backoff {
+                leftovers: Some(pid),
+                ..
+            }
+            | Phase::Failed {
+                leftovers: Some(pid),
+                ..
+            }
+            | Phase::Stopped {
+                leftovers: Some(pid),
+            } => {
+                // The leftovers of the last run are being killed already.
+                self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Tree(pid),
+                    forced: true,
+                    then,
+                });
+            }
+            Phase::Backoff { .. } | Phase::Failed { .. } => self.finish_stop(None, false, then, fx),
+            Phase::Stopped { leftovers: None } => {
+                if then == Then::Exit {
+                    self.finish_stop(None, false, then, fx);
                 }
             }
-            State::Backoff | State::Failed | State::Stopped => {
-                self.backoff_until = None;
-                self.after_stop = then;
-                if self.dying_tree.is_some() {
-                    // The leftovers of the last run are still being killed.
-                    self.state = State::Stopping;
-                    self.kill_sent = true;
-                } else if then == AfterStop::Exit || self.state != State::Stopped {
-                    self.finish_stop(None, fx);
-                }
-            }
+            Phase::Ended => {}
         }
     }
 
-    fn finish_stop(&mut self, pid: Option<Pid>, fx: &mut Vec<Effect>) {
-        let was_stopping = self.state == State::Stopping;
-        let forced = self.kill_sent;
-        self.child = None;
-        self.dying_tree = None;
-        self.stop_deadline = None;
-        self.kill_sent = false;
-        self.probe_due = None;
-        self.probe_in_flight = false;
+    /// The tree is gone (`pid`: the stop of that tree is complete): stopped, then what follows.
+    fn finish_stop(&mut self, pid: Option<Pid>, forced: bool, then: Then, fx: &mut Vec<Effect>) {
         self.health = Health::default();
-        let then = std::mem::replace(&mut self.after_stop, AfterStop::Stay);
-        self.state = State::Stopped;
-        if was_stopping && pid.is_some() {
+        self.set_phase(Phase::Stopped { leftovers: None });
+        if pid.is_some() {
             fx.push(Effect::Notify(Event::Stopped { pid, forced }));
         }
         match then {
-            AfterStop::Stay => {}
-            AfterStop::Start => self.start(fx),
-            AfterStop::Exit => fx.push(Effect::Exit),
-            AfterStop::Fail => {
+            Then::Stay => {}
+            Then::Start => self.start(fx),
+            Then::Exit => {
+                self.set_phase(Phase::Ended);
+                fx.push(Effect::Exit);
+            }
+            Then::Fail => {
                 let reason = self.failed_reason.take().unwrap_or_default();
-                self.fail(reason, fx);
+                self.fail(reason, None, fx);
             }
         }
     }
 
     fn on_spawned(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.state != State::Starting || self.child.is_some() {
+        if !matches!(self.phase, Phase::Spawning { leftovers: None }) {
             // Cannot happen with a well-behaved runner; never track two children.
             fx.push(Effect::Kill { pid });
             return;
@@ -857,47 +1112,43 @@ impl Supervisor {
         } else {
             self.starts += 1;
         }
-        self.child = Some(Child {
-            pid,
-            started_at: now,
-            adopted: false,
-        });
-        self.stale = None;
-        self.restart_when_settled = false;
-        self.unhealthy_since = None;
-        self.watch_new_child(now);
+        self.watch_new_child(
+            Child {
+                pid,
+                started_at: now,
+                adopted: false,
+            },
+            now,
+        );
         fx.push(Effect::Notify(Event::Started {
             pid,
-            attempt: self.backoff_step + 1,
+            attempt: self.crashes.step + 1,
         }));
     }
 
     fn on_adopted(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.state != State::Stopped || self.child.is_some() || self.dying_tree.is_some() {
+        if !matches!(self.phase, Phase::Stopped { leftovers: None }) {
             return; // only a warden that has not started anything adopts
         }
         self.reset_crash_history();
-        self.state = State::Starting;
-        self.child = Some(Child {
-            pid,
-            started_at: now,
-            adopted: true,
-        });
-        self.stale = None;
-        self.restart_when_settled = false;
-        self.watch_new_child(now);
+        self.watch_new_child(
+            Child {
+                pid,
+                started_at: now,
+                adopted: true,
+            },
+            now,
+        );
         fx.push(Effect::Notify(Event::Adopted { pid }));
     }
 
     /// Health watching of a process that just became the current one: with a known port,
     /// wait for it to listen first; else HTTP probes from now on.
-    fn watch_new_child(&mut self, now: Instant) {
+    fn watch_new_child(&mut self, child: Child, now: Instant) {
+        self.stale = None;
         self.health = Health::default();
-        self.probe_failures = 0;
-        self.probe_in_flight = false;
-        self.probe_due = self.policy.health.as_ref().map(|_| now);
         let wait_for_port = self.policy.health.as_ref().is_some_and(|h| h.wait_for_port);
-        self.starting_probe = if wait_for_port {
+        let probe = if wait_for_port {
             self.health.listening = Some(false);
             StartingProbe::AwaitPort
         } else {
@@ -905,11 +1156,21 @@ impl Supervisor {
                 spacing: STARTING_PROBE_INTERVAL,
             }
         };
+        self.set_phase(Phase::Starting {
+            child,
+            probe,
+            probing: false,
+            restart_when_settled: false,
+        });
+        if self.policy.health.is_some() {
+            self.arm(Timer::Probe, now);
+        }
+        self.arm_policy_timers();
     }
 
     /// Whether this spawn is an automatic restart (a crash happened since the last manual start).
     fn restarts_pending(&self) -> bool {
-        self.backoff_step > 0 || self.recovering
+        self.crashes.step > 0 || self.crashes.recovering
     }
 
     fn on_exited(
@@ -920,15 +1181,17 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(child) = self.child.filter(|c| c.pid == pid) else {
+        let Some(child) = self.phase.child().filter(|c| c.pid == pid) else {
             return; // about a process that is no longer ours
         };
         let tail = last_lines(tail);
-        self.child = None;
-        self.probe_due = None;
-        self.probe_in_flight = false;
 
-        if self.state == State::Stopping {
+        if let Phase::Stopping {
+            remaining,
+            forced,
+            then,
+        } = self.phase
+        {
             self.last_exit = Some(LastExit {
                 pid,
                 code: status.code,
@@ -936,17 +1199,22 @@ impl Supervisor {
                 reason: "stopped on request".into(),
                 tail,
             });
-            // Its children got the same request; the tree watch reports when all are gone.
-            if self.dying_tree.is_none() {
-                self.finish_stop(Some(pid), fx);
+            match remaining {
+                // Its children got the same request; the tree watch reports when all are gone.
+                Remaining::All(_) => self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Tree(pid),
+                    forced,
+                    then,
+                }),
+                Remaining::Leader(_) | Remaining::Tree(_) => {
+                    self.finish_stop(Some(pid), forced, then, fx)
+                }
             }
             return;
         }
 
         // An exit nobody asked for. Whatever the leader left behind dies now: an orphaned
         // reload worker must never keep serving stale code.
-        self.dying_tree = Some(pid);
-        self.kill_sent = true;
         fx.push(Effect::Kill { pid });
 
         let restart = match self.policy.restart {
@@ -964,7 +1232,9 @@ impl Supervisor {
 
         if !restart {
             if status.success() {
-                self.state = State::Stopped;
+                self.set_phase(Phase::Stopped {
+                    leftovers: Some(pid),
+                });
                 fx.push(Effect::Notify(Event::Exited { pid, status }));
             } else {
                 let policy = match self.policy.restart {
@@ -975,37 +1245,39 @@ impl Supervisor {
                     format!("the backend {status} (restart policy is \"{policy}\")"),
                     &tail,
                 );
-                self.fail(reason, fx);
+                self.fail(reason, Some(pid), fx);
             }
             return;
         }
 
         if now.saturating_duration_since(child.started_at) >= self.policy.stable_after {
-            self.backoff_step = 0;
+            self.crashes.step = 0;
         }
         if self.record_crash(now) {
             let reason = with_tail(
                 format!(
                     "gave up after {} crashes within {}: the backend {status}",
-                    self.crash_times.len(),
+                    self.crashes.times.len(),
                     humantime::format_duration(self.policy.window)
                 ),
                 &tail,
             );
-            self.fail(reason, fx);
+            self.fail(reason, Some(pid), fx);
             return;
         }
-        let delay = self.policy.backoff(self.backoff_step);
-        let first_in_episode = self.backoff_step == 0;
-        self.backoff_step += 1;
-        self.recovering = true;
-        self.state = State::Backoff;
-        self.backoff_until = Some(later(now, delay));
+        let delay = self.policy.backoff(self.crashes.step);
+        let first_in_episode = self.crashes.step == 0;
+        self.crashes.step += 1;
+        self.crashes.recovering = true;
+        self.set_phase(Phase::Backoff {
+            until: later(now, delay),
+            leftovers: Some(pid),
+        });
         fx.push(Effect::Notify(Event::Crashed {
             pid,
             status,
             delay,
-            attempt: self.backoff_step,
+            attempt: self.crashes.step,
             first_in_episode,
             tail,
         }));
@@ -1013,52 +1285,72 @@ impl Supervisor {
 
     /// Records a crash; true when that makes too many within the window.
     fn record_crash(&mut self, now: Instant) -> bool {
-        self.crash_times.push_back(now);
-        while let Some(&first) = self.crash_times.front() {
+        let times = &mut self.crashes.times;
+        times.push_back(now);
+        while let Some(&first) = times.front() {
             if now.saturating_duration_since(first) > self.policy.window {
-                self.crash_times.pop_front();
+                times.pop_front();
             } else {
                 break;
             }
         }
-        self.crash_times.len() > self.policy.max_restarts as usize
+        times.len() > self.policy.max_restarts as usize
     }
 
     fn reset_crash_history(&mut self) {
-        self.crash_times.clear();
-        self.backoff_step = 0;
-        self.recovering = false;
+        self.crashes.times.clear();
+        self.crashes.step = 0;
+        self.crashes.recovering = false;
     }
 
-    fn fail(&mut self, reason: String, fx: &mut Vec<Effect>) {
-        self.state = State::Failed;
-        self.blocked_by_strays = false;
-        self.backoff_until = None;
-        self.recovering = false;
+    fn fail(&mut self, reason: String, leftovers: Option<Pid>, fx: &mut Vec<Effect>) {
+        self.set_phase(Phase::Failed {
+            leftovers,
+            by_strays: false,
+        });
+        self.crashes.recovering = false;
         self.failed_reason = Some(reason.clone());
         fx.push(Effect::Notify(Event::GaveUp { reason }));
     }
 
     fn on_tree_gone(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.dying_tree != Some(pid) {
-            return;
-        }
-        self.dying_tree = None;
-        if self.state != State::Stopping {
-            self.kill_sent = false;
-        }
-        match self.state {
-            // Done once the main process is reaped too, so its exit status is known.
-            State::Stopping if self.child.is_none() => self.finish_stop(Some(pid), fx),
-            State::Starting if self.child.is_none() => {
+        match self.phase {
+            Phase::Stopping {
+                remaining,
+                forced,
+                then,
+            } if remaining.tree() == Some(pid) => match remaining.leader() {
+                // Done once the main process is reaped too, so its exit status is known.
+                Some(child) => self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Leader(child),
+                    forced,
+                    then,
+                }),
+                None => self.finish_stop(Some(pid), forced, then, fx),
+            },
+            _ if self.phase.leftovers() != Some(pid) => {}
+            Phase::Spawning { .. } => {
+                self.set_phase(Phase::Spawning { leftovers: None });
                 fx.push(Effect::Spawn {
-                    attempt: self.backoff_step + 1,
+                    attempt: self.crashes.step + 1,
                 });
             }
-            State::Backoff if self.backoff_until.is_some_and(|until| now >= until) => {
-                self.start(fx);
+            Phase::Backoff { until, .. } => {
+                self.set_phase(Phase::Backoff {
+                    until,
+                    leftovers: None,
+                });
+                if now >= until {
+                    self.start(fx);
+                } else {
+                    self.arm(Timer::Backoff, until);
+                }
             }
-            _ => {}
+            Phase::Failed { by_strays, .. } => self.set_phase(Phase::Failed {
+                leftovers: None,
+                by_strays,
+            }),
+            _ => self.set_phase(Phase::Stopped { leftovers: None }),
         }
     }
 
@@ -1066,7 +1358,7 @@ impl Supervisor {
         if self.pid() != Some(pid) {
             return;
         }
-        self.probe_in_flight = false;
+        self.phase.set_probing(false);
         let Some(health) = self.policy.health.clone() else {
             return;
         };
@@ -1079,41 +1371,50 @@ impl Supervisor {
                     failure: None,
                     listening: self.health.listening,
                 };
-                self.probe_failures = 0;
-                self.unhealthy_since = None;
-                if matches!(self.state, State::Starting | State::Unhealthy) {
-                    self.become_healthy(pid, Some(latency), now, fx);
+                self.arm(Timer::Probe, later(now, health.interval));
+                match &mut self.phase {
+                    Phase::Starting { .. }
+                    | Phase::Running {
+                        verdict: Verdict::Unhealthy { .. },
+                        ..
+                    } => self.become_healthy(pid, Some(latency), now, fx),
+                    Phase::Running {
+                        verdict: Verdict::Healthy { failures },
+                        ..
+                    } => *failures = 0,
+                    _ => {}
                 }
-                self.probe_due = Some(later(now, health.interval));
             }
             Probe::Failed { error, failure } => {
                 self.health.ok = Some(false);
                 self.health.last_error = Some(error.clone());
                 self.health.failure = Some(failure.to_string());
-                match self.state {
-                    State::Starting => {
+                match &mut self.phase {
+                    Phase::Starting { probe, .. } => {
                         // Not up yet: probe again soon, then less and less often, so that a
                         // long start is not a flood of requests.
-                        let spacing = match self.starting_probe {
+                        let spacing = match *probe {
                             StartingProbe::Http { spacing } => spacing,
                             StartingProbe::AwaitPort => STARTING_PROBE_INTERVAL,
                         };
-                        self.probe_due = Some(later(now, spacing));
-                        self.starting_probe = StartingProbe::Http {
+                        *probe = StartingProbe::Http {
                             spacing: next_starting_spacing(spacing, health.interval),
                         };
+                        self.arm(Timer::Probe, later(now, spacing));
                     }
-                    State::Healthy => {
-                        self.probe_failures += 1;
-                        if self.probe_failures >= health.unhealthy_after {
-                            self.state = State::Unhealthy;
-                            self.unhealthy_since = Some(now);
-                            self.recovering = true;
-                            fx.push(Effect::Notify(Event::Unhealthy { pid, error }));
+                    Phase::Running {
+                        child,
+                        verdict: Verdict::Healthy { failures },
+                        probing,
+                    } => {
+                        *failures += 1;
+                        if *failures >= health.unhealthy_after {
+                            let (child, probing) = (*child, *probing);
+                            self.become_unhealthy(child, probing, error, now, fx);
                         }
-                        self.probe_due = Some(later(now, health.interval));
+                        self.arm(Timer::Probe, later(now, health.interval));
                     }
-                    _ => self.probe_due = Some(later(now, health.interval)),
+                    _ => self.arm(Timer::Probe, later(now, health.interval)),
                 }
             }
         }
@@ -1123,30 +1424,34 @@ impl Supervisor {
         if self.pid() != Some(pid) {
             return;
         }
-        self.probe_in_flight = false;
+        self.phase.set_probing(false);
         if self.policy.health.is_none() {
             return;
         }
-        if self.state != State::Starting || self.starting_probe != StartingProbe::AwaitPort {
+        let Phase::Starting {
+            child,
+            probe: probe @ StartingProbe::AwaitPort,
+            probing,
+            ..
+        } = &mut self.phase
+        else {
             // The start timed out or the policy changed meanwhile: HTTP probes take over.
-            self.probe_due = Some(now);
+            self.arm(Timer::Probe, now);
             return;
-        }
+        };
         if listening {
             // Listening: most backends answer at once now, so the first HTTP probe goes out
             // without waiting for a tick.
             self.health.listening = Some(true);
-            self.starting_probe = StartingProbe::Http {
+            *probe = StartingProbe::Http {
                 spacing: STARTING_PROBE_INTERVAL,
             };
-            self.probe_due = None;
-            self.probe_in_flight = true;
+            *probing = true;
+            self.timers.stop(Timer::Probe);
             fx.push(Effect::Probe { pid });
         } else {
-            let waited = self.child.map_or(Duration::ZERO, |c| {
-                now.saturating_duration_since(c.started_at)
-            });
-            self.probe_due = Some(now + port_poll(waited));
+            let waited = now.saturating_duration_since(child.started_at);
+            self.arm(Timer::Probe, now + port_poll(waited));
         }
     }
 
@@ -1157,32 +1462,67 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        self.state = State::Healthy;
-        let recovered = std::mem::take(&mut self.recovering);
+        let (child, probing, restart_when_settled) = match self.phase {
+            Phase::Starting {
+                child,
+                probing,
+                restart_when_settled,
+                ..
+            } => (child, probing, restart_when_settled),
+            Phase::Running { child, probing, .. } => (child, probing, false),
+            _ => return,
+        };
+        self.set_phase(Phase::Running {
+            child,
+            verdict: Verdict::Healthy { failures: 0 },
+            probing,
+        });
+        let recovered = std::mem::take(&mut self.crashes.recovering);
         fx.push(Effect::Notify(Event::Healthy {
             pid,
             latency,
             recovered,
         }));
-        self.restart_if_code_changed_while_starting(now, fx);
+        if restart_when_settled {
+            self.restart_for_code_after_start(now, fx);
+        }
+    }
+
+    fn become_unhealthy(
+        &mut self,
+        child: Child,
+        probing: bool,
+        error: String,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.set_phase(Phase::Running {
+            child,
+            verdict: Verdict::Unhealthy { since: now },
+            probing,
+        });
+        self.arm_policy_timers();
+        self.crashes.recovering = true;
+        fx.push(Effect::Notify(Event::Unhealthy {
+            pid: child.pid,
+            error,
+        }));
     }
 
     /// A change that came in while starting waited for the start to settle; now is the time.
-    fn restart_if_code_changed_while_starting(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if std::mem::take(&mut self.restart_when_settled) {
-            let count = self.stale.as_ref().map_or(0, |s| s.count);
-            fx.push(Effect::Notify(Event::RestartingForCode {
-                pid: self.pid(),
-                count,
-            }));
-            self.begin_stop_for_code(now, fx);
-        }
+    fn restart_for_code_after_start(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let count = self.stale.as_ref().map_or(0, |s| s.count);
+        fx.push(Effect::Notify(Event::RestartingForCode {
+            pid: self.pid(),
+            count,
+        }));
+        self.begin_stop_for_code(now, fx);
     }
 
     fn begin_stop_for_code(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         // Not a crash: a fresh run, the backoff starts over.
         self.reset_crash_history();
-        self.begin_stop(AfterStop::Start, now, fx);
+        self.begin_stop(Then::Start, now, fx);
     }
 
     fn on_code_changed(
@@ -1192,15 +1532,13 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        if self.policy.on_change == OnChange::Off || self.shutting_down {
+        if self.policy.on_change == OnChange::Off || self.shutting_down() {
             return;
         }
         let restart = self.policy.on_change == OnChange::Restart;
-        match self.state {
-            State::Starting | State::Healthy | State::Unhealthy => {
-                let Some(pid) = self.pid() else {
-                    return; // about to spawn: it will load the new code anyway
-                };
+        match self.phase {
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                let pid = child.pid;
                 let first = self.stale.is_none();
                 let stale = self.stale.get_or_insert_with(|| Stale {
                     since: now,
@@ -1213,27 +1551,29 @@ impl Supervisor {
                         stale.files.push(file);
                     }
                 }
+                let count = stale.count;
                 if first {
-                    fx.push(Effect::Notify(Event::Stale {
-                        pid,
-                        count: stale.count,
-                    }));
+                    fx.push(Effect::Notify(Event::Stale { pid, count }));
                 }
-                if restart {
-                    if self.state == State::Starting {
-                        self.restart_when_settled = true;
-                    } else {
-                        let count = stale.count;
-                        fx.push(Effect::Notify(Event::RestartingForCode {
-                            pid: Some(pid),
-                            count,
-                        }));
-                        self.begin_stop_for_code(now, fx);
-                    }
+                if !restart {
+                    return;
+                }
+                if let Phase::Starting {
+                    restart_when_settled,
+                    ..
+                } = &mut self.phase
+                {
+                    *restart_when_settled = true;
+                } else {
+                    fx.push(Effect::Notify(Event::RestartingForCode {
+                        pid: Some(pid),
+                        count,
+                    }));
+                    self.begin_stop_for_code(now, fx);
                 }
             }
             // A fix saved while the backend is crashing: try it now, not after the backoff.
-            State::Backoff | State::Failed if restart => {
+            Phase::Backoff { .. } | Phase::Failed { .. } if restart => {
                 fx.push(Effect::Notify(Event::RestartingForCode {
                     pid: None,
                     count,
@@ -1241,6 +1581,7 @@ impl Supervisor {
                 self.reset_crash_history();
                 self.start(fx);
             }
+            // About to spawn: it will load the new code anyway.
             _ => {}
         }
     }
@@ -1249,17 +1590,17 @@ impl Supervisor {
     /// (or waiting out a backoff) gets a fresh start after any change: the reload may well be
     /// the fix, and waiting for a click on Start would hide that. A stopped one stays stopped.
     fn on_reloaded(&mut self, change: ReloadChange, now: Instant, fx: &mut Vec<Effect>) {
-        if self.shutting_down || change == ReloadChange::Nothing {
+        if self.shutting_down() || change == ReloadChange::Nothing {
             return;
         }
-        match self.state {
-            State::Starting | State::Healthy | State::Unhealthy
+        match self.phase {
+            Phase::Spawning { .. } | Phase::Starting { .. } | Phase::Running { .. }
                 if change == ReloadChange::Launch =>
             {
                 self.reset_crash_history();
-                self.begin_stop(AfterStop::Start, now, fx);
+                self.begin_stop(Then::Start, now, fx);
             }
-            State::Failed | State::Backoff => {
+            Phase::Failed { .. } | Phase::Backoff { .. } => {
                 self.reset_crash_history();
                 self.start(fx);
             }
@@ -1268,76 +1609,81 @@ impl Supervisor {
     }
 
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        match self.state {
-            State::Stopping => {
-                if let (Some(deadline), Some(pid), false) =
-                    (self.stop_deadline, self.dying_tree, self.kill_sent)
-                    && now >= deadline
-                {
-                    self.kill_sent = true;
-                    fx.push(Effect::Notify(Event::Killing {
-                        pid,
-                        grace: self.policy.grace,
-                    }));
-                    fx.push(Effect::Kill { pid });
-                }
-            }
-            State::Backoff => {
-                if self.dying_tree.is_none() && self.backoff_until.is_some_and(|u| now >= u) {
-                    self.start(fx);
-                }
-            }
-            State::Starting | State::Healthy | State::Unhealthy => {
-                let Some(child) = self.child else { return };
-                let health = self.policy.health.clone();
-                match (&health, self.state) {
-                    (None, State::Starting)
-                        if now >= later(child.started_at, SETTLE_WITHOUT_HEALTH) =>
-                    {
-                        self.become_healthy(child.pid, None, now, fx);
-                    }
-                    (Some(h), State::Starting)
-                        if now >= later(child.started_at, h.start_timeout) =>
-                    {
-                        self.state = State::Unhealthy;
-                        self.unhealthy_since = Some(now);
-                        self.recovering = true;
-                        let mut error = format!(
-                            "not healthy {} after start",
-                            humantime::format_duration(h.start_timeout)
-                        );
-                        if self.starting_probe == StartingProbe::AwaitPort {
-                            error.push_str(" (its port is not listening)");
-                        }
-                        fx.push(Effect::Notify(Event::Unhealthy {
-                            pid: child.pid,
-                            error,
-                        }));
-                        self.restart_if_code_changed_while_starting(now, fx);
-                        return;
-                    }
-                    (Some(h), State::Unhealthy) => {
-                        if let (Some(after), Some(since)) = (h.restart_after, self.unhealthy_since)
-                            && now >= later(since, after)
-                        {
-                            self.restart_unhealthy(child.pid, now - since, now, fx);
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-                if !self.probe_in_flight && self.probe_due.is_some_and(|due| now >= due) {
-                    self.probe_in_flight = true;
-                    self.probe_due = None;
-                    let pid = child.pid;
-                    fx.push(match (self.state, self.starting_probe) {
-                        (State::Starting, StartingProbe::AwaitPort) => Effect::CheckPort { pid },
-                        _ => Effect::Probe { pid },
-                    });
-                }
-            }
-            State::Stopped | State::Failed => {}
+        if self.timers.expired(Timer::Kill, now)
+            && let Phase::Stopping {
+                remaining, forced, ..
+            } = &mut self.phase
+            && let Some(pid) = remaining.tree()
+        {
+            *forced = true;
+            self.timers.stop(Timer::Kill);
+            fx.push(Effect::Notify(Event::Killing {
+                pid,
+                grace: self.policy.grace,
+            }));
+            fx.push(Effect::Kill { pid });
         }
+        if self.timers.expired(Timer::Backoff, now) {
+            self.start(fx);
+        }
+        if self.timers.expired(Timer::StartLimit, now)
+            && let Phase::Starting {
+                child,
+                probe,
+                probing,
+                restart_when_settled,
+            } = self.phase
+        {
+            let Some(h) = &self.policy.health else {
+                // Without a health check, alive this long is healthy.
+                self.become_healthy(child.pid, None, now, fx);
+                return self.send_due_probe(now, fx);
+            };
+            let mut error = format!(
+                "not healthy {} after start",
+                humantime::format_duration(h.start_timeout)
+            );
+            if probe == StartingProbe::AwaitPort {
+                error.push_str(" (its port is not listening)");
+            }
+            self.become_unhealthy(child, probing, error, now, fx);
+            if restart_when_settled {
+                self.restart_for_code_after_start(now, fx);
+            }
+            return;
+        }
+        if self.timers.expired(Timer::RestartUnhealthy, now)
+            && let Phase::Running {
+                child,
+                verdict: Verdict::Unhealthy { since },
+                ..
+            } = self.phase
+        {
+            self.restart_unhealthy(child.pid, now - since, now, fx);
+            return;
+        }
+        self.send_due_probe(now, fx);
+    }
+
+    /// Sends the port check or health probe whose time has come.
+    fn send_due_probe(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if !self.timers.expired(Timer::Probe, now) {
+            return;
+        }
+        self.timers.stop(Timer::Probe);
+        let effect = match &self.phase {
+            Phase::Starting {
+                child,
+                probe: StartingProbe::AwaitPort,
+                ..
+            } => Effect::CheckPort { pid: child.pid },
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                Effect::Probe { pid: child.pid }
+            }
+            _ => return,
+        };
+        self.phase.set_probing(true);
+        fx.push(effect);
     }
 
     fn restart_unhealthy(
@@ -1354,16 +1700,16 @@ impl Supervisor {
         if self.record_crash(now) {
             let reason = format!(
                 "gave up after {} restarts within {}: the backend stayed unhealthy ({})",
-                self.crash_times.len(),
+                self.crashes.times.len(),
                 humantime::format_duration(self.policy.window),
                 self.health.last_error.as_deref().unwrap_or("no answer"),
             );
-            self.begin_stop(AfterStop::Fail, now, fx);
+            self.begin_stop(Then::Fail, now, fx);
             self.failed_reason = Some(reason);
             return;
         }
-        self.backoff_step += 1;
-        self.begin_stop(AfterStop::Start, now, fx);
+        self.crashes.step += 1;
+        self.begin_stop(Then::Start, now, fx);
     }
 }
 
