@@ -199,8 +199,6 @@ enum Message {
     Input(Input),
     /// Answered once every message sent before it has been handled and published.
     Barrier(Sender<()>),
-    /// Take charge of this running copy of the backend (or start one if that fails).
-    Adopt(Pid),
     /// New settings from a reloaded config.
     Reload(Box<(Backend, Policy)>),
 }
@@ -254,7 +252,9 @@ impl EngineHandle {
 
     /// Asks the engine to adopt a running copy of the backend instead of starting one.
     pub fn adopt(&self, pid: Pid) -> bool {
-        self.inputs.send(Message::Adopt(pid)).is_ok()
+        self.inputs
+            .send(Message::Input(Input::Adopt { pid }))
+            .is_ok()
     }
 
     fn send(&self, input: Input) {
@@ -353,8 +353,7 @@ impl Runner {
                     let _ = done.send(());
                     continue;
                 }
-                Ok(Message::Adopt(pid)) => Some(self.adopt(pid)),
-                Ok(Message::Reload(settings)) => self.reload(settings.0, settings.1),
+                Ok(Message::Reload(settings)) => Some(self.reload(settings.0, settings.1)),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
@@ -444,7 +443,6 @@ impl Runner {
         match effect {
             Effect::Spawn { attempt } => queue.push_back(self.spawn(attempt)),
             Effect::Terminate { pid } => {
-                let mut kill_now = false;
                 if let Some(Held { tree, hands_off }) = self.trees.get(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
                     let asked = self.backend.stop_url.as_deref().is_some_and(|url| {
@@ -467,18 +465,15 @@ impl Runner {
                     };
                     match terminated {
                         Ok(Asked::Sent) => {}
-                        Ok(Asked::KillNow(why)) => {
+                        Ok(Asked::Unreachable(why)) => {
                             info!(pid, %why, "nothing can ask the backend to stop; killing its tree now");
-                            kill_now = true;
+                            queue.push_back(Input::Unreachable { pid });
                         }
                         Err(e) => warn!(pid, error = %e, "could not ask the backend to stop"),
                     }
                     self.dying.entry(pid).or_insert(Dying {
                         since: Instant::now(),
                     });
-                }
-                if kill_now {
-                    self.execute(Effect::Kill { pid }, queue);
                 }
             }
             Effect::Kill { pid } => {
@@ -524,6 +519,7 @@ impl Runner {
                     self.record_kept(pid);
                 }
             }
+            Effect::Adopt { pid } => queue.push_back(self.adopt(pid)),
             Effect::Notify(event) => self.notify(&event),
             Effect::Exit => {}
         }
@@ -654,7 +650,9 @@ impl Runner {
         Ok(spec)
     }
 
-    fn reload(&mut self, backend: Backend, policy: Policy) -> Option<Input> {
+    /// Puts a reloaded config's backend in place, and says what changed for the supervisor to
+    /// decide on.
+    fn reload(&mut self, backend: Backend, policy: Policy) -> Input {
         let relaunch = backend.spec != self.backend.spec
             || backend.env_file != self.backend.env_file
             || backend.port != self.backend.port;
@@ -662,7 +660,7 @@ impl Runner {
             || backend.health_timeout != self.backend.health_timeout;
         let change = if relaunch {
             ReloadChange::Launch
-        } else if probe_changed || policy != *self.supervisor.policy() {
+        } else if probe_changed {
             ReloadChange::Settings
         } else {
             ReloadChange::Nothing
@@ -681,9 +679,8 @@ impl Runner {
             };
         }
         self.backend = backend;
-        self.supervisor.set_policy(policy, Instant::now());
-        info!(?change, "config reloaded");
-        Some(Input::Reloaded(change))
+        info!(change = ?change.with_policy(self.supervisor.policy(), &policy), "config reloaded");
+        Input::Reload { policy, change }
     }
 
     fn adopt(&mut self, pid: Pid) -> Input {
@@ -705,7 +702,7 @@ impl Runner {
             }
             Err(e) => {
                 warn!(pid, error = %e, "cannot adopt the running backend; starting one instead");
-                Input::Command(Command::Start)
+                Input::AdoptFailed { pid }
             }
         }
     }

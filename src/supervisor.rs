@@ -228,8 +228,14 @@ pub enum Input {
     Command(Command),
     /// The runner spawned the backend.
     Spawned { pid: Pid },
+    /// Take charge of `pid`, a copy of the backend that is already running (the one the last
+    /// warden left running, or an adoptable copy): a warden that runs nothing answers with
+    /// [`Effect::Adopt`].
+    Adopt { pid: Pid },
     /// The runner took charge of a copy of the backend that was already running.
     Adopted { pid: Pid },
+    /// The runner could not take charge of `pid` (see [`Effect::Adopt`]).
+    AdoptFailed { pid: Pid },
     /// The runner could not spawn the backend (command not found, cwd missing, ...).
     SpawnFailed { error: String },
     /// The runner did not spawn the backend because stray copies of it hold its port: the
@@ -245,6 +251,9 @@ pub enum Input {
     },
     /// Every process of the tree led by `pid` is gone.
     TreeGone { pid: Pid },
+    /// No stop request can reach the tree led by `pid` (Windows: no console to send Ctrl+C
+    /// to, or neither event could be sent): waiting out the grace period would be for nothing.
+    Unreachable { pid: Pid },
     /// A health probe of `pid` finished.
     Probed { pid: Pid, probe: Probe },
     /// A check of whether `pid`'s port listens finished (see [`Effect::CheckPort`]).
@@ -252,9 +261,14 @@ pub enum Input {
     /// Watched files of the backend's code changed (one debounced burst): `files` are the
     /// first few, `count` how many.
     CodeChanged { files: Vec<String>, count: usize },
-    /// The config was reloaded (the new policy is in place already, see
-    /// [`Supervisor::set_policy`]); what changed decides what happens to the backend.
-    Reloaded(ReloadChange),
+    /// The config was reloaded: `policy` replaces the one in force (from the next decision
+    /// on; a newly configured health check probes at once), and what changed decides what
+    /// happens to the backend. `change` is what changed of what the runner holds (launch
+    /// settings, health probe); a changed policy counts as [`ReloadChange::Settings`].
+    Reload {
+        policy: Policy,
+        change: ReloadChange,
+    },
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
 }
@@ -268,6 +282,16 @@ pub enum ReloadChange {
     Settings,
     /// What is launched (command, args, cwd, env, env file, port).
     Launch,
+}
+
+impl ReloadChange {
+    /// The change, counting a new policy (`old` to `new`) as one of the settings.
+    pub fn with_policy(self, old: &Policy, new: &Policy) -> ReloadChange {
+        match self {
+            ReloadChange::Nothing if old != new => ReloadChange::Settings,
+            change => change,
+        }
+    }
 }
 
 /// What the runner must do.
@@ -286,6 +310,9 @@ pub enum Effect {
     CheckPort { pid: Pid },
     /// Let the tree go: it must survive the warden (`quit --keep-backend`).
     Release { pid: Pid },
+    /// Take charge of the running copy `pid` and its tree; answer with [`Input::Adopted`] or
+    /// [`Input::AdoptFailed`].
+    Adopt { pid: Pid },
     /// Tell the world (log line, notification, tray).
     Notify(Event),
     /// Shutdown is complete: the engine may end.
@@ -335,7 +362,7 @@ pub enum Event {
 }
 
 /// The policy the supervisor follows, taken from the config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Health checking, if a health URL is configured.
     pub health: Option<HealthPolicy>,
@@ -358,7 +385,7 @@ pub struct Policy {
 }
 
 /// Health-check timing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthPolicy {
     /// Time between probes once started.
     pub interval: Duration,
@@ -774,7 +801,7 @@ impl Supervisor {
 
     /// Replaces the policy (config reload). Applies from the next decision on; a newly
     /// configured health check probes at once.
-    pub fn set_policy(&mut self, policy: Policy, now: Instant) {
+    fn set_policy(&mut self, policy: Policy, now: Instant) {
         if policy.health.is_none() {
             self.timers.stop(Timer::Probe);
         } else if self.policy.health.is_none() {
@@ -864,7 +891,14 @@ impl Supervisor {
         match input {
             Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
             Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
+            Input::Adopt { pid } => {
+                if matches!(self.phase, Phase::Stopped { leftovers: None }) {
+                    fx.push(Effect::Adopt { pid });
+                }
+            }
             Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
+            // Nothing to supervise after all: start one instead.
+            Input::AdoptFailed { .. } => self.on_command(Command::Start, now, &mut fx),
             Input::SpawnFailed { error } => {
                 if let Phase::Spawning { leftovers } = self.phase {
                     let reason = format!("could not start the backend: {error}");
@@ -894,12 +928,26 @@ impl Supervisor {
             }
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
+            Input::Unreachable { pid } => {
+                // Kill now rather than wait the grace period for nothing. Not a forced stop:
+                // the grace period did not run out (its deadline stays, should the kill not
+                // end the tree).
+                if let Phase::Stopping { remaining, .. } = self.phase
+                    && remaining.tree() == Some(pid)
+                {
+                    fx.push(Effect::Kill { pid });
+                }
+            }
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
             Input::PortChecked { pid, listening } => {
                 self.on_port_checked(pid, listening, now, &mut fx)
             }
             Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
-            Input::Reloaded(change) => self.on_reloaded(change, now, &mut fx),
+            Input::Reload { policy, change } => {
+                let change = change.with_policy(&self.policy, &policy);
+                self.set_policy(policy, now);
+                self.on_reloaded(change, now, &mut fx);
+            }
             Input::Tick => self.on_tick(now, &mut fx),
         }
         fx
@@ -1788,6 +1836,11 @@ mod tests {
         fn cmd(&mut self, c: Command) -> Vec<Effect> {
             self.feed(Input::Command(c))
         }
+        /// A reload that keeps the policy and changed `change`.
+        fn reload(&mut self, change: ReloadChange) -> Vec<Effect> {
+            let policy = self.sup.policy().clone();
+            self.feed(Input::Reload { policy, change })
+        }
         fn exit(&mut self, pid: Pid, code: i32) -> Vec<Effect> {
             self.feed(Input::Exited {
                 pid,
@@ -1883,7 +1936,7 @@ mod tests {
         }
         assert_eq!(counts(&h), (4, 1), "after three clicks on Restart");
         // A reload that changes what runs: requested too.
-        h.at(10 * S).feed(Input::Reloaded(ReloadChange::Launch));
+        h.at(10 * S).reload(ReloadChange::Launch);
         h.terminated(pid);
         h.feed(Input::Spawned { pid: pid + 1 });
         assert_eq!(counts(&h), (5, 1), "after a reload");
@@ -1974,7 +2027,7 @@ mod tests {
                 }
                 Setup::Stopped => {}
             }
-            let fx = h.at(S).feed(Input::Reloaded(change));
+            let fx = h.at(S).reload(change);
             let what = format!("{setup:?} + {change:?}: {fx:?}");
             assert_eq!(
                 has(&fx, &Effect::Terminate { pid: 10 }),
@@ -2691,6 +2744,8 @@ mod tests {
     #[test]
     fn an_adopted_backend_is_supervised_and_replaced_by_a_managed_one_after_a_crash() {
         let mut h = Harness::new(policy());
+        let fx = h.feed(Input::Adopt { pid: 500 });
+        assert_eq!(fx, vec![Effect::Adopt { pid: 500 }]);
         let fx = h.feed(Input::Adopted { pid: 500 });
         assert_eq!(fx, vec![Effect::Notify(Event::Adopted { pid: 500 })]);
         assert!(h.sup.snapshot(h.now).adopted);
@@ -2714,7 +2769,118 @@ mod tests {
         h.feed(Input::Spawned { pid: 501 });
         assert!(!h.sup.snapshot(h.now).adopted);
         // Adopting is only for a warden that runs nothing.
+        assert!(h.feed(Input::Adopt { pid: 502 }).is_empty());
         assert!(h.feed(Input::Adopted { pid: 502 }).is_empty());
+    }
+
+    #[test]
+    fn a_copy_that_cannot_be_adopted_is_replaced_by_a_start() {
+        let mut h = Harness::new(policy());
+        assert_eq!(
+            h.feed(Input::Adopt { pid: 500 }),
+            vec![Effect::Adopt { pid: 500 }]
+        );
+        assert_eq!(
+            h.feed(Input::AdoptFailed { pid: 500 }),
+            vec![Effect::Spawn { attempt: 1 }]
+        );
+        assert_eq!(h.sup.state(), State::Starting);
+        // A tree still on its way down: no adoption beside it.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.cmd(Command::Stop);
+        assert!(h.feed(Input::Adopt { pid: 500 }).is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_stop_kills_the_tree_at_once() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert_eq!(h.cmd(Command::Stop), vec![Effect::Terminate { pid: 7 }]);
+        // (input, effects): only the tree being stopped is killed, once asked.
+        let rows = [
+            (Input::Unreachable { pid: 6 }, vec![]),
+            (Input::Unreachable { pid: 7 }, vec![Effect::Kill { pid: 7 }]),
+        ];
+        for (input, want) in rows {
+            assert_eq!(h.feed(input.clone()), want, "{input:?}");
+        }
+        // The grace period did not run out: not a forced stop, and its deadline stays in case
+        // the kill does not end the tree.
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * S));
+        h.at(S);
+        h.terminated(7);
+        assert_eq!(h.sup.state(), State::Stopped);
+        // Not stopping: nothing to decide.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert!(h.feed(Input::Unreachable { pid: 7 }).is_empty());
+    }
+
+    #[test]
+    fn a_reload_puts_the_new_policy_in_force() {
+        let mut no_health = policy();
+        no_health.health = None;
+        // A health check configured while running probes at once.
+        let mut h = Harness::new(no_health.clone());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 7 });
+        h.at(SETTLE_WITHOUT_HEALTH).feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Healthy);
+        assert_eq!(h.sup.next_deadline(), None);
+        h.at(2 * S).feed(Input::Reload {
+            policy: policy(),
+            change: ReloadChange::Settings,
+        });
+        assert_eq!(h.sup.next_deadline(), Some(h.now), "probe at once");
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 7 }]);
+        // A health check removed: no more probes.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.feed(Input::Reload {
+            policy: no_health,
+            change: ReloadChange::Settings,
+        });
+        assert_eq!(h.sup.next_deadline(), None);
+        // No port to wait for any more: HTTP probes, and "not listening" is no longer said.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 7 });
+        let mut unknown_port = policy();
+        unknown_port.health.as_mut().unwrap().wait_for_port = false;
+        unknown_port.health.as_mut().unwrap().start_timeout = 10 * S;
+        h.feed(Input::Reload {
+            policy: unknown_port,
+            change: ReloadChange::Nothing,
+        });
+        assert_eq!(h.sup.snapshot(h.now).health.listening, None);
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 7 }]);
+        h.bad(7);
+        // The new start timeout applies to the start under way.
+        h.at(10 * S);
+        h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+    }
+
+    #[test]
+    fn a_new_policy_alone_counts_as_a_change_of_settings() {
+        // (policy changed, change the runner saw, spawns from failed)
+        let table = [
+            (false, ReloadChange::Nothing, 0),
+            (true, ReloadChange::Nothing, 1),
+            (false, ReloadChange::Settings, 1),
+        ];
+        for (new_policy, change, want) in table {
+            let mut h = Harness::new(policy());
+            h.cmd(Command::Start);
+            h.feed(Input::SpawnFailed { error: "x".into() });
+            let mut p = policy();
+            if new_policy {
+                p.grace = 9 * S;
+            }
+            let fx = h.feed(Input::Reload { policy: p, change });
+            assert_eq!(spawns(&fx), want, "{new_policy} {change:?}");
+        }
     }
 
     #[test]
