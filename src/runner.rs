@@ -20,6 +20,7 @@ use crate::health::HealthProbe;
 use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::process::{self, Asked, LaunchSpec, Tree, TreeGuard};
+use crate::status::StrayKind;
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{
     Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, Snapshot, State,
@@ -335,8 +336,11 @@ impl Runner {
         self
     }
 
-    /// Scans for strays before every start (and names them when they hold the port).
+    /// Scans for strays before every start (and names them when they hold the port); the
+    /// strays the watch finds come to the supervisor, which decides what happens to them.
     pub fn with_stray_watch(mut self, watch: StrayWatch) -> Runner {
+        let found = self.handle.clone();
+        watch.report_to(Box::new(move |pids| found.send(Input::Strays { pids })));
         self.strays = Some(watch);
         self
     }
@@ -397,8 +401,17 @@ impl Runner {
         let mut exit = false;
         while let Some(input) = queue.pop_front() {
             let input = self.judge_listener(input);
+            let blocked = match &input {
+                Input::PortBlocked { reason, .. } => Some(reason.clone()),
+                _ => None,
+            };
             let now = Instant::now();
             let effects = self.supervisor.handle(input, now);
+            if let Some(reason) = blocked
+                && !effects.iter().any(|e| matches!(e, Effect::FreePort { .. }))
+            {
+                self.log.note(&format!("not started: {reason}"));
+            }
             for effect in effects {
                 match effect {
                     Effect::Exit => exit = true,
@@ -520,6 +533,30 @@ impl Runner {
                 }
             }
             Effect::Adopt { pid } => queue.push_back(self.adopt(pid)),
+            Effect::KillStrays { pids } => {
+                if let Some(watch) = &self.strays {
+                    watch.kill_found(pids);
+                }
+            }
+            Effect::AlertStrays { pids } => {
+                if let Some(watch) = &self.strays {
+                    watch.alert(pids);
+                }
+            }
+            Effect::FreePort { pids } => {
+                let killed = self
+                    .strays
+                    .as_ref()
+                    .and_then(|watch| watch.kill_for_start(pids));
+                if let (Some(report), Some(port)) = (killed, self.backend.port) {
+                    self.log.note(&format!(
+                        "killed {} stray cop{} holding port {port} ([strays] action = \"kill\")",
+                        report.killed.len(),
+                        if report.killed.len() == 1 { "y" } else { "ies" }
+                    ));
+                }
+                queue.push_back(Input::StraysKilled);
+            }
             Effect::Notify(event) => self.notify(&event),
             Effect::Exit => {}
         }
@@ -558,33 +595,31 @@ impl Runner {
         if let Some(port) = self.backend.port
             && port_taken(port)
         {
-            let (scan, killed) = match &self.strays {
-                Some(watch) => watch.prepare_start().unwrap_or_default(),
-                None => (Scan::default(), None),
+            let scan = self
+                .strays
+                .as_ref()
+                .and_then(StrayWatch::scan_for_start)
+                .unwrap_or_default();
+            let holders = if scan.port_holders.is_empty() {
+                strays::port_holders(port)
+            } else {
+                scan.port_holders.clone()
             };
-            if let Some(report) = &killed {
-                self.log.note(&format!(
-                    "killed {} stray cop{} holding port {port} ([strays] action = \"kill\")",
-                    report.killed.len(),
-                    if report.killed.len() == 1 { "y" } else { "ies" }
-                ));
-            }
-            if killed.is_none() || port_taken(port) {
-                let holders = if scan.port_holders.is_empty() {
-                    strays::port_holders(port)
-                } else {
-                    scan.port_holders.clone()
-                };
-                match port_conflict(port, &holders, &scan, strays::port_listened(port)) {
-                    PortConflict::None => {}
-                    PortConflict::Strays(reason) => {
-                        self.log.note(&format!("not started: {reason}"));
-                        return Input::PortBlocked { reason };
-                    }
-                    PortConflict::Other(error) => {
-                        self.log.note(&format!("not started: {error}"));
-                        return Input::SpawnFailed { error };
-                    }
+            match port_conflict(port, &holders, &scan, strays::port_listened(port)) {
+                PortConflict::None => {}
+                PortConflict::Strays(reason) => {
+                    // Those a kill could free the port from (the supervisor decides whether).
+                    let strays = scan
+                        .strays
+                        .iter()
+                        .filter(|s| s.holds_port && s.kind != StrayKind::DebugSession)
+                        .map(|s| s.pid)
+                        .collect();
+                    return Input::PortBlocked { reason, strays };
+                }
+                PortConflict::Other(error) => {
+                    self.log.note(&format!("not started: {error}"));
+                    return Input::SpawnFailed { error };
                 }
             }
         }
@@ -847,7 +882,6 @@ fn port_conflict(
     scan: &Scan,
     listened: bool,
 ) -> PortConflict {
-    use crate::status::StrayKind;
     if let Some(other) = scan.others.iter().find(|o| o.holds_port) {
         return PortConflict::Other(format!(
             "port {port} is held by a copy of this backend that another Backend Warden manages \

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::later;
-use crate::config::{Config, OnChange, RestartPolicy};
+use crate::config::{Config, OnChange, RestartPolicy, StrayAction};
 
 /// A process ID as the OS reports it.
 pub type Pid = u32;
@@ -238,11 +238,17 @@ pub enum Input {
     AdoptFailed { pid: Pid },
     /// The runner could not spawn the backend (command not found, cwd missing, ...).
     SpawnFailed { error: String },
-    /// The runner did not spawn the backend because stray copies of it hold its port: the
-    /// start waits for the user's choice (Kill strays), and resumes after [`Input::StraysKilled`].
-    PortBlocked { reason: String },
-    /// The user killed strays: a start they blocked goes ahead.
+    /// The runner did not spawn the backend because stray copies of it hold its port; `strays`
+    /// are those a kill could free it from (no debug session). With `action = "kill"` they
+    /// are killed once ([`Effect::FreePort`]); otherwise the start waits for the user's choice
+    /// (Kill strays), and resumes after [`Input::StraysKilled`].
+    PortBlocked { reason: String, strays: Vec<Pid> },
+    /// Strays were killed (by the user, or for a start): a start they blocked goes ahead.
     StraysKilled,
+    /// The stray watch found copies of the backend running outside the warden, some of them
+    /// new since its last scan: `pids` are all of them. Answered with [`Effect::KillStrays`]
+    /// or [`Effect::AlertStrays`], as `[strays] action` says.
+    Strays { pids: Vec<Pid> },
     /// The backend's main process exited; `tail` holds its last output lines.
     Exited {
         pid: Pid,
@@ -285,10 +291,15 @@ pub enum ReloadChange {
 }
 
 impl ReloadChange {
-    /// The change, counting a new policy (`old` to `new`) as one of the settings.
+    /// The change, counting a new policy (`old` to `new`) as one of the settings. What
+    /// happens to strays is not about the backend: changing it alone changes nothing here.
     pub fn with_policy(self, old: &Policy, new: &Policy) -> ReloadChange {
+        let new = Policy {
+            kill_strays: old.kill_strays,
+            ..new.clone()
+        };
         match self {
-            ReloadChange::Nothing if old != new => ReloadChange::Settings,
+            ReloadChange::Nothing if *old != new => ReloadChange::Settings,
             change => change,
         }
     }
@@ -313,6 +324,13 @@ pub enum Effect {
     /// Take charge of the running copy `pid` and its tree; answer with [`Input::Adopted`] or
     /// [`Input::AdoptFailed`].
     Adopt { pid: Pid },
+    /// Kill these strays (each whole tree, never a debug session), without waiting for it.
+    KillStrays { pids: Vec<Pid> },
+    /// Tell the user about these strays, which are left running.
+    AlertStrays { pids: Vec<Pid> },
+    /// Kill these strays, which hold the port a start needs; answer with
+    /// [`Input::StraysKilled`] once they are gone (or could not be killed).
+    FreePort { pids: Vec<Pid> },
     /// Tell the world (log line, notification, tray).
     Notify(Event),
     /// Shutdown is complete: the engine may end.
@@ -382,6 +400,9 @@ pub struct Policy {
     pub grace: Duration,
     /// What a change to the backend's code does.
     pub on_change: OnChange,
+    /// Strays are killed as soon as they are found (`[strays] action = "kill"`), rather than
+    /// reported.
+    pub kill_strays: bool,
 }
 
 /// Health-check timing.
@@ -420,6 +441,7 @@ impl Policy {
             stable_after: config.restart.stable_after,
             grace: config.stop.grace,
             on_change: config.watch.on_change,
+            kill_strays: config.strays.action == StrayAction::Kill,
         }
     }
 
@@ -533,6 +555,17 @@ enum StartingProbe {
     Http { spacing: Duration },
 }
 
+/// Strays that held the port, and the start under way (`[strays] action = "kill"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortFreeing {
+    /// None has blocked it.
+    NotTried,
+    /// They are being killed; the spawn is asked for again once they are.
+    Killing,
+    /// They were killed: a second block fails the start.
+    Killed,
+}
+
 /// The current backend process.
 #[derive(Debug, Clone, Copy)]
 struct Child {
@@ -587,8 +620,12 @@ impl Remaining {
 enum Phase {
     /// No backend, and none wanted.
     Stopped { leftovers: Option<Pid> },
-    /// A start with no process yet: the spawn was asked for, or waits for the leftovers.
-    Spawning { leftovers: Option<Pid> },
+    /// A start with no process yet: the spawn was asked for, or waits for the leftovers (or
+    /// for strays that held the port to be killed).
+    Spawning {
+        leftovers: Option<Pid>,
+        port: PortFreeing,
+    },
     /// Spawned (or adopted), not yet healthy. `probing`: a port check or probe is out;
     /// `restart_when_settled`: code changed meanwhile, restart once the start has settled.
     Starting {
@@ -657,7 +694,7 @@ impl Phase {
     fn leftovers(&self) -> Option<Pid> {
         match self {
             Phase::Stopped { leftovers }
-            | Phase::Spawning { leftovers }
+            | Phase::Spawning { leftovers, .. }
             | Phase::Backoff { leftovers, .. }
             | Phase::Failed { leftovers, .. } => *leftovers,
             _ => None,
@@ -900,30 +937,42 @@ impl Supervisor {
             // Nothing to supervise after all: start one instead.
             Input::AdoptFailed { .. } => self.on_command(Command::Start, now, &mut fx),
             Input::SpawnFailed { error } => {
-                if let Phase::Spawning { leftovers } = self.phase {
+                if let Phase::Spawning { leftovers, .. } = self.phase {
                     let reason = format!("could not start the backend: {error}");
                     self.fail(reason, leftovers, &mut fx);
                 }
             }
-            Input::PortBlocked { reason } => {
-                if let Phase::Spawning { leftovers } = self.phase {
-                    self.fail(
-                        format!("could not start the backend: {reason}"),
-                        leftovers,
-                        &mut fx,
-                    );
-                    if let Phase::Failed { by_strays, .. } = &mut self.phase {
-                        *by_strays = true;
-                    }
-                }
-            }
-            Input::StraysKilled => {
-                if let Phase::Failed {
+            Input::PortBlocked { reason, strays } => self.on_port_blocked(reason, strays, &mut fx),
+            Input::StraysKilled => match self.phase {
+                Phase::Failed {
                     by_strays: true, ..
-                } = self.phase
-                {
+                } => {
                     self.reset_crash_history();
                     self.start(&mut fx);
+                }
+                Phase::Spawning {
+                    leftovers: None,
+                    port: PortFreeing::Killing,
+                } => {
+                    self.set_phase(Phase::Spawning {
+                        leftovers: None,
+                        port: PortFreeing::Killed,
+                    });
+                    fx.push(Effect::Spawn {
+                        attempt: self.crashes.step + 1,
+                    });
+                }
+                _ => {}
+            },
+            Input::Strays { mut pids } => {
+                // Never the tree of our own backend, whatever a scan thought.
+                let ours = [self.pid(), self.phase.leftovers(), self.stopping_tree()];
+                pids.retain(|pid| !ours.contains(&Some(*pid)));
+                if !pids.is_empty() {
+                    fx.push(match self.policy.kill_strays {
+                        true => Effect::KillStrays { pids },
+                        false => Effect::AlertStrays { pids },
+                    });
                 }
             }
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
@@ -989,6 +1038,39 @@ impl Supervisor {
                 None => self.timers.stop(Timer::RestartUnhealthy),
             },
             _ => {}
+        }
+    }
+
+    /// The tree being stopped, until it is gone.
+    fn stopping_tree(&self) -> Option<Pid> {
+        match self.phase {
+            Phase::Stopping { remaining, .. } => remaining.tree(),
+            _ => None,
+        }
+    }
+
+    /// A start found strays holding the port: with `action = "kill"`, they are killed once and
+    /// the spawn is asked again; otherwise (or if they held it again) the start fails until
+    /// the user kills them.
+    fn on_port_blocked(&mut self, reason: String, strays: Vec<Pid>, fx: &mut Vec<Effect>) {
+        let Phase::Spawning { leftovers, port } = self.phase else {
+            return;
+        };
+        if self.policy.kill_strays && port == PortFreeing::NotTried && !strays.is_empty() {
+            self.set_phase(Phase::Spawning {
+                leftovers,
+                port: PortFreeing::Killing,
+            });
+            fx.push(Effect::FreePort { pids: strays });
+            return;
+        }
+        self.fail(
+            format!("could not start the backend: {reason}"),
+            leftovers,
+            fx,
+        );
+        if let Phase::Failed { by_strays, .. } = &mut self.phase {
+            *by_strays = true;
         }
     }
 
@@ -1063,7 +1145,10 @@ impl Supervisor {
     fn start(&mut self, fx: &mut Vec<Effect>) {
         let leftovers = self.phase.leftovers();
         self.failed_reason = None;
-        self.set_phase(Phase::Spawning { leftovers });
+        self.set_phase(Phase::Spawning {
+            leftovers,
+            port: PortFreeing::NotTried,
+        });
         if leftovers.is_none() {
             fx.push(Effect::Spawn {
                 attempt: self.crashes.step + 1,
@@ -1096,9 +1181,12 @@ impl Supervisor {
                 self.arm(Timer::Kill, later(now, self.policy.grace));
                 fx.push(Effect::Terminate { pid: child.pid });
             }
-            Phase::Spawning { leftovers: None } => self.finish_stop(None, false, then, fx),
+            Phase::Spawning {
+                leftovers: None, ..
+            } => self.finish_stop(None, false, then, fx),
             Phase::Spawning {
                 leftovers: Some(pid),
+                ..
             }
             | Phase::Backoff {
                 leftovers: Some(pid),
@@ -1150,7 +1238,13 @@ impl Supervisor {
     }
 
     fn on_spawned(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if !matches!(self.phase, Phase::Spawning { leftovers: None }) {
+        if !matches!(
+            self.phase,
+            Phase::Spawning {
+                leftovers: None,
+                ..
+            }
+        ) {
             // Cannot happen with a well-behaved runner; never track two children.
             fx.push(Effect::Kill { pid });
             return;
@@ -1378,7 +1472,10 @@ impl Supervisor {
             },
             _ if self.phase.leftovers() != Some(pid) => {}
             Phase::Spawning { .. } => {
-                self.set_phase(Phase::Spawning { leftovers: None });
+                self.set_phase(Phase::Spawning {
+                    leftovers: None,
+                    port: PortFreeing::NotTried,
+                });
                 fx.push(Effect::Spawn {
                     attempt: self.crashes.step + 1,
                 });
@@ -1800,6 +1897,7 @@ mod tests {
             stable_after: 10 * S,
             grace: 5 * S,
             on_change: OnChange::Notify,
+            kill_strays: false,
         }
     }
 
@@ -2656,6 +2754,7 @@ mod tests {
         h.cmd(Command::Start);
         let fx = h.feed(Input::PortBlocked {
             reason: "an orphaned worker of an earlier copy holds port 54112".into(),
+            strays: vec![300],
         });
         assert_eq!(h.sup.state(), State::Failed);
         assert!(
@@ -2679,6 +2778,114 @@ mod tests {
     }
 
     #[test]
+    fn with_action_kill_strays_holding_the_port_are_killed_once_and_the_start_goes_on() {
+        let mut p = policy();
+        p.kill_strays = true;
+        let blocked = |strays: Vec<Pid>| Input::PortBlocked {
+            reason: "an orphaned worker of an earlier copy holds port 54112".into(),
+            strays,
+        };
+        let mut h = Harness::new(p.clone());
+        h.cmd(Command::Start);
+        // (input, effects, state after): kill them, then ask for the spawn again.
+        let rows = [
+            (
+                blocked(vec![300, 301]),
+                vec![Effect::FreePort {
+                    pids: vec![300, 301],
+                }],
+                State::Starting,
+            ),
+            (
+                Input::StraysKilled,
+                vec![Effect::Spawn { attempt: 1 }],
+                State::Starting,
+            ),
+            // A second block of the same start: the user chooses.
+            (
+                blocked(vec![302]),
+                vec![Effect::Notify(Event::GaveUp {
+                    reason: "could not start the backend: an orphaned worker of an earlier \
+                             copy holds port 54112"
+                        .into(),
+                })],
+                State::Failed,
+            ),
+            (
+                Input::StraysKilled,
+                vec![Effect::Spawn { attempt: 1 }],
+                State::Starting,
+            ),
+        ];
+        for (i, (input, want, state)) in rows.into_iter().enumerate() {
+            assert_eq!(h.feed(input), want, "row {i}");
+            assert_eq!(h.sup.state(), state, "row {i}");
+        }
+        // Nothing a kill could free it from (a debug session holds it): the user chooses.
+        let mut h = Harness::new(p);
+        h.cmd(Command::Start);
+        h.feed(blocked(vec![]));
+        assert_eq!(h.sup.state(), State::Failed);
+    }
+
+    #[test]
+    fn strays_found_are_killed_or_reported_as_the_policy_says_never_our_own_tree() {
+        let mut kill = policy();
+        kill.kill_strays = true;
+        // (policy, strays found, effects)
+        let rows = [
+            (
+                policy(),
+                vec![300, 301],
+                vec![Effect::AlertStrays {
+                    pids: vec![300, 301],
+                }],
+            ),
+            (
+                kill.clone(),
+                vec![300, 301],
+                vec![Effect::KillStrays {
+                    pids: vec![300, 301],
+                }],
+            ),
+            // The running backend is ours.
+            (kill.clone(), vec![7], vec![]),
+            (
+                kill.clone(),
+                vec![7, 300],
+                vec![Effect::KillStrays { pids: vec![300] }],
+            ),
+        ];
+        for (policy, pids, want) in rows {
+            let mut h = Harness::new(policy);
+            h.running(7);
+            let fx = h.feed(Input::Strays { pids: pids.clone() });
+            assert_eq!(fx, want, "{pids:?}");
+        }
+        // So are the leftovers of its last run, and a tree on its way down.
+        let mut h = Harness::new(kill.clone());
+        h.running(6);
+        h.exit(6, 1);
+        assert!(h.feed(Input::Strays { pids: vec![6] }).is_empty());
+        h.feed(Input::TreeGone { pid: 6 });
+        h.at(S).feed(Input::Tick);
+        h.feed(Input::Spawned { pid: 7 });
+        h.cmd(Command::Stop);
+        h.exit(7, 0);
+        assert!(h.feed(Input::Strays { pids: vec![7] }).is_empty());
+        // Changing only what happens to strays is no change for the backend.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::SpawnFailed { error: "x".into() });
+        let fx = h.feed(Input::Reload {
+            policy: kill,
+            change: ReloadChange::Nothing,
+        });
+        assert_eq!(fx, vec![]);
+        assert!(h.sup.policy().kill_strays, "in force all the same");
+    }
+
+    #[test]
     fn killing_strays_does_not_start_a_backend_that_failed_for_another_reason() {
         for failure in [
             Input::SpawnFailed {
@@ -2694,7 +2901,10 @@ mod tests {
         // A port block after the user stopped: no start either.
         let mut h = Harness::new(policy());
         h.cmd(Command::Start);
-        h.feed(Input::PortBlocked { reason: "x".into() });
+        h.feed(Input::PortBlocked {
+            reason: "x".into(),
+            strays: vec![300],
+        });
         h.cmd(Command::Stop);
         assert_eq!(spawns(&h.feed(Input::StraysKilled)), 0);
     }
