@@ -1,8 +1,8 @@
 //! The runner owns the real world: it feeds inputs to the [`Supervisor`], carries out the
 //! effects (spawn, signal, kill, probe), turns child exits, probe results and tree watches into
 //! new inputs, and sleeps until the supervisor's next deadline. Everything the engine does to
-//! processes goes through here, on one thread. May import the process, output, health and
-//! supervisor modules; never the UI.
+//! processes goes through here, on one thread, through a [`Host`] ([`OsHost`] is the real
+//! process layer). May import the process, output, health and supervisor modules; never the UI.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -19,13 +19,19 @@ use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
 use crate::kept::KeptBackend;
 use crate::output::BackendLog;
-use crate::process::{self, Asked, LaunchSpec, Tree, TreeGuard};
+use crate::process::{self, Asked, LaunchSpec, TreeGuard};
 use crate::status::StrayKind;
 use crate::strays::{self, Scan, StrayWatch};
 use crate::supervisor::{
     Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, Snapshot, State,
     Supervisor,
 };
+
+mod host;
+#[cfg(test)]
+mod tests;
+
+pub use host::{Host, HostTree, LeaderWait, OsHost, Output, Started};
 
 /// How long an exit report waits for the backend's last output lines to be read. After an
 /// exit nobody asked for, the waiting thread has killed the tree already, so the pipes reach
@@ -36,8 +42,8 @@ const TAIL_WAIT: Duration = Duration::from_millis(5);
 
 /// A tree in the runner's charge.
 #[derive(Debug)]
-struct Held {
-    tree: Tree,
+struct Held<T> {
+    tree: T,
     /// Set once the tree is asked to stop or let go: from then on the end of its leader is
     /// expected, and the tree's other processes get their own time to finish.
     hands_off: Arc<AtomicBool>,
@@ -270,15 +276,15 @@ struct Dying {
 }
 
 /// The engine's loop. Build with [`Runner::new`], then [`Runner::run`] on a thread of its own.
-pub struct Runner {
+pub struct Runner<H: Host = OsHost> {
     supervisor: Supervisor,
     backend: Backend,
     inputs: Receiver<Message>,
     handle: EngineHandle,
     log: BackendLog,
-    guard: TreeGuard,
+    host: H,
     probe: Option<HealthProbe>,
-    trees: HashMap<Pid, Held>,
+    trees: HashMap<Pid, Held<H::Tree>>,
     dying: HashMap<Pid, Dying>,
     board: Arc<StatusBoard>,
     observer: Box<dyn FnMut(&Event) + Send>,
@@ -289,7 +295,8 @@ pub struct Runner {
 
 impl Runner {
     /// A runner for `backend`, deciding with `supervisor`, writing output to `log` and
-    /// publishing to `board`. `observer` hears every event (notifications, tray).
+    /// publishing to `board`. `observer` hears every event (notifications, tray). Its trees
+    /// are guarded by `guard`.
     pub fn new(
         supervisor: Supervisor,
         backend: Backend,
@@ -298,6 +305,27 @@ impl Runner {
         board: Arc<StatusBoard>,
         observer: Box<dyn FnMut(&Event) + Send>,
     ) -> std::io::Result<(Runner, EngineHandle)> {
+        Runner::with_host(
+            OsHost::new(guard),
+            supervisor,
+            backend,
+            log,
+            board,
+            observer,
+        )
+    }
+}
+
+impl<H: Host> Runner<H> {
+    /// Like [`Runner::new`], with `host` for the process layer.
+    pub fn with_host(
+        host: H,
+        supervisor: Supervisor,
+        backend: Backend,
+        log: BackendLog,
+        board: Arc<StatusBoard>,
+        observer: Box<dyn FnMut(&Event) + Send>,
+    ) -> std::io::Result<(Runner<H>, EngineHandle)> {
         let (sender, inputs) = mpsc::channel();
         let handle = EngineHandle { inputs: sender };
         let probe = match &backend.health_url {
@@ -317,7 +345,7 @@ impl Runner {
             inputs,
             handle: handle.clone(),
             log,
-            guard,
+            host,
             probe,
             trees: HashMap::new(),
             dying: HashMap::new(),
@@ -331,14 +359,14 @@ impl Runner {
 
     /// Records a tree let go by `quit --keep-backend` in `runtime_dir`, so that the next warden
     /// adopts it (see [`crate::kept`]).
-    pub fn with_kept_record(mut self, runtime_dir: PathBuf) -> Runner {
+    pub fn with_kept_record(mut self, runtime_dir: PathBuf) -> Runner<H> {
         self.kept_dir = Some(runtime_dir);
         self
     }
 
     /// Scans for strays before every start (and names them when they hold the port); the
     /// strays the watch finds come to the supervisor, which decides what happens to them.
-    pub fn with_stray_watch(mut self, watch: StrayWatch) -> Runner {
+    pub fn with_stray_watch(mut self, watch: StrayWatch) -> Runner<H> {
         let found = self.handle.clone();
         watch.report_to(Box::new(move |pids| found.send(Input::Strays { pids })));
         self.strays = Some(watch);
@@ -524,7 +552,7 @@ impl Runner {
             Effect::Release { pid } => {
                 if let Some(Held { tree, hands_off }) = self.trees.remove(&pid) {
                     hands_off.store(true, Ordering::SeqCst);
-                    let _ = self.guard.forget(&tree);
+                    self.host.forget(&tree);
                     if let Err(e) = tree.release() {
                         error!(pid, error = %e, "could not let the backend tree go");
                     }
@@ -631,7 +659,7 @@ impl Runner {
                 return Input::SpawnFailed { error };
             }
         };
-        let launched = match process::launch(&spec, &mut self.guard) {
+        let launched = match self.host.launch(&spec) {
             Ok(launched) => launched,
             Err(e) => {
                 let error = e.to_string();
@@ -646,13 +674,16 @@ impl Runner {
             self.backend.spec.program,
             self.backend.spec.args.join(" ")
         ));
-        let capture = match self.log.capture(launched.stdout, launched.stderr) {
-            Ok(capture) => Some(capture),
-            Err(e) => {
-                error!(pid, error = %e, "could not start reading the backend's output");
-                None
-            }
-        };
+        let capture =
+            launched
+                .output
+                .and_then(|(stdout, stderr)| match self.log.capture(stdout, stderr) {
+                    Ok(capture) => Some(capture),
+                    Err(e) => {
+                        error!(pid, error = %e, "could not start reading the backend's output");
+                        None
+                    }
+                });
         let held = Held {
             tree: launched.tree,
             hands_off: Arc::default(),
@@ -661,7 +692,7 @@ impl Runner {
             // Without a waiter the exit would go unnoticed: do not run the backend blind.
             error!(pid, "could not start a thread to wait for the backend");
             let _ = held.tree.kill();
-            let _ = self.guard.forget(&held.tree);
+            self.host.forget(&held.tree);
             return Input::SpawnFailed {
                 error: "could not start a thread to wait for the backend".into(),
             };
@@ -719,11 +750,8 @@ impl Runner {
     }
 
     fn adopt(&mut self, pid: Pid) -> Input {
-        match process::adopt(pid) {
-            Ok((tree, waiter)) => {
-                if let Err(e) = self.guard.watch(&tree) {
-                    error!(pid, error = %e, "could not register the adopted tree with the guardian");
-                }
+        match self.host.adopt(pid) {
+            Ok(Started { tree, waiter, .. }) => {
                 self.log.note(&format!(
                     "adopted the backend started outside the warden: pid {pid} (its output is not captured)"
                 ));
@@ -752,8 +780,8 @@ impl Runner {
     fn wait_for_exit(
         &self,
         pid: Pid,
-        held: &Held,
-        waiter: process::ExitWaiter,
+        held: &Held<H::Tree>,
+        waiter: Box<dyn LeaderWait>,
         capture: Option<crate::output::Capture>,
     ) -> bool {
         let exits = self.handle.clone();
@@ -762,11 +790,11 @@ impl Runner {
         thread::Builder::new()
             .name(format!("wait-{pid}"))
             .spawn(move || {
-                let status = waiter.wait_then(|| {
+                let status = waiter.wait_then(Box::new(|| {
                     if !hands_off.load(Ordering::SeqCst) {
-                        killer.kill();
+                        killer();
                     }
-                });
+                }));
                 let tail = capture
                     .map(|c| {
                         c.wait_eof(TAIL_WAIT);
@@ -792,7 +820,7 @@ impl Runner {
         for pid in gone {
             self.dying.remove(&pid);
             if let Some(held) = self.trees.remove(&pid) {
-                let _ = self.guard.forget(&held.tree);
+                self.host.forget(&held.tree);
             }
             queue.push_back(Input::TreeGone { pid });
         }
@@ -811,7 +839,7 @@ impl Runner {
     }
 }
 
-impl Drop for Runner {
+impl<H: Host> Drop for Runner<H> {
     fn drop(&mut self) {
         // Whatever happens to the engine, no tree outlives it.
         for held in self.trees.values() {
@@ -993,37 +1021,5 @@ fn log_note(event: &Event) -> Option<String> {
         Event::Stopped { pid: Some(pid), .. } => Some(format!("backend (pid {pid}) stopped")),
         Event::GaveUp { reason } => Some(format!("gave up: {reason}")),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_forbidden_port_is_named_with_what_to_do() {
-        // WSAEACCES as Windows reports it for a port in an excluded range.
-        let error = std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "An attempt was made to access a socket in a way forbidden by its access permissions. (os error 10013)",
-        );
-        let message = forbidden_port_message(54112, &error);
-        assert!(
-            message.starts_with("port 54112 cannot be listened on: An attempt"),
-            "{message}"
-        );
-        assert!(message.ends_with(process::FORBIDDEN_PORT_HINT), "{message}");
-        if cfg!(windows) {
-            assert!(message.contains("netsh int ipv4 show excludedportrange protocol=tcp"));
-        }
-    }
-
-    #[test]
-    fn a_free_or_taken_port_is_not_forbidden() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert_eq!(forbidden_port(port), None, "taken is not forbidden");
-        drop(listener);
-        assert_eq!(forbidden_port(port), None);
     }
 }
