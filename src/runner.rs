@@ -252,6 +252,12 @@ impl EngineHandle {
             .is_ok()
     }
 
+    /// Reports that the first good config of a warden that started with a broken one is in
+    /// force (the supervisor starts what did not start).
+    pub fn config_fixed(&self) {
+        self.send(Input::ConfigFixed);
+    }
+
     /// Reports that the user killed strays (a start they blocked may go ahead).
     pub fn strays_killed(&self) {
         self.send(Input::StraysKilled);

@@ -275,6 +275,9 @@ pub enum Input {
         policy: Policy,
         change: ReloadChange,
     },
+    /// A warden that started with a broken config (and so started nothing) has its first
+    /// good one in force.
+    ConfigFixed,
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
 }
@@ -936,6 +939,8 @@ impl Supervisor {
             Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
             // Nothing to supervise after all: start one instead.
             Input::AdoptFailed { .. } => self.on_command(Command::Start, now, &mut fx),
+            // What did not start for want of a config starts now.
+            Input::ConfigFixed => self.on_command(Command::Start, now, &mut fx),
             Input::SpawnFailed { error } => {
                 if let Phase::Spawning { leftovers, .. } = self.phase {
                     let reason = format!("could not start the backend: {error}");
@@ -3070,6 +3075,19 @@ mod tests {
         h.at(10 * S);
         h.feed(Input::Tick);
         assert_eq!(h.sup.state(), State::Unhealthy);
+    }
+
+    #[test]
+    fn a_fixed_config_starts_what_a_broken_one_did_not() {
+        let mut h = Harness::new(policy());
+        assert_eq!(
+            h.feed(Input::ConfigFixed),
+            vec![Effect::Spawn { attempt: 1 }]
+        );
+        // Started meanwhile (by hand): nothing more.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert!(h.feed(Input::ConfigFixed).is_empty());
     }
 
     #[test]
