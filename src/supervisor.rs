@@ -311,9 +311,11 @@ impl ReloadChange {
 /// What the runner must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Spawn the backend; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
+    /// Spawn the backend; answer with [`Input::Spawned`], [`Input::SpawnFailed`] or
+    /// [`Input::PortBlocked`].
     Spawn { attempt: u32 },
-    /// Ask the whole tree to stop gracefully, and report [`Input::TreeGone`] once it is gone.
+    /// Ask the whole tree to stop gracefully (or say it cannot: [`Input::Unreachable`]), and
+    /// report [`Input::TreeGone`] once it is gone.
     Terminate { pid: Pid },
     /// Kill the whole tree now, and report [`Input::TreeGone`] once it is gone.
     Kill { pid: Pid },
