@@ -146,7 +146,7 @@ impl Control {
             fixed.open_url = open_url;
             // The warden started with a broken config: this one is the first it can run.
             if fixed.config_error.take().is_some() {
-                self.engine.command(Command::Start);
+                self.engine.config_fixed();
             }
         }
         let mut message = "config reloaded".to_string();

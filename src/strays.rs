@@ -1307,16 +1307,26 @@ enum WatchRequest {
         reply: std::sync::mpsc::Sender<KillReport>,
     },
     Reconfigure(Box<WatchSettings>),
-    PrepareStart(std::sync::mpsc::Sender<(Scan, Option<KillReport>)>),
+    ReportTo(StrayReport),
+    KillFound(Vec<u32>),
+    Alert(Vec<u32>),
+    ScanForStart(std::sync::mpsc::Sender<Scan>),
+    KillForStart {
+        pids: Vec<u32>,
+        reply: std::sync::mpsc::Sender<KillReport>,
+    },
 }
 
-/// How the watch scans and what it does with strays (`[strays]`, `stop.grace`).
+/// Where the watch reports strays it found (the engine, which decides what happens to them):
+/// the PIDs of every stray of a scan that has new ones.
+pub type StrayReport = Box<dyn Fn(Vec<u32>) + Send>;
+
+/// How the watch scans (`[strays]`, `stop.grace`). What happens to the strays it finds is the
+/// engine's to decide (see [`StrayWatch::report_to`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchPolicy {
     /// Time between two scans.
     pub interval: Duration,
-    /// Kill new strays at once (`action = "kill"`).
-    pub auto_kill: bool,
     /// How long a stray gets between SIGTERM and the kill.
     pub grace: Duration,
 }
@@ -1332,8 +1342,8 @@ pub struct WatchSettings {
 }
 
 /// The stray watch: a thread that scans every `scan_interval` and on demand, publishes the
-/// result, raises one alert per new set of strays, and kills on request (or at once, with
-/// `action = "kill"`).
+/// result, reports each new set of strays to the engine, and alerts or kills as the engine
+/// decides (or as the user asks).
 #[derive(Clone)]
 pub struct StrayWatch {
     requests: std::sync::mpsc::Sender<WatchRequest>,
@@ -1345,10 +1355,19 @@ pub struct WatchHooks {
     pub managed: Box<dyn Fn() -> Option<u32> + Send>,
     /// Every scan's result.
     pub publish: Box<dyn Fn(&Scan) + Send>,
-    /// A stray appeared that the last scan did not have (a set that only shrinks is no news).
+    /// Tells the user about strays (the engine decided to leave them running).
     pub alert: Box<dyn Fn(&Scan) + Send>,
-    /// Strays were killed automatically (`action = "kill"`).
+    /// Strays were killed without asking (`action = "kill"`).
     pub killed: Box<dyn Fn(&KillReport) + Send>,
+}
+
+/// The strays of `scan` among `pids`.
+fn chosen(scan: &Scan, pids: &[u32]) -> Vec<Stray> {
+    scan.strays
+        .iter()
+        .filter(|s| pids.contains(&s.pid))
+        .cloned()
+        .collect()
 }
 
 impl StrayWatch {
@@ -1362,16 +1381,23 @@ impl StrayWatch {
         let (requests, inbox) = std::sync::mpsc::channel::<WatchRequest>();
         let WatchPolicy {
             mut interval,
-            mut auto_kill,
             mut grace,
         } = policy;
         std::thread::Builder::new()
             .name("stray-watch".into())
             .spawn(move || {
                 let mut known: Vec<u32> = Vec::new();
+                // The latest scan: the strays a kill or an alert the engine asks for are in it.
+                let mut last = Scan::default();
+                let mut report: Option<StrayReport> = None;
+                // News found before anyone listened for it.
+                let mut unreported: Option<Vec<u32>> = None;
                 let mut request = Some(WatchRequest::ScanNow);
+                // Requests that do not scan (an alert, where to report) leave this as it is.
+                let mut next_scan = Instant::now();
                 loop {
                     let mut reply_scan = None;
+                    let mut rescan = true;
                     match request.take() {
                         Some(WatchRequest::Kill {
                             dry_run,
@@ -1385,56 +1411,65 @@ impl StrayWatch {
                             let _ = reply.send(report);
                         }
                         Some(WatchRequest::Scan(reply)) => reply_scan = Some(reply),
-                        Some(WatchRequest::PrepareStart(reply)) => {
-                            // With action = "kill", strays that hold the port go before the
-                            // start; otherwise the start waits for the user's choice.
+                        Some(WatchRequest::ScanForStart(reply)) => {
+                            // The start names (and may have killed) the strays that hold the
+                            // port: they are no news to report.
+                            last = scanner.scan((hooks.managed)());
+                            known = last.strays.iter().map(|s| s.pid).collect();
+                            let _ = reply.send(last.clone());
+                        }
+                        Some(WatchRequest::KillForStart { pids, reply }) => {
                             let managed = (hooks.managed)();
-                            let mut scan = scanner.scan(managed);
-                            let mut killed = None;
-                            let holding: Vec<Stray> = scan
-                                .strays
-                                .iter()
-                                .filter(|s| s.holds_port && s.kind != StrayKind::DebugSession)
-                                .cloned()
-                                .collect();
-                            if auto_kill && !holding.is_empty() {
-                                let report = scanner.kill(&holding, managed, grace, false, false);
-                                (hooks.killed)(&report);
-                                scan = scanner.scan(managed);
-                                killed = Some(report);
+                            let report =
+                                scanner.kill(&chosen(&last, &pids), managed, grace, false, false);
+                            (hooks.killed)(&report);
+                            last = scanner.scan(managed);
+                            known = last.strays.iter().map(|s| s.pid).collect();
+                            let _ = reply.send(report);
+                        }
+                        Some(WatchRequest::KillFound(pids)) => {
+                            let managed = (hooks.managed)();
+                            let report =
+                                scanner.kill(&chosen(&last, &pids), managed, grace, false, false);
+                            (hooks.killed)(&report);
+                        }
+                        Some(WatchRequest::Alert(pids)) => {
+                            if last.strays.iter().any(|s| pids.contains(&s.pid)) {
+                                (hooks.alert)(&last);
                             }
-                            known = scan.strays.iter().map(|s| s.pid).collect();
-                            let _ = reply.send((scan, killed));
+                            rescan = false;
+                        }
+                        Some(WatchRequest::ReportTo(to)) => {
+                            if let Some(pids) = unreported.take() {
+                                to(pids);
+                            }
+                            report = Some(to);
+                            rescan = false;
                         }
                         Some(WatchRequest::Reconfigure(settings)) => {
                             scanner.reconfigure(settings.identity, settings.port);
-                            WatchPolicy {
-                                interval,
-                                auto_kill,
-                                grace,
-                            } = settings.policy;
+                            WatchPolicy { interval, grace } = settings.policy;
                             known.clear();
                         }
                         Some(WatchRequest::ScanNow) | None => {}
                     }
-                    let mut last = scanner.scan((hooks.managed)());
-                    let news = last.strays.iter().any(|s| !known.contains(&s.pid));
-                    if news {
-                        if auto_kill {
-                            let managed = (hooks.managed)();
-                            let report = scanner.kill(&last.strays, managed, grace, false, false);
-                            (hooks.killed)(&report);
-                            last = scanner.scan(managed);
-                        } else {
-                            (hooks.alert)(&last);
+                    if rescan {
+                        last = scanner.scan((hooks.managed)());
+                        if last.strays.iter().any(|s| !known.contains(&s.pid)) {
+                            let pids: Vec<u32> = last.strays.iter().map(|s| s.pid).collect();
+                            match &report {
+                                Some(to) => to(pids),
+                                None => unreported = Some(pids),
+                            }
                         }
+                        known = last.strays.iter().map(|s| s.pid).collect();
+                        (hooks.publish)(&last);
+                        if let Some(reply) = reply_scan {
+                            let _ = reply.send(last.clone());
+                        }
+                        next_scan = crate::clock::later(Instant::now(), interval);
                     }
-                    known = last.strays.iter().map(|s| s.pid).collect();
-                    (hooks.publish)(&last);
-                    if let Some(reply) = reply_scan {
-                        let _ = reply.send(last);
-                    }
-                    match inbox.recv_timeout(interval) {
+                    match inbox.recv_timeout(next_scan.saturating_duration_since(Instant::now())) {
                         Ok(next) => request = Some(next),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
@@ -1442,6 +1477,12 @@ impl StrayWatch {
                 }
             })?;
         Ok(StrayWatch { requests })
+    }
+
+    /// Reports every scan with new strays to `to` from now on (the engine): the PIDs of all
+    /// the strays of that scan. A report found before this is handed over at once.
+    pub fn report_to(&self, to: StrayReport) {
+        let _ = self.requests.send(WatchRequest::ReportTo(to));
     }
 
     /// Asks for a scan now (before a backend start, say).
@@ -1470,11 +1511,32 @@ impl StrayWatch {
         answer.recv().ok()
     }
 
-    /// Before a start on a port that is taken: a fresh scan, after killing the strays that hold
-    /// the port if `action = "kill"` (with what was killed).
-    pub fn prepare_start(&self) -> Option<(Scan, Option<KillReport>)> {
+    /// Kills the strays `pids` of the latest scan (never a debug session), on the watch's
+    /// thread: the engine decided so (`action = "kill"`). Returns at once.
+    pub fn kill_found(&self, pids: Vec<u32>) {
+        let _ = self.requests.send(WatchRequest::KillFound(pids));
+    }
+
+    /// Tells the user about the latest scan's strays, if `pids` are still among them: the
+    /// engine decided to leave them running. Returns at once.
+    pub fn alert(&self, pids: Vec<u32>) {
+        let _ = self.requests.send(WatchRequest::Alert(pids));
+    }
+
+    /// Before a start on a port that is taken: a fresh scan.
+    pub fn scan_for_start(&self) -> Option<Scan> {
         let (reply, answer) = std::sync::mpsc::channel();
-        self.requests.send(WatchRequest::PrepareStart(reply)).ok()?;
+        self.requests.send(WatchRequest::ScanForStart(reply)).ok()?;
+        answer.recv().ok()
+    }
+
+    /// Kills the strays `pids` that hold the port a start needs (never a debug session), and
+    /// returns what happened once it is done.
+    pub fn kill_for_start(&self, pids: Vec<u32>) -> Option<KillReport> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests
+            .send(WatchRequest::KillForStart { pids, reply })
+            .ok()?;
         answer.recv().ok()
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::later;
-use crate::config::{Config, OnChange, RestartPolicy};
+use crate::config::{Config, OnChange, RestartPolicy, StrayAction};
 
 /// A process ID as the OS reports it.
 pub type Pid = u32;
@@ -228,15 +228,27 @@ pub enum Input {
     Command(Command),
     /// The runner spawned the backend.
     Spawned { pid: Pid },
+    /// Take charge of `pid`, a copy of the backend that is already running (the one the last
+    /// warden left running, or an adoptable copy): a warden that runs nothing answers with
+    /// [`Effect::Adopt`].
+    Adopt { pid: Pid },
     /// The runner took charge of a copy of the backend that was already running.
     Adopted { pid: Pid },
+    /// The runner could not take charge of `pid` (see [`Effect::Adopt`]).
+    AdoptFailed { pid: Pid },
     /// The runner could not spawn the backend (command not found, cwd missing, ...).
     SpawnFailed { error: String },
-    /// The runner did not spawn the backend because stray copies of it hold its port: the
-    /// start waits for the user's choice (Kill strays), and resumes after [`Input::StraysKilled`].
-    PortBlocked { reason: String },
-    /// The user killed strays: a start they blocked goes ahead.
+    /// The runner did not spawn the backend because stray copies of it hold its port; `strays`
+    /// are those a kill could free it from (no debug session). With `action = "kill"` they
+    /// are killed once ([`Effect::FreePort`]); otherwise the start waits for the user's choice
+    /// (Kill strays), and resumes after [`Input::StraysKilled`].
+    PortBlocked { reason: String, strays: Vec<Pid> },
+    /// Strays were killed (by the user, or for a start): a start they blocked goes ahead.
     StraysKilled,
+    /// The stray watch found copies of the backend running outside the warden, some of them
+    /// new since its last scan: `pids` are all of them. Answered with [`Effect::KillStrays`]
+    /// or [`Effect::AlertStrays`], as `[strays] action` says.
+    Strays { pids: Vec<Pid> },
     /// The backend's main process exited; `tail` holds its last output lines.
     Exited {
         pid: Pid,
@@ -245,6 +257,9 @@ pub enum Input {
     },
     /// Every process of the tree led by `pid` is gone.
     TreeGone { pid: Pid },
+    /// No stop request can reach the tree led by `pid` (Windows: no console to send Ctrl+C
+    /// to, or neither event could be sent): waiting out the grace period would be for nothing.
+    Unreachable { pid: Pid },
     /// A health probe of `pid` finished.
     Probed { pid: Pid, probe: Probe },
     /// A check of whether `pid`'s port listens finished (see [`Effect::CheckPort`]).
@@ -252,9 +267,17 @@ pub enum Input {
     /// Watched files of the backend's code changed (one debounced burst): `files` are the
     /// first few, `count` how many.
     CodeChanged { files: Vec<String>, count: usize },
-    /// The config was reloaded (the new policy is in place already, see
-    /// [`Supervisor::set_policy`]); what changed decides what happens to the backend.
-    Reloaded(ReloadChange),
+    /// The config was reloaded: `policy` replaces the one in force (from the next decision
+    /// on; a newly configured health check probes at once), and what changed decides what
+    /// happens to the backend. `change` is what changed of what the runner holds (launch
+    /// settings, health probe); a changed policy counts as [`ReloadChange::Settings`].
+    Reload {
+        policy: Policy,
+        change: ReloadChange,
+    },
+    /// A warden that started with a broken config (and so started nothing) has its first
+    /// good one in force.
+    ConfigFixed,
     /// A deadline passed (see [`Supervisor::next_deadline`]).
     Tick,
 }
@@ -270,12 +293,29 @@ pub enum ReloadChange {
     Launch,
 }
 
+impl ReloadChange {
+    /// The change, counting a new policy (`old` to `new`) as one of the settings. What
+    /// happens to strays is not about the backend: changing it alone changes nothing here.
+    pub fn with_policy(self, old: &Policy, new: &Policy) -> ReloadChange {
+        let new = Policy {
+            kill_strays: old.kill_strays,
+            ..new.clone()
+        };
+        match self {
+            ReloadChange::Nothing if *old != new => ReloadChange::Settings,
+            change => change,
+        }
+    }
+}
+
 /// What the runner must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Spawn the backend; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
+    /// Spawn the backend; answer with [`Input::Spawned`], [`Input::SpawnFailed`] or
+    /// [`Input::PortBlocked`].
     Spawn { attempt: u32 },
-    /// Ask the whole tree to stop gracefully, and report [`Input::TreeGone`] once it is gone.
+    /// Ask the whole tree to stop gracefully (or say it cannot: [`Input::Unreachable`]), and
+    /// report [`Input::TreeGone`] once it is gone.
     Terminate { pid: Pid },
     /// Kill the whole tree now, and report [`Input::TreeGone`] once it is gone.
     Kill { pid: Pid },
@@ -286,6 +326,16 @@ pub enum Effect {
     CheckPort { pid: Pid },
     /// Let the tree go: it must survive the warden (`quit --keep-backend`).
     Release { pid: Pid },
+    /// Take charge of the running copy `pid` and its tree; answer with [`Input::Adopted`] or
+    /// [`Input::AdoptFailed`].
+    Adopt { pid: Pid },
+    /// Kill these strays (each whole tree, never a debug session), without waiting for it.
+    KillStrays { pids: Vec<Pid> },
+    /// Tell the user about these strays, which are left running.
+    AlertStrays { pids: Vec<Pid> },
+    /// Kill these strays, which hold the port a start needs; answer with
+    /// [`Input::StraysKilled`] once they are gone (or could not be killed).
+    FreePort { pids: Vec<Pid> },
     /// Tell the world (log line, notification, tray).
     Notify(Event),
     /// Shutdown is complete: the engine may end.
@@ -335,7 +385,7 @@ pub enum Event {
 }
 
 /// The policy the supervisor follows, taken from the config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Health checking, if a health URL is configured.
     pub health: Option<HealthPolicy>,
@@ -355,10 +405,13 @@ pub struct Policy {
     pub grace: Duration,
     /// What a change to the backend's code does.
     pub on_change: OnChange,
+    /// Strays are killed as soon as they are found (`[strays] action = "kill"`), rather than
+    /// reported.
+    pub kill_strays: bool,
 }
 
 /// Health-check timing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthPolicy {
     /// Time between probes once started.
     pub interval: Duration,
@@ -393,6 +446,7 @@ impl Policy {
             stable_after: config.restart.stable_after,
             grace: config.stop.grace,
             on_change: config.watch.on_change,
+            kill_strays: config.strays.action == StrayAction::Kill,
         }
     }
 
@@ -484,12 +538,16 @@ pub struct Snapshot {
     pub stale: Option<Stale>,
 }
 
+/// What follows a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AfterStop {
+enum Then {
+    /// Stay stopped.
     Stay,
+    /// Start again (a restart).
     Start,
+    /// End the engine (shutdown).
     Exit,
-    /// Go to `failed` with the reason already in `failed_reason`.
+    /// Go to `failed`, with the reason already in the report (`failed_reason`).
     Fail,
 }
 
@@ -502,6 +560,18 @@ enum StartingProbe {
     Http { spacing: Duration },
 }
 
+/// Strays that held the port, and the start under way (`[strays] action = "kill"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortFreeing {
+    /// None has blocked it.
+    NotTried,
+    /// They are being killed; the spawn is asked for again once they are.
+    Killing,
+    /// They were killed: a second block fails the start.
+    Killed,
+}
+
+/// The current backend process.
 #[derive(Debug, Clone, Copy)]
 struct Child {
     pid: Pid,
@@ -509,38 +579,249 @@ struct Child {
     adopted: bool,
 }
 
+/// What the health check says of a backend past its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Answering (or, without a health check, alive); `failures` in a row since the last 2xx.
+    Healthy { failures: u32 },
+    /// Failing its health check (or never healthy within the start timeout) since `since`.
+    Unhealthy { since: Instant },
+}
+
+/// What is left of a tree on its way down.
+#[derive(Debug, Clone, Copy)]
+enum Remaining {
+    /// The leader (its exit not reported yet) and the rest of its tree.
+    All(Child),
+    /// Only the leader: the tree watch saw the rest gone before the leader's exit came in.
+    Leader(Child),
+    /// The leader's exit is in; the rest of the tree it led is not gone yet.
+    Tree(Pid),
+}
+
+impl Remaining {
+    /// The leader, until its exit is reported.
+    fn leader(self) -> Option<Child> {
+        match self {
+            Remaining::All(child) | Remaining::Leader(child) => Some(child),
+            Remaining::Tree(_) => None,
+        }
+    }
+
+    /// The tree (by its leader's PID), until the tree watch reports it gone.
+    fn tree(self) -> Option<Pid> {
+        match self {
+            Remaining::All(child) => Some(child.pid),
+            Remaining::Tree(pid) => Some(pid),
+            Remaining::Leader(_) => None,
+        }
+    }
+}
+
+/// Where the engine stands, each phase with what it needs and nothing else. The public
+/// [`State`] is derived from it. `leftovers` is the tree of a backend that exited on its own,
+/// being killed: no new backend is spawned until it is gone.
+#[derive(Debug, Clone)]
+enum Phase {
+    /// No backend, and none wanted.
+    Stopped { leftovers: Option<Pid> },
+    /// A start with no process yet: the spawn was asked for, or waits for the leftovers (or
+    /// for strays that held the port to be killed).
+    Spawning {
+        leftovers: Option<Pid>,
+        port: PortFreeing,
+    },
+    /// Spawned (or adopted), not yet healthy. `probing`: a port check or probe is out;
+    /// `restart_when_settled`: code changed meanwhile, restart once the start has settled.
+    Starting {
+        child: Child,
+        probe: StartingProbe,
+        probing: bool,
+        restart_when_settled: bool,
+    },
+    /// Past its start: healthy or unhealthy.
+    Running {
+        child: Child,
+        verdict: Verdict,
+        probing: bool,
+    },
+    /// Asked to stop (or being killed); waiting for the whole tree to be gone. `forced`: the
+    /// tree has been (or is being) killed rather than asked.
+    Stopping {
+        remaining: Remaining,
+        forced: bool,
+        then: Then,
+    },
+    /// Exited; waiting out the backoff, and for the leftovers to be gone, before the next start.
+    Backoff {
+        until: Instant,
+        leftovers: Option<Pid>,
+    },
+    /// Gave up (the reason is in the report). `by_strays`: strays held the port, and killing
+    /// them resumes the start.
+    Failed {
+        leftovers: Option<Pid>,
+        by_strays: bool,
+    },
+    /// Shut down or detached: the engine is ending and starts nothing more.
+    Ended,
+}
+
+impl Phase {
+    fn state(&self) -> State {
+        match self {
+            Phase::Stopped { .. } | Phase::Ended => State::Stopped,
+            Phase::Spawning { .. } | Phase::Starting { .. } => State::Starting,
+            Phase::Running {
+                verdict: Verdict::Healthy { .. },
+                ..
+            } => State::Healthy,
+            Phase::Running {
+                verdict: Verdict::Unhealthy { .. },
+                ..
+            } => State::Unhealthy,
+            Phase::Stopping { .. } => State::Stopping,
+            Phase::Backoff { .. } => State::Backoff,
+            Phase::Failed { .. } => State::Failed,
+        }
+    }
+
+    /// The current backend process, if one is running (or its exit is not reported yet).
+    fn child(&self) -> Option<Child> {
+        match self {
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => Some(*child),
+            Phase::Stopping { remaining, .. } => remaining.leader(),
+            _ => None,
+        }
+    }
+
+    /// The tree of an exited backend that is being killed, where this phase can have one.
+    fn leftovers(&self) -> Option<Pid> {
+        match self {
+            Phase::Stopped { leftovers }
+            | Phase::Spawning { leftovers, .. }
+            | Phase::Backoff { leftovers, .. }
+            | Phase::Failed { leftovers, .. } => *leftovers,
+            _ => None,
+        }
+    }
+
+    /// Whether `timer` means anything in this phase: a phase change stops the others.
+    fn uses(&self, timer: Timer) -> bool {
+        match timer {
+            Timer::Kill => matches!(
+                self,
+                Phase::Stopping {
+                    remaining: Remaining::All(_) | Remaining::Tree(_),
+                    forced: false,
+                    ..
+                }
+            ),
+            Timer::Backoff => matches!(
+                self,
+                Phase::Backoff {
+                    leftovers: None,
+                    ..
+                }
+            ),
+            Timer::Probe => matches!(
+                self,
+                Phase::Starting { probing: false, .. } | Phase::Running { probing: false, .. }
+            ),
+            Timer::StartLimit => matches!(self, Phase::Starting { .. }),
+            Timer::RestartUnhealthy => matches!(
+                self,
+                Phase::Running {
+                    verdict: Verdict::Unhealthy { .. },
+                    ..
+                }
+            ),
+        }
+    }
+
+    /// Marks the port check or probe of the current process as answered (or sent).
+    fn set_probing(&mut self, out: bool) {
+        if let Phase::Starting { probing, .. } | Phase::Running { probing, .. } = self {
+            *probing = out;
+        }
+    }
+}
+
+/// A deadline the supervisor keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The grace period of a stop is over: kill the tree.
+    Kill,
+    /// The backoff after a crash is over: start again.
+    Backoff,
+    /// The next port check or health probe is due.
+    Probe,
+    /// The start has lasted its limit: healthy without a health check (alive long enough),
+    /// unhealthy with one (`start_timeout`).
+    StartLimit,
+    /// Unhealthy for `restart_after`: restart.
+    RestartUnhealthy,
+}
+
+impl Timer {
+    const ALL: [Timer; 5] = [
+        Timer::Kill,
+        Timer::Backoff,
+        Timer::Probe,
+        Timer::StartLimit,
+        Timer::RestartUnhealthy,
+    ];
+}
+
+/// Every deadline of the supervisor, one slot per [`Timer`] (quinn-proto's `TimerTable`):
+/// [`Supervisor::next_deadline`] is the earliest of them, and a phase change stops those the
+/// new phase has no use for.
+#[derive(Debug, Clone, Default)]
+struct Timers([Option<Instant>; Timer::ALL.len()]);
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Instant) {
+        self.0[timer as usize] = Some(at);
+    }
+
+    fn stop(&mut self, timer: Timer) {
+        self.0[timer as usize] = None;
+    }
+
+    fn expired(&self, timer: Timer, now: Instant) -> bool {
+        self.0[timer as usize].is_some_and(|at| now >= at)
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// Crashes (and restarts for bad health) and where the backoff stands.
+#[derive(Debug, Default)]
+struct CrashHistory {
+    /// When each crash within the window happened.
+    times: VecDeque<Instant>,
+    /// Consecutive crashes: the step of the next backoff.
+    step: u32,
+    /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
+    recovering: bool,
+}
+
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Supervisor {
     policy: Policy,
-    state: State,
-    child: Option<Child>,
-    /// A tree (by its leader's PID) that was told to stop or killed and is not gone yet.
-    dying_tree: Option<Pid>,
-    after_stop: AfterStop,
-    shutting_down: bool,
-    stop_deadline: Option<Instant>,
-    kill_sent: bool,
-    backoff_until: Option<Instant>,
-    probe_due: Option<Instant>,
-    probe_in_flight: bool,
-    starting_probe: StartingProbe,
-    probe_failures: u32,
-    unhealthy_since: Option<Instant>,
-    /// A crash or unhealthy episode is going on: the next healthy report is a recovery.
-    recovering: bool,
-    crash_times: VecDeque<Instant>,
-    backoff_step: u32,
+    phase: Phase,
+    timers: Timers,
+    crashes: CrashHistory,
     restarts: u32,
     starts: u32,
     last_exit: Option<LastExit>,
     health: Health,
+    /// Why the engine last gave up: shown from then until the next start.
     failed_reason: Option<String>,
     stale: Option<Stale>,
-    /// A code change arrived while starting: restart once the start has settled.
-    restart_when_settled: bool,
-    /// `failed` because strays held the port: killing them resumes the start.
-    blocked_by_strays: bool,
 }
 
 impl Supervisor {
@@ -548,53 +829,44 @@ impl Supervisor {
     pub fn new(policy: Policy) -> Supervisor {
         Supervisor {
             policy,
-            state: State::Stopped,
-            child: None,
-            dying_tree: None,
-            after_stop: AfterStop::Stay,
-            shutting_down: false,
-            stop_deadline: None,
-            kill_sent: false,
-            backoff_until: None,
-            probe_due: None,
-            probe_in_flight: false,
-            starting_probe: StartingProbe::Http {
-                spacing: STARTING_PROBE_INTERVAL,
-            },
-            probe_failures: 0,
-            unhealthy_since: None,
-            recovering: false,
-            crash_times: VecDeque::new(),
-            backoff_step: 0,
+            phase: Phase::Stopped { leftovers: None },
+            timers: Timers::default(),
+            crashes: CrashHistory::default(),
             restarts: 0,
             starts: 0,
             last_exit: None,
             health: Health::default(),
             failed_reason: None,
             stale: None,
-            restart_when_settled: false,
-            blocked_by_strays: false,
         }
     }
 
     /// Replaces the policy (config reload). Applies from the next decision on; a newly
     /// configured health check probes at once.
-    pub fn set_policy(&mut self, policy: Policy, now: Instant) {
+    fn set_policy(&mut self, policy: Policy, now: Instant) {
         if policy.health.is_none() {
-            self.probe_due = None;
-        } else if self.policy.health.is_none() && self.child.is_some() {
-            self.probe_due = Some(now);
+            self.timers.stop(Timer::Probe);
+        } else if self.policy.health.is_none() {
+            self.arm(Timer::Probe, now);
         }
-        if self.starting_probe == StartingProbe::AwaitPort
-            && !policy.health.as_ref().is_some_and(|h| h.wait_for_port)
-        {
+        if !policy.health.as_ref().is_some_and(|h| h.wait_for_port) {
             // No port to wait for any more: HTTP probes from now on.
-            self.starting_probe = StartingProbe::Http {
-                spacing: STARTING_PROBE_INTERVAL,
-            };
-            self.health.listening = None;
+            if let Phase::Starting {
+                probe: probe @ StartingProbe::AwaitPort,
+                ..
+            } = &mut self.phase
+            {
+                *probe = StartingProbe::Http {
+                    spacing: STARTING_PROBE_INTERVAL,
+                };
+            }
+            // "Not listening" is only ever said of a start that waits for the port.
+            if self.health.listening == Some(false) {
+                self.health.listening = None;
+            }
         }
         self.policy = policy;
+        self.arm_policy_timers();
     }
 
     /// The policy in force.
@@ -621,68 +893,38 @@ impl Supervisor {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state
+        self.phase.state()
     }
 
     /// The current backend process, if any.
     pub fn pid(&self) -> Option<Pid> {
-        self.child.map(|c| c.pid)
+        self.phase.child().map(|c| c.pid)
     }
 
     /// A snapshot for status reports, as of `now`.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let child = self.phase.child();
         Snapshot {
-            state: self.state,
-            pid: self.pid(),
-            uptime: self
-                .child
-                .map(|c| now.saturating_duration_since(c.started_at)),
+            state: self.state(),
+            pid: child.map(|c| c.pid),
+            uptime: child.map(|c| now.saturating_duration_since(c.started_at)),
             restarts: self.restarts,
             starts: self.starts,
             last_exit: self.last_exit.clone(),
             health: self.health.clone(),
             failed_reason: self.failed_reason.clone(),
-            backoff_remaining: match (self.state, self.backoff_until) {
-                (State::Backoff, Some(until)) => Some(until.saturating_duration_since(now)),
+            backoff_remaining: match self.phase {
+                Phase::Backoff { until, .. } => Some(until.saturating_duration_since(now)),
                 _ => None,
             },
-            adopted: self.child.is_some_and(|c| c.adopted),
+            adopted: child.is_some_and(|c| c.adopted),
             stale: self.stale.clone(),
         }
     }
 
     /// When the supervisor next wants a [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines: Vec<Instant> = Vec::with_capacity(4);
-        match self.state {
-            State::Stopping if !self.kill_sent => deadlines.extend(self.stop_deadline),
-            State::Backoff if self.dying_tree.is_none() => deadlines.extend(self.backoff_until),
-            State::Starting | State::Healthy | State::Unhealthy => {
-                if let Some(child) = self.child {
-                    if !self.probe_in_flight {
-                        deadlines.extend(self.probe_due);
-                    }
-                    match (&self.policy.health, self.state) {
-                        (None, State::Starting) => {
-                            deadlines.push(later(child.started_at, SETTLE_WITHOUT_HEALTH))
-                        }
-                        (Some(h), State::Starting) => {
-                            deadlines.push(later(child.started_at, h.start_timeout))
-                        }
-                        (Some(h), State::Unhealthy) => {
-                            if let (Some(after), Some(since)) =
-                                (h.restart_after, self.unhealthy_since)
-                            {
-                                deadlines.push(later(since, after));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-        deadlines.into_iter().min()
+        self.timers.next()
     }
 
     /// Feed one input that happened at `now`; returns what to do.
@@ -691,79 +933,216 @@ impl Supervisor {
         match input {
             Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
             Input::Spawned { pid } => self.on_spawned(pid, now, &mut fx),
-            Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
-            Input::SpawnFailed { error } => {
-                let reason = format!("could not start the backend: {error}");
-                self.fail(reason, &mut fx);
-            }
-            Input::PortBlocked { reason } => {
-                if self.state == State::Starting && self.child.is_none() {
-                    self.fail(format!("could not start the backend: {reason}"), &mut fx);
-                    self.blocked_by_strays = true;
+            Input::Adopt { pid } => {
+                if matches!(self.phase, Phase::Stopped { leftovers: None }) {
+                    fx.push(Effect::Adopt { pid });
                 }
             }
-            Input::StraysKilled => {
-                if self.state == State::Failed && self.blocked_by_strays && !self.shutting_down {
+            Input::Adopted { pid } => self.on_adopted(pid, now, &mut fx),
+            // Nothing to supervise after all: start one instead.
+            Input::AdoptFailed { .. } => self.on_command(Command::Start, now, &mut fx),
+            // What did not start for want of a config starts now.
+            Input::ConfigFixed => self.on_command(Command::Start, now, &mut fx),
+            Input::SpawnFailed { error } => {
+                if let Phase::Spawning { leftovers, .. } = self.phase {
+                    let reason = format!("could not start the backend: {error}");
+                    self.fail(reason, leftovers, &mut fx);
+                }
+            }
+            Input::PortBlocked { reason, strays } => self.on_port_blocked(reason, strays, &mut fx),
+            Input::StraysKilled => match self.phase {
+                Phase::Failed {
+                    by_strays: true, ..
+                } => {
                     self.reset_crash_history();
                     self.start(&mut fx);
+                }
+                Phase::Spawning {
+                    leftovers: None,
+                    port: PortFreeing::Killing,
+                } => {
+                    self.set_phase(Phase::Spawning {
+                        leftovers: None,
+                        port: PortFreeing::Killed,
+                    });
+                    fx.push(Effect::Spawn {
+                        attempt: self.crashes.step + 1,
+                    });
+                }
+                _ => {}
+            },
+            Input::Strays { mut pids } => {
+                // Never the tree of our own backend, whatever a scan thought.
+                let ours = [self.pid(), self.phase.leftovers(), self.stopping_tree()];
+                pids.retain(|pid| !ours.contains(&Some(*pid)));
+                if !pids.is_empty() {
+                    fx.push(match self.policy.kill_strays {
+                        true => Effect::KillStrays { pids },
+                        false => Effect::AlertStrays { pids },
+                    });
                 }
             }
             Input::Exited { pid, status, tail } => self.on_exited(pid, status, tail, now, &mut fx),
             Input::TreeGone { pid } => self.on_tree_gone(pid, now, &mut fx),
+            Input::Unreachable { pid } => {
+                // Kill now rather than wait the grace period for nothing. Not a forced stop:
+                // the grace period did not run out (its deadline stays, should the kill not
+                // end the tree).
+                if let Phase::Stopping { remaining, .. } = self.phase
+                    && remaining.tree() == Some(pid)
+                {
+                    fx.push(Effect::Kill { pid });
+                }
+            }
             Input::Probed { pid, probe } => self.on_probed(pid, probe, now, &mut fx),
             Input::PortChecked { pid, listening } => {
                 self.on_port_checked(pid, listening, now, &mut fx)
             }
             Input::CodeChanged { files, count } => self.on_code_changed(files, count, now, &mut fx),
-            Input::Reloaded(change) => self.on_reloaded(change, now, &mut fx),
+            Input::Reload { policy, change } => {
+                let change = change.with_policy(&self.policy, &policy);
+                self.set_policy(policy, now);
+                self.on_reloaded(change, now, &mut fx);
+            }
             Input::Tick => self.on_tick(now, &mut fx),
         }
         fx
     }
 
+    /// Moves to `phase`, stopping the timers it has no use for.
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        for timer in Timer::ALL {
+            if !self.phase.uses(timer) {
+                self.timers.stop(timer);
+            }
+        }
+    }
+
+    /// Sets `timer`, if the phase has a use for it.
+    fn arm(&mut self, timer: Timer, at: Instant) {
+        if self.phase.uses(timer) {
+            self.timers.set(timer, at);
+        }
+    }
+
+    /// Sets the timers that follow from the policy: the end of a start, the restart of an
+    /// unhealthy backend (again after a reload, which may have changed them).
+    fn arm_policy_timers(&mut self) {
+        match self.phase {
+            Phase::Starting { child, .. } => {
+                let limit = match &self.policy.health {
+                    None => SETTLE_WITHOUT_HEALTH,
+                    Some(h) => h.start_timeout,
+                };
+                self.arm(Timer::StartLimit, later(child.started_at, limit));
+            }
+            Phase::Running {
+                verdict: Verdict::Unhealthy { since },
+                ..
+            } => match self.policy.health.as_ref().and_then(|h| h.restart_after) {
+                Some(after) => self.arm(Timer::RestartUnhealthy, later(since, after)),
+                None => self.timers.stop(Timer::RestartUnhealthy),
+            },
+            _ => {}
+        }
+    }
+
+    /// The tree being stopped, until it is gone.
+    fn stopping_tree(&self) -> Option<Pid> {
+        match self.phase {
+            Phase::Stopping { remaining, .. } => remaining.tree(),
+            _ => None,
+        }
+    }
+
+    /// A start found strays holding the port: with `action = "kill"`, they are killed once and
+    /// the spawn is asked again; otherwise (or if they held it again) the start fails until
+    /// the user kills them.
+    fn on_port_blocked(&mut self, reason: String, strays: Vec<Pid>, fx: &mut Vec<Effect>) {
+        let Phase::Spawning { leftovers, port } = self.phase else {
+            return;
+        };
+        if self.policy.kill_strays && port == PortFreeing::NotTried && !strays.is_empty() {
+            self.set_phase(Phase::Spawning {
+                leftovers,
+                port: PortFreeing::Killing,
+            });
+            fx.push(Effect::FreePort { pids: strays });
+            return;
+        }
+        self.fail(
+            format!("could not start the backend: {reason}"),
+            leftovers,
+            fx,
+        );
+        if let Phase::Failed { by_strays, .. } = &mut self.phase {
+            *by_strays = true;
+        }
+    }
+
+    /// Shutting down or detaching: commands and changes no longer count.
+    fn shutting_down(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Ended
+                | Phase::Stopping {
+                    then: Then::Exit,
+                    ..
+                }
+        )
+    }
+
     fn on_command(&mut self, cmd: Command, now: Instant, fx: &mut Vec<Effect>) {
-        if self.shutting_down {
+        if self.shutting_down() {
             return;
         }
         match cmd {
-            Command::Start => match self.state {
-                State::Stopped | State::Failed | State::Backoff => {
+            Command::Start => match &mut self.phase {
+                Phase::Stopped { .. } | Phase::Failed { .. } | Phase::Backoff { .. } => {
                     self.reset_crash_history();
                     self.start(fx);
                 }
-                State::Stopping => self.after_stop = AfterStop::Start,
-                State::Starting | State::Healthy | State::Unhealthy => {}
+                Phase::Stopping { then, .. } => *then = Then::Start,
+                Phase::Spawning { .. }
+                | Phase::Starting { .. }
+                | Phase::Running { .. }
+                | Phase::Ended => {}
             },
-            Command::Restart => match self.state {
-                State::Starting | State::Healthy | State::Unhealthy => {
+            Command::Restart => match &mut self.phase {
+                Phase::Spawning { .. } | Phase::Starting { .. } | Phase::Running { .. } => {
                     self.reset_crash_history();
-                    self.begin_stop(AfterStop::Start, now, fx);
+                    self.begin_stop(Then::Start, now, fx);
                 }
-                State::Stopping => self.after_stop = AfterStop::Start,
-                State::Stopped | State::Failed | State::Backoff => {
+                Phase::Stopping { then, .. } => *then = Then::Start,
+                Phase::Stopped { .. } | Phase::Failed { .. } | Phase::Backoff { .. } => {
                     self.reset_crash_history();
                     self.start(fx);
                 }
+                Phase::Ended => {}
             },
-            Command::Stop => self.begin_stop(AfterStop::Stay, now, fx),
-            Command::Shutdown => {
-                self.shutting_down = true;
-                self.begin_stop(AfterStop::Exit, now, fx);
-            }
+            Command::Stop => self.begin_stop(Then::Stay, now, fx),
+            Command::Shutdown => self.begin_stop(Then::Exit, now, fx),
             Command::Detach => {
-                self.shutting_down = true;
-                if let Some(child) = self.child.take() {
+                if let Some(child) = self.phase.child() {
                     fx.push(Effect::Release { pid: child.pid });
-                    self.state = State::Stopped;
                 }
-                if self.dying_tree.is_some() {
+                let dying = match self.phase {
+                    Phase::Stopping { remaining, .. } => remaining.tree(),
+                    Phase::Starting { .. } | Phase::Running { .. } => None,
+                    _ => self.phase.leftovers(),
+                };
+                match dying {
                     // Leftovers of a crash are still being killed: finish that first.
-                    self.state = State::Stopping;
-                    self.after_stop = AfterStop::Exit;
-                    self.kill_sent = true;
-                } else {
-                    self.state = State::Stopped;
-                    fx.push(Effect::Exit);
+                    Some(pid) => self.set_phase(Phase::Stopping {
+                        remaining: Remaining::Tree(pid),
+                        forced: true,
+                        then: Then::Exit,
+                    }),
+                    None => {
+                        self.set_phase(Phase::Ended);
+                        fx.push(Effect::Exit);
+                    }
                 }
             }
         }
@@ -771,83 +1150,108 @@ impl Supervisor {
 
     /// Spawn now, or as soon as the previous tree is gone: never two trees at once.
     fn start(&mut self, fx: &mut Vec<Effect>) {
-        self.blocked_by_strays = false;
-        self.backoff_until = None;
+        let leftovers = self.phase.leftovers();
         self.failed_reason = None;
-        self.state = State::Starting;
-        if self.dying_tree.is_none() {
+        self.set_phase(Phase::Spawning {
+            leftovers,
+            port: PortFreeing::NotTried,
+        });
+        if leftovers.is_none() {
             fx.push(Effect::Spawn {
-                attempt: self.backoff_step + 1,
+                attempt: self.crashes.step + 1,
             });
         }
     }
 
-    fn begin_stop(&mut self, then: AfterStop, now: Instant, fx: &mut Vec<Effect>) {
-        match self.state {
-            State::Stopping => {
+    fn begin_stop(&mut self, then: Then, now: Instant, fx: &mut Vec<Effect>) {
+        match self.phase {
+            Phase::Stopping {
+                then: current,
+                remaining,
+                forced,
+            } => {
                 // Already on the way down; only what follows changes.
-                if self.after_stop != AfterStop::Exit {
-                    self.after_stop = then;
+                if current != Then::Exit {
+                    self.phase = Phase::Stopping {
+                        remaining,
+                        forced,
+                        then,
+                    };
                 }
             }
-            State::Starting | State::Healthy | State::Unhealthy => {
-                self.after_stop = then;
-                self.state = State::Stopping;
-                self.backoff_until = None;
-                if let Some(child) = self.child {
-                    self.dying_tree = Some(child.pid);
-                    self.stop_deadline = Some(later(now, self.policy.grace));
-                    self.kill_sent = false;
-                    fx.push(Effect::Terminate { pid: child.pid });
-                } else if self.dying_tree.is_some() {
-                    // Waiting to spawn until the last run's leftovers are killed.
-                    self.kill_sent = true;
-                } else {
-                    self.finish_stop(None, fx);
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                self.set_phase(Phase::Stopping {
+                    remaining: Remaining::All(child),
+                    forced: false,
+                    then,
+                });
+                self.arm(Timer::Kill, later(now, self.policy.grace));
+                fx.push(Effect::Terminate { pid: child.pid });
+            }
+            Phase::Spawning {
+                leftovers: None, ..
+            } => self.finish_stop(None, false, then, fx),
+            Phase::Spawning {
+                leftovers: Some(pid),
+                ..
+            }
+            | Phase::Backoff {
+                leftovers: Some(pid),
+                ..
+            }
+            | Phase::Failed {
+                leftovers: Some(pid),
+                ..
+            }
+            | Phase::Stopped {
+                leftovers: Some(pid),
+            } => {
+                // The leftovers of the last run are being killed already.
+                self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Tree(pid),
+                    forced: true,
+                    then,
+                });
+            }
+            Phase::Backoff { .. } | Phase::Failed { .. } => self.finish_stop(None, false, then, fx),
+            Phase::Stopped { leftovers: None } => {
+                if then == Then::Exit {
+                    self.finish_stop(None, false, then, fx);
                 }
             }
-            State::Backoff | State::Failed | State::Stopped => {
-                self.backoff_until = None;
-                self.after_stop = then;
-                if self.dying_tree.is_some() {
-                    // The leftovers of the last run are still being killed.
-                    self.state = State::Stopping;
-                    self.kill_sent = true;
-                } else if then == AfterStop::Exit || self.state != State::Stopped {
-                    self.finish_stop(None, fx);
-                }
-            }
+            Phase::Ended => {}
         }
     }
 
-    fn finish_stop(&mut self, pid: Option<Pid>, fx: &mut Vec<Effect>) {
-        let was_stopping = self.state == State::Stopping;
-        let forced = self.kill_sent;
-        self.child = None;
-        self.dying_tree = None;
-        self.stop_deadline = None;
-        self.kill_sent = false;
-        self.probe_due = None;
-        self.probe_in_flight = false;
+    /// The tree is gone (`pid`: the stop of that tree is complete): stopped, then what follows.
+    fn finish_stop(&mut self, pid: Option<Pid>, forced: bool, then: Then, fx: &mut Vec<Effect>) {
         self.health = Health::default();
-        let then = std::mem::replace(&mut self.after_stop, AfterStop::Stay);
-        self.state = State::Stopped;
-        if was_stopping && pid.is_some() {
+        self.set_phase(Phase::Stopped { leftovers: None });
+        if pid.is_some() {
             fx.push(Effect::Notify(Event::Stopped { pid, forced }));
         }
         match then {
-            AfterStop::Stay => {}
-            AfterStop::Start => self.start(fx),
-            AfterStop::Exit => fx.push(Effect::Exit),
-            AfterStop::Fail => {
+            Then::Stay => {}
+            Then::Start => self.start(fx),
+            Then::Exit => {
+                self.set_phase(Phase::Ended);
+                fx.push(Effect::Exit);
+            }
+            Then::Fail => {
                 let reason = self.failed_reason.take().unwrap_or_default();
-                self.fail(reason, fx);
+                self.fail(reason, None, fx);
             }
         }
     }
 
     fn on_spawned(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.state != State::Starting || self.child.is_some() {
+        if !matches!(
+            self.phase,
+            Phase::Spawning {
+                leftovers: None,
+                ..
+            }
+        ) {
             // Cannot happen with a well-behaved runner; never track two children.
             fx.push(Effect::Kill { pid });
             return;
@@ -857,47 +1261,43 @@ impl Supervisor {
         } else {
             self.starts += 1;
         }
-        self.child = Some(Child {
-            pid,
-            started_at: now,
-            adopted: false,
-        });
-        self.stale = None;
-        self.restart_when_settled = false;
-        self.unhealthy_since = None;
-        self.watch_new_child(now);
+        self.watch_new_child(
+            Child {
+                pid,
+                started_at: now,
+                adopted: false,
+            },
+            now,
+        );
         fx.push(Effect::Notify(Event::Started {
             pid,
-            attempt: self.backoff_step + 1,
+            attempt: self.crashes.step + 1,
         }));
     }
 
     fn on_adopted(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.state != State::Stopped || self.child.is_some() || self.dying_tree.is_some() {
+        if !matches!(self.phase, Phase::Stopped { leftovers: None }) {
             return; // only a warden that has not started anything adopts
         }
         self.reset_crash_history();
-        self.state = State::Starting;
-        self.child = Some(Child {
-            pid,
-            started_at: now,
-            adopted: true,
-        });
-        self.stale = None;
-        self.restart_when_settled = false;
-        self.watch_new_child(now);
+        self.watch_new_child(
+            Child {
+                pid,
+                started_at: now,
+                adopted: true,
+            },
+            now,
+        );
         fx.push(Effect::Notify(Event::Adopted { pid }));
     }
 
     /// Health watching of a process that just became the current one: with a known port,
     /// wait for it to listen first; else HTTP probes from now on.
-    fn watch_new_child(&mut self, now: Instant) {
+    fn watch_new_child(&mut self, child: Child, now: Instant) {
+        self.stale = None;
         self.health = Health::default();
-        self.probe_failures = 0;
-        self.probe_in_flight = false;
-        self.probe_due = self.policy.health.as_ref().map(|_| now);
         let wait_for_port = self.policy.health.as_ref().is_some_and(|h| h.wait_for_port);
-        self.starting_probe = if wait_for_port {
+        let probe = if wait_for_port {
             self.health.listening = Some(false);
             StartingProbe::AwaitPort
         } else {
@@ -905,11 +1305,21 @@ impl Supervisor {
                 spacing: STARTING_PROBE_INTERVAL,
             }
         };
+        self.set_phase(Phase::Starting {
+            child,
+            probe,
+            probing: false,
+            restart_when_settled: false,
+        });
+        if self.policy.health.is_some() {
+            self.arm(Timer::Probe, now);
+        }
+        self.arm_policy_timers();
     }
 
     /// Whether this spawn is an automatic restart (a crash happened since the last manual start).
     fn restarts_pending(&self) -> bool {
-        self.backoff_step > 0 || self.recovering
+        self.crashes.step > 0 || self.crashes.recovering
     }
 
     fn on_exited(
@@ -920,15 +1330,17 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(child) = self.child.filter(|c| c.pid == pid) else {
+        let Some(child) = self.phase.child().filter(|c| c.pid == pid) else {
             return; // about a process that is no longer ours
         };
         let tail = last_lines(tail);
-        self.child = None;
-        self.probe_due = None;
-        self.probe_in_flight = false;
 
-        if self.state == State::Stopping {
+        if let Phase::Stopping {
+            remaining,
+            forced,
+            then,
+        } = self.phase
+        {
             self.last_exit = Some(LastExit {
                 pid,
                 code: status.code,
@@ -936,17 +1348,22 @@ impl Supervisor {
                 reason: "stopped on request".into(),
                 tail,
             });
-            // Its children got the same request; the tree watch reports when all are gone.
-            if self.dying_tree.is_none() {
-                self.finish_stop(Some(pid), fx);
+            match remaining {
+                // Its children got the same request; the tree watch reports when all are gone.
+                Remaining::All(_) => self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Tree(pid),
+                    forced,
+                    then,
+                }),
+                Remaining::Leader(_) | Remaining::Tree(_) => {
+                    self.finish_stop(Some(pid), forced, then, fx)
+                }
             }
             return;
         }
 
         // An exit nobody asked for. Whatever the leader left behind dies now: an orphaned
         // reload worker must never keep serving stale code.
-        self.dying_tree = Some(pid);
-        self.kill_sent = true;
         fx.push(Effect::Kill { pid });
 
         let restart = match self.policy.restart {
@@ -964,7 +1381,9 @@ impl Supervisor {
 
         if !restart {
             if status.success() {
-                self.state = State::Stopped;
+                self.set_phase(Phase::Stopped {
+                    leftovers: Some(pid),
+                });
                 fx.push(Effect::Notify(Event::Exited { pid, status }));
             } else {
                 let policy = match self.policy.restart {
@@ -975,37 +1394,39 @@ impl Supervisor {
                     format!("the backend {status} (restart policy is \"{policy}\")"),
                     &tail,
                 );
-                self.fail(reason, fx);
+                self.fail(reason, Some(pid), fx);
             }
             return;
         }
 
         if now.saturating_duration_since(child.started_at) >= self.policy.stable_after {
-            self.backoff_step = 0;
+            self.crashes.step = 0;
         }
         if self.record_crash(now) {
             let reason = with_tail(
                 format!(
                     "gave up after {} crashes within {}: the backend {status}",
-                    self.crash_times.len(),
+                    self.crashes.times.len(),
                     humantime::format_duration(self.policy.window)
                 ),
                 &tail,
             );
-            self.fail(reason, fx);
+            self.fail(reason, Some(pid), fx);
             return;
         }
-        let delay = self.policy.backoff(self.backoff_step);
-        let first_in_episode = self.backoff_step == 0;
-        self.backoff_step += 1;
-        self.recovering = true;
-        self.state = State::Backoff;
-        self.backoff_until = Some(later(now, delay));
+        let delay = self.policy.backoff(self.crashes.step);
+        let first_in_episode = self.crashes.step == 0;
+        self.crashes.step += 1;
+        self.crashes.recovering = true;
+        self.set_phase(Phase::Backoff {
+            until: later(now, delay),
+            leftovers: Some(pid),
+        });
         fx.push(Effect::Notify(Event::Crashed {
             pid,
             status,
             delay,
-            attempt: self.backoff_step,
+            attempt: self.crashes.step,
             first_in_episode,
             tail,
         }));
@@ -1013,52 +1434,75 @@ impl Supervisor {
 
     /// Records a crash; true when that makes too many within the window.
     fn record_crash(&mut self, now: Instant) -> bool {
-        self.crash_times.push_back(now);
-        while let Some(&first) = self.crash_times.front() {
+        let times = &mut self.crashes.times;
+        times.push_back(now);
+        while let Some(&first) = times.front() {
             if now.saturating_duration_since(first) > self.policy.window {
-                self.crash_times.pop_front();
+                times.pop_front();
             } else {
                 break;
             }
         }
-        self.crash_times.len() > self.policy.max_restarts as usize
+        times.len() > self.policy.max_restarts as usize
     }
 
     fn reset_crash_history(&mut self) {
-        self.crash_times.clear();
-        self.backoff_step = 0;
-        self.recovering = false;
+        self.crashes.times.clear();
+        self.crashes.step = 0;
+        self.crashes.recovering = false;
     }
 
-    fn fail(&mut self, reason: String, fx: &mut Vec<Effect>) {
-        self.state = State::Failed;
-        self.blocked_by_strays = false;
-        self.backoff_until = None;
-        self.recovering = false;
+    fn fail(&mut self, reason: String, leftovers: Option<Pid>, fx: &mut Vec<Effect>) {
+        self.set_phase(Phase::Failed {
+            leftovers,
+            by_strays: false,
+        });
+        self.crashes.recovering = false;
         self.failed_reason = Some(reason.clone());
         fx.push(Effect::Notify(Event::GaveUp { reason }));
     }
 
     fn on_tree_gone(&mut self, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
-        if self.dying_tree != Some(pid) {
-            return;
-        }
-        self.dying_tree = None;
-        if self.state != State::Stopping {
-            self.kill_sent = false;
-        }
-        match self.state {
-            // Done once the main process is reaped too, so its exit status is known.
-            State::Stopping if self.child.is_none() => self.finish_stop(Some(pid), fx),
-            State::Starting if self.child.is_none() => {
+        match self.phase {
+            Phase::Stopping {
+                remaining,
+                forced,
+                then,
+            } if remaining.tree() == Some(pid) => match remaining.leader() {
+                // Done once the main process is reaped too, so its exit status is known.
+                Some(child) => self.set_phase(Phase::Stopping {
+                    remaining: Remaining::Leader(child),
+                    forced,
+                    then,
+                }),
+                None => self.finish_stop(Some(pid), forced, then, fx),
+            },
+            _ if self.phase.leftovers() != Some(pid) => {}
+            Phase::Spawning { .. } => {
+                self.set_phase(Phase::Spawning {
+                    leftovers: None,
+                    port: PortFreeing::NotTried,
+                });
                 fx.push(Effect::Spawn {
-                    attempt: self.backoff_step + 1,
+                    attempt: self.crashes.step + 1,
                 });
             }
-            State::Backoff if self.backoff_until.is_some_and(|until| now >= until) => {
-                self.start(fx);
+            Phase::Backoff { until, .. } => {
+                self.set_phase(Phase::Backoff {
+                    until,
+                    leftovers: None,
+                });
+                if now >= until {
+                    self.start(fx);
+                } else {
+                    self.arm(Timer::Backoff, until);
+                }
             }
-            _ => {}
+            Phase::Failed { by_strays, .. } => self.set_phase(Phase::Failed {
+                leftovers: None,
+                by_strays,
+            }),
+            _ => self.set_phase(Phase::Stopped { leftovers: None }),
         }
     }
 
@@ -1066,7 +1510,7 @@ impl Supervisor {
         if self.pid() != Some(pid) {
             return;
         }
-        self.probe_in_flight = false;
+        self.phase.set_probing(false);
         let Some(health) = self.policy.health.clone() else {
             return;
         };
@@ -1079,41 +1523,50 @@ impl Supervisor {
                     failure: None,
                     listening: self.health.listening,
                 };
-                self.probe_failures = 0;
-                self.unhealthy_since = None;
-                if matches!(self.state, State::Starting | State::Unhealthy) {
-                    self.become_healthy(pid, Some(latency), now, fx);
+                self.arm(Timer::Probe, later(now, health.interval));
+                match &mut self.phase {
+                    Phase::Starting { .. }
+                    | Phase::Running {
+                        verdict: Verdict::Unhealthy { .. },
+                        ..
+                    } => self.become_healthy(pid, Some(latency), now, fx),
+                    Phase::Running {
+                        verdict: Verdict::Healthy { failures },
+                        ..
+                    } => *failures = 0,
+                    _ => {}
                 }
-                self.probe_due = Some(later(now, health.interval));
             }
             Probe::Failed { error, failure } => {
                 self.health.ok = Some(false);
                 self.health.last_error = Some(error.clone());
                 self.health.failure = Some(failure.to_string());
-                match self.state {
-                    State::Starting => {
+                match &mut self.phase {
+                    Phase::Starting { probe, .. } => {
                         // Not up yet: probe again soon, then less and less often, so that a
                         // long start is not a flood of requests.
-                        let spacing = match self.starting_probe {
+                        let spacing = match *probe {
                             StartingProbe::Http { spacing } => spacing,
                             StartingProbe::AwaitPort => STARTING_PROBE_INTERVAL,
                         };
-                        self.probe_due = Some(later(now, spacing));
-                        self.starting_probe = StartingProbe::Http {
+                        *probe = StartingProbe::Http {
                             spacing: next_starting_spacing(spacing, health.interval),
                         };
+                        self.arm(Timer::Probe, later(now, spacing));
                     }
-                    State::Healthy => {
-                        self.probe_failures += 1;
-                        if self.probe_failures >= health.unhealthy_after {
-                            self.state = State::Unhealthy;
-                            self.unhealthy_since = Some(now);
-                            self.recovering = true;
-                            fx.push(Effect::Notify(Event::Unhealthy { pid, error }));
+                    Phase::Running {
+                        child,
+                        verdict: Verdict::Healthy { failures },
+                        probing,
+                    } => {
+                        *failures += 1;
+                        if *failures >= health.unhealthy_after {
+                            let (child, probing) = (*child, *probing);
+                            self.become_unhealthy(child, probing, error, now, fx);
                         }
-                        self.probe_due = Some(later(now, health.interval));
+                        self.arm(Timer::Probe, later(now, health.interval));
                     }
-                    _ => self.probe_due = Some(later(now, health.interval)),
+                    _ => self.arm(Timer::Probe, later(now, health.interval)),
                 }
             }
         }
@@ -1123,30 +1576,34 @@ impl Supervisor {
         if self.pid() != Some(pid) {
             return;
         }
-        self.probe_in_flight = false;
+        self.phase.set_probing(false);
         if self.policy.health.is_none() {
             return;
         }
-        if self.state != State::Starting || self.starting_probe != StartingProbe::AwaitPort {
+        let Phase::Starting {
+            child,
+            probe: probe @ StartingProbe::AwaitPort,
+            probing,
+            ..
+        } = &mut self.phase
+        else {
             // The start timed out or the policy changed meanwhile: HTTP probes take over.
-            self.probe_due = Some(now);
+            self.arm(Timer::Probe, now);
             return;
-        }
+        };
         if listening {
             // Listening: most backends answer at once now, so the first HTTP probe goes out
             // without waiting for a tick.
             self.health.listening = Some(true);
-            self.starting_probe = StartingProbe::Http {
+            *probe = StartingProbe::Http {
                 spacing: STARTING_PROBE_INTERVAL,
             };
-            self.probe_due = None;
-            self.probe_in_flight = true;
+            *probing = true;
+            self.timers.stop(Timer::Probe);
             fx.push(Effect::Probe { pid });
         } else {
-            let waited = self.child.map_or(Duration::ZERO, |c| {
-                now.saturating_duration_since(c.started_at)
-            });
-            self.probe_due = Some(now + port_poll(waited));
+            let waited = now.saturating_duration_since(child.started_at);
+            self.arm(Timer::Probe, now + port_poll(waited));
         }
     }
 
@@ -1157,32 +1614,67 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        self.state = State::Healthy;
-        let recovered = std::mem::take(&mut self.recovering);
+        let (child, probing, restart_when_settled) = match self.phase {
+            Phase::Starting {
+                child,
+                probing,
+                restart_when_settled,
+                ..
+            } => (child, probing, restart_when_settled),
+            Phase::Running { child, probing, .. } => (child, probing, false),
+            _ => return,
+        };
+        self.set_phase(Phase::Running {
+            child,
+            verdict: Verdict::Healthy { failures: 0 },
+            probing,
+        });
+        let recovered = std::mem::take(&mut self.crashes.recovering);
         fx.push(Effect::Notify(Event::Healthy {
             pid,
             latency,
             recovered,
         }));
-        self.restart_if_code_changed_while_starting(now, fx);
+        if restart_when_settled {
+            self.restart_for_code_after_start(now, fx);
+        }
+    }
+
+    fn become_unhealthy(
+        &mut self,
+        child: Child,
+        probing: bool,
+        error: String,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.set_phase(Phase::Running {
+            child,
+            verdict: Verdict::Unhealthy { since: now },
+            probing,
+        });
+        self.arm_policy_timers();
+        self.crashes.recovering = true;
+        fx.push(Effect::Notify(Event::Unhealthy {
+            pid: child.pid,
+            error,
+        }));
     }
 
     /// A change that came in while starting waited for the start to settle; now is the time.
-    fn restart_if_code_changed_while_starting(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if std::mem::take(&mut self.restart_when_settled) {
-            let count = self.stale.as_ref().map_or(0, |s| s.count);
-            fx.push(Effect::Notify(Event::RestartingForCode {
-                pid: self.pid(),
-                count,
-            }));
-            self.begin_stop_for_code(now, fx);
-        }
+    fn restart_for_code_after_start(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let count = self.stale.as_ref().map_or(0, |s| s.count);
+        fx.push(Effect::Notify(Event::RestartingForCode {
+            pid: self.pid(),
+            count,
+        }));
+        self.begin_stop_for_code(now, fx);
     }
 
     fn begin_stop_for_code(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         // Not a crash: a fresh run, the backoff starts over.
         self.reset_crash_history();
-        self.begin_stop(AfterStop::Start, now, fx);
+        self.begin_stop(Then::Start, now, fx);
     }
 
     fn on_code_changed(
@@ -1192,15 +1684,13 @@ impl Supervisor {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        if self.policy.on_change == OnChange::Off || self.shutting_down {
+        if self.policy.on_change == OnChange::Off || self.shutting_down() {
             return;
         }
         let restart = self.policy.on_change == OnChange::Restart;
-        match self.state {
-            State::Starting | State::Healthy | State::Unhealthy => {
-                let Some(pid) = self.pid() else {
-                    return; // about to spawn: it will load the new code anyway
-                };
+        match self.phase {
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                let pid = child.pid;
                 let first = self.stale.is_none();
                 let stale = self.stale.get_or_insert_with(|| Stale {
                     since: now,
@@ -1213,27 +1703,29 @@ impl Supervisor {
                         stale.files.push(file);
                     }
                 }
+                let count = stale.count;
                 if first {
-                    fx.push(Effect::Notify(Event::Stale {
-                        pid,
-                        count: stale.count,
-                    }));
+                    fx.push(Effect::Notify(Event::Stale { pid, count }));
                 }
-                if restart {
-                    if self.state == State::Starting {
-                        self.restart_when_settled = true;
-                    } else {
-                        let count = stale.count;
-                        fx.push(Effect::Notify(Event::RestartingForCode {
-                            pid: Some(pid),
-                            count,
-                        }));
-                        self.begin_stop_for_code(now, fx);
-                    }
+                if !restart {
+                    return;
+                }
+                if let Phase::Starting {
+                    restart_when_settled,
+                    ..
+                } = &mut self.phase
+                {
+                    *restart_when_settled = true;
+                } else {
+                    fx.push(Effect::Notify(Event::RestartingForCode {
+                        pid: Some(pid),
+                        count,
+                    }));
+                    self.begin_stop_for_code(now, fx);
                 }
             }
             // A fix saved while the backend is crashing: try it now, not after the backoff.
-            State::Backoff | State::Failed if restart => {
+            Phase::Backoff { .. } | Phase::Failed { .. } if restart => {
                 fx.push(Effect::Notify(Event::RestartingForCode {
                     pid: None,
                     count,
@@ -1241,6 +1733,7 @@ impl Supervisor {
                 self.reset_crash_history();
                 self.start(fx);
             }
+            // About to spawn: it will load the new code anyway.
             _ => {}
         }
     }
@@ -1249,17 +1742,17 @@ impl Supervisor {
     /// (or waiting out a backoff) gets a fresh start after any change: the reload may well be
     /// the fix, and waiting for a click on Start would hide that. A stopped one stays stopped.
     fn on_reloaded(&mut self, change: ReloadChange, now: Instant, fx: &mut Vec<Effect>) {
-        if self.shutting_down || change == ReloadChange::Nothing {
+        if self.shutting_down() || change == ReloadChange::Nothing {
             return;
         }
-        match self.state {
-            State::Starting | State::Healthy | State::Unhealthy
+        match self.phase {
+            Phase::Spawning { .. } | Phase::Starting { .. } | Phase::Running { .. }
                 if change == ReloadChange::Launch =>
             {
                 self.reset_crash_history();
-                self.begin_stop(AfterStop::Start, now, fx);
+                self.begin_stop(Then::Start, now, fx);
             }
-            State::Failed | State::Backoff => {
+            Phase::Failed { .. } | Phase::Backoff { .. } => {
                 self.reset_crash_history();
                 self.start(fx);
             }
@@ -1268,76 +1761,81 @@ impl Supervisor {
     }
 
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        match self.state {
-            State::Stopping => {
-                if let (Some(deadline), Some(pid), false) =
-                    (self.stop_deadline, self.dying_tree, self.kill_sent)
-                    && now >= deadline
-                {
-                    self.kill_sent = true;
-                    fx.push(Effect::Notify(Event::Killing {
-                        pid,
-                        grace: self.policy.grace,
-                    }));
-                    fx.push(Effect::Kill { pid });
-                }
-            }
-            State::Backoff => {
-                if self.dying_tree.is_none() && self.backoff_until.is_some_and(|u| now >= u) {
-                    self.start(fx);
-                }
-            }
-            State::Starting | State::Healthy | State::Unhealthy => {
-                let Some(child) = self.child else { return };
-                let health = self.policy.health.clone();
-                match (&health, self.state) {
-                    (None, State::Starting)
-                        if now >= later(child.started_at, SETTLE_WITHOUT_HEALTH) =>
-                    {
-                        self.become_healthy(child.pid, None, now, fx);
-                    }
-                    (Some(h), State::Starting)
-                        if now >= later(child.started_at, h.start_timeout) =>
-                    {
-                        self.state = State::Unhealthy;
-                        self.unhealthy_since = Some(now);
-                        self.recovering = true;
-                        let mut error = format!(
-                            "not healthy {} after start",
-                            humantime::format_duration(h.start_timeout)
-                        );
-                        if self.starting_probe == StartingProbe::AwaitPort {
-                            error.push_str(" (its port is not listening)");
-                        }
-                        fx.push(Effect::Notify(Event::Unhealthy {
-                            pid: child.pid,
-                            error,
-                        }));
-                        self.restart_if_code_changed_while_starting(now, fx);
-                        return;
-                    }
-                    (Some(h), State::Unhealthy) => {
-                        if let (Some(after), Some(since)) = (h.restart_after, self.unhealthy_since)
-                            && now >= later(since, after)
-                        {
-                            self.restart_unhealthy(child.pid, now - since, now, fx);
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-                if !self.probe_in_flight && self.probe_due.is_some_and(|due| now >= due) {
-                    self.probe_in_flight = true;
-                    self.probe_due = None;
-                    let pid = child.pid;
-                    fx.push(match (self.state, self.starting_probe) {
-                        (State::Starting, StartingProbe::AwaitPort) => Effect::CheckPort { pid },
-                        _ => Effect::Probe { pid },
-                    });
-                }
-            }
-            State::Stopped | State::Failed => {}
+        if self.timers.expired(Timer::Kill, now)
+            && let Phase::Stopping {
+                remaining, forced, ..
+            } = &mut self.phase
+            && let Some(pid) = remaining.tree()
+        {
+            *forced = true;
+            self.timers.stop(Timer::Kill);
+            fx.push(Effect::Notify(Event::Killing {
+                pid,
+                grace: self.policy.grace,
+            }));
+            fx.push(Effect::Kill { pid });
         }
+        if self.timers.expired(Timer::Backoff, now) {
+            self.start(fx);
+        }
+        if self.timers.expired(Timer::StartLimit, now)
+            && let Phase::Starting {
+                child,
+                probe,
+                probing,
+                restart_when_settled,
+            } = self.phase
+        {
+            let Some(h) = &self.policy.health else {
+                // Without a health check, alive this long is healthy.
+                self.become_healthy(child.pid, None, now, fx);
+                return self.send_due_probe(now, fx);
+            };
+            let mut error = format!(
+                "not healthy {} after start",
+                humantime::format_duration(h.start_timeout)
+            );
+            if probe == StartingProbe::AwaitPort {
+                error.push_str(" (its port is not listening)");
+            }
+            self.become_unhealthy(child, probing, error, now, fx);
+            if restart_when_settled {
+                self.restart_for_code_after_start(now, fx);
+            }
+            return;
+        }
+        if self.timers.expired(Timer::RestartUnhealthy, now)
+            && let Phase::Running {
+                child,
+                verdict: Verdict::Unhealthy { since },
+                ..
+            } = self.phase
+        {
+            self.restart_unhealthy(child.pid, now - since, now, fx);
+            return;
+        }
+        self.send_due_probe(now, fx);
+    }
+
+    /// Sends the port check or health probe whose time has come.
+    fn send_due_probe(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if !self.timers.expired(Timer::Probe, now) {
+            return;
+        }
+        self.timers.stop(Timer::Probe);
+        let effect = match &self.phase {
+            Phase::Starting {
+                child,
+                probe: StartingProbe::AwaitPort,
+                ..
+            } => Effect::CheckPort { pid: child.pid },
+            Phase::Starting { child, .. } | Phase::Running { child, .. } => {
+                Effect::Probe { pid: child.pid }
+            }
+            _ => return,
+        };
+        self.phase.set_probing(true);
+        fx.push(effect);
     }
 
     fn restart_unhealthy(
@@ -1354,16 +1852,16 @@ impl Supervisor {
         if self.record_crash(now) {
             let reason = format!(
                 "gave up after {} restarts within {}: the backend stayed unhealthy ({})",
-                self.crash_times.len(),
+                self.crashes.times.len(),
                 humantime::format_duration(self.policy.window),
                 self.health.last_error.as_deref().unwrap_or("no answer"),
             );
-            self.begin_stop(AfterStop::Fail, now, fx);
+            self.begin_stop(Then::Fail, now, fx);
             self.failed_reason = Some(reason);
             return;
         }
-        self.backoff_step += 1;
-        self.begin_stop(AfterStop::Start, now, fx);
+        self.crashes.step += 1;
+        self.begin_stop(Then::Start, now, fx);
     }
 }
 
@@ -1406,6 +1904,7 @@ mod tests {
             stable_after: 10 * S,
             grace: 5 * S,
             on_change: OnChange::Notify,
+            kill_strays: false,
         }
     }
 
@@ -1441,6 +1940,11 @@ mod tests {
         }
         fn cmd(&mut self, c: Command) -> Vec<Effect> {
             self.feed(Input::Command(c))
+        }
+        /// A reload that keeps the policy and changed `change`.
+        fn reload(&mut self, change: ReloadChange) -> Vec<Effect> {
+            let policy = self.sup.policy().clone();
+            self.feed(Input::Reload { policy, change })
         }
         fn exit(&mut self, pid: Pid, code: i32) -> Vec<Effect> {
             self.feed(Input::Exited {
@@ -1537,7 +2041,7 @@ mod tests {
         }
         assert_eq!(counts(&h), (4, 1), "after three clicks on Restart");
         // A reload that changes what runs: requested too.
-        h.at(10 * S).feed(Input::Reloaded(ReloadChange::Launch));
+        h.at(10 * S).reload(ReloadChange::Launch);
         h.terminated(pid);
         h.feed(Input::Spawned { pid: pid + 1 });
         assert_eq!(counts(&h), (5, 1), "after a reload");
@@ -1628,7 +2132,7 @@ mod tests {
                 }
                 Setup::Stopped => {}
             }
-            let fx = h.at(S).feed(Input::Reloaded(change));
+            let fx = h.at(S).reload(change);
             let what = format!("{setup:?} + {change:?}: {fx:?}");
             assert_eq!(
                 has(&fx, &Effect::Terminate { pid: 10 }),
@@ -2257,6 +2761,7 @@ mod tests {
         h.cmd(Command::Start);
         let fx = h.feed(Input::PortBlocked {
             reason: "an orphaned worker of an earlier copy holds port 54112".into(),
+            strays: vec![300],
         });
         assert_eq!(h.sup.state(), State::Failed);
         assert!(
@@ -2280,6 +2785,114 @@ mod tests {
     }
 
     #[test]
+    fn with_action_kill_strays_holding_the_port_are_killed_once_and_the_start_goes_on() {
+        let mut p = policy();
+        p.kill_strays = true;
+        let blocked = |strays: Vec<Pid>| Input::PortBlocked {
+            reason: "an orphaned worker of an earlier copy holds port 54112".into(),
+            strays,
+        };
+        let mut h = Harness::new(p.clone());
+        h.cmd(Command::Start);
+        // (input, effects, state after): kill them, then ask for the spawn again.
+        let rows = [
+            (
+                blocked(vec![300, 301]),
+                vec![Effect::FreePort {
+                    pids: vec![300, 301],
+                }],
+                State::Starting,
+            ),
+            (
+                Input::StraysKilled,
+                vec![Effect::Spawn { attempt: 1 }],
+                State::Starting,
+            ),
+            // A second block of the same start: the user chooses.
+            (
+                blocked(vec![302]),
+                vec![Effect::Notify(Event::GaveUp {
+                    reason: "could not start the backend: an orphaned worker of an earlier \
+                             copy holds port 54112"
+                        .into(),
+                })],
+                State::Failed,
+            ),
+            (
+                Input::StraysKilled,
+                vec![Effect::Spawn { attempt: 1 }],
+                State::Starting,
+            ),
+        ];
+        for (i, (input, want, state)) in rows.into_iter().enumerate() {
+            assert_eq!(h.feed(input), want, "row {i}");
+            assert_eq!(h.sup.state(), state, "row {i}");
+        }
+        // Nothing a kill could free it from (a debug session holds it): the user chooses.
+        let mut h = Harness::new(p);
+        h.cmd(Command::Start);
+        h.feed(blocked(vec![]));
+        assert_eq!(h.sup.state(), State::Failed);
+    }
+
+    #[test]
+    fn strays_found_are_killed_or_reported_as_the_policy_says_never_our_own_tree() {
+        let mut kill = policy();
+        kill.kill_strays = true;
+        // (policy, strays found, effects)
+        let rows = [
+            (
+                policy(),
+                vec![300, 301],
+                vec![Effect::AlertStrays {
+                    pids: vec![300, 301],
+                }],
+            ),
+            (
+                kill.clone(),
+                vec![300, 301],
+                vec![Effect::KillStrays {
+                    pids: vec![300, 301],
+                }],
+            ),
+            // The running backend is ours.
+            (kill.clone(), vec![7], vec![]),
+            (
+                kill.clone(),
+                vec![7, 300],
+                vec![Effect::KillStrays { pids: vec![300] }],
+            ),
+        ];
+        for (policy, pids, want) in rows {
+            let mut h = Harness::new(policy);
+            h.running(7);
+            let fx = h.feed(Input::Strays { pids: pids.clone() });
+            assert_eq!(fx, want, "{pids:?}");
+        }
+        // So are the leftovers of its last run, and a tree on its way down.
+        let mut h = Harness::new(kill.clone());
+        h.running(6);
+        h.exit(6, 1);
+        assert!(h.feed(Input::Strays { pids: vec![6] }).is_empty());
+        h.feed(Input::TreeGone { pid: 6 });
+        h.at(S).feed(Input::Tick);
+        h.feed(Input::Spawned { pid: 7 });
+        h.cmd(Command::Stop);
+        h.exit(7, 0);
+        assert!(h.feed(Input::Strays { pids: vec![7] }).is_empty());
+        // Changing only what happens to strays is no change for the backend.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::SpawnFailed { error: "x".into() });
+        let fx = h.feed(Input::Reload {
+            policy: kill,
+            change: ReloadChange::Nothing,
+        });
+        assert_eq!(fx, vec![]);
+        assert!(h.sup.policy().kill_strays, "in force all the same");
+    }
+
+    #[test]
     fn killing_strays_does_not_start_a_backend_that_failed_for_another_reason() {
         for failure in [
             Input::SpawnFailed {
@@ -2295,7 +2908,10 @@ mod tests {
         // A port block after the user stopped: no start either.
         let mut h = Harness::new(policy());
         h.cmd(Command::Start);
-        h.feed(Input::PortBlocked { reason: "x".into() });
+        h.feed(Input::PortBlocked {
+            reason: "x".into(),
+            strays: vec![300],
+        });
         h.cmd(Command::Stop);
         assert_eq!(spawns(&h.feed(Input::StraysKilled)), 0);
     }
@@ -2345,6 +2961,8 @@ mod tests {
     #[test]
     fn an_adopted_backend_is_supervised_and_replaced_by_a_managed_one_after_a_crash() {
         let mut h = Harness::new(policy());
+        let fx = h.feed(Input::Adopt { pid: 500 });
+        assert_eq!(fx, vec![Effect::Adopt { pid: 500 }]);
         let fx = h.feed(Input::Adopted { pid: 500 });
         assert_eq!(fx, vec![Effect::Notify(Event::Adopted { pid: 500 })]);
         assert!(h.sup.snapshot(h.now).adopted);
@@ -2368,7 +2986,131 @@ mod tests {
         h.feed(Input::Spawned { pid: 501 });
         assert!(!h.sup.snapshot(h.now).adopted);
         // Adopting is only for a warden that runs nothing.
+        assert!(h.feed(Input::Adopt { pid: 502 }).is_empty());
         assert!(h.feed(Input::Adopted { pid: 502 }).is_empty());
+    }
+
+    #[test]
+    fn a_copy_that_cannot_be_adopted_is_replaced_by_a_start() {
+        let mut h = Harness::new(policy());
+        assert_eq!(
+            h.feed(Input::Adopt { pid: 500 }),
+            vec![Effect::Adopt { pid: 500 }]
+        );
+        assert_eq!(
+            h.feed(Input::AdoptFailed { pid: 500 }),
+            vec![Effect::Spawn { attempt: 1 }]
+        );
+        assert_eq!(h.sup.state(), State::Starting);
+        // A tree still on its way down: no adoption beside it.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.cmd(Command::Stop);
+        assert!(h.feed(Input::Adopt { pid: 500 }).is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_stop_kills_the_tree_at_once() {
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert_eq!(h.cmd(Command::Stop), vec![Effect::Terminate { pid: 7 }]);
+        // (input, effects): only the tree being stopped is killed, once asked.
+        let rows = [
+            (Input::Unreachable { pid: 6 }, vec![]),
+            (Input::Unreachable { pid: 7 }, vec![Effect::Kill { pid: 7 }]),
+        ];
+        for (input, want) in rows {
+            assert_eq!(h.feed(input.clone()), want, "{input:?}");
+        }
+        // The grace period did not run out: not a forced stop, and its deadline stays in case
+        // the kill does not end the tree.
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * S));
+        h.at(S);
+        h.terminated(7);
+        assert_eq!(h.sup.state(), State::Stopped);
+        // Not stopping: nothing to decide.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert!(h.feed(Input::Unreachable { pid: 7 }).is_empty());
+    }
+
+    #[test]
+    fn a_reload_puts_the_new_policy_in_force() {
+        let mut no_health = policy();
+        no_health.health = None;
+        // A health check configured while running probes at once.
+        let mut h = Harness::new(no_health.clone());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 7 });
+        h.at(SETTLE_WITHOUT_HEALTH).feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Healthy);
+        assert_eq!(h.sup.next_deadline(), None);
+        h.at(2 * S).feed(Input::Reload {
+            policy: policy(),
+            change: ReloadChange::Settings,
+        });
+        assert_eq!(h.sup.next_deadline(), Some(h.now), "probe at once");
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 7 }]);
+        // A health check removed: no more probes.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        h.feed(Input::Reload {
+            policy: no_health,
+            change: ReloadChange::Settings,
+        });
+        assert_eq!(h.sup.next_deadline(), None);
+        // No port to wait for any more: HTTP probes, and "not listening" is no longer said.
+        let mut h = Harness::new(policy());
+        h.cmd(Command::Start);
+        h.feed(Input::Spawned { pid: 7 });
+        let mut unknown_port = policy();
+        unknown_port.health.as_mut().unwrap().wait_for_port = false;
+        unknown_port.health.as_mut().unwrap().start_timeout = 10 * S;
+        h.feed(Input::Reload {
+            policy: unknown_port,
+            change: ReloadChange::Nothing,
+        });
+        assert_eq!(h.sup.snapshot(h.now).health.listening, None);
+        assert_eq!(h.feed(Input::Tick), vec![Effect::Probe { pid: 7 }]);
+        h.bad(7);
+        // The new start timeout applies to the start under way.
+        h.at(10 * S);
+        h.feed(Input::Tick);
+        assert_eq!(h.sup.state(), State::Unhealthy);
+    }
+
+    #[test]
+    fn a_fixed_config_starts_what_a_broken_one_did_not() {
+        let mut h = Harness::new(policy());
+        assert_eq!(
+            h.feed(Input::ConfigFixed),
+            vec![Effect::Spawn { attempt: 1 }]
+        );
+        // Started meanwhile (by hand): nothing more.
+        let mut h = Harness::new(policy());
+        h.running(7);
+        assert!(h.feed(Input::ConfigFixed).is_empty());
+    }
+
+    #[test]
+    fn a_new_policy_alone_counts_as_a_change_of_settings() {
+        // (policy changed, change the runner saw, spawns from failed)
+        let table = [
+            (false, ReloadChange::Nothing, 0),
+            (true, ReloadChange::Nothing, 1),
+            (false, ReloadChange::Settings, 1),
+        ];
+        for (new_policy, change, want) in table {
+            let mut h = Harness::new(policy());
+            h.cmd(Command::Start);
+            h.feed(Input::SpawnFailed { error: "x".into() });
+            let mut p = policy();
+            if new_policy {
+                p.grace = 9 * S;
+            }
+            let fx = h.feed(Input::Reload { policy: p, change });
+            assert_eq!(spawns(&fx), want, "{new_policy} {change:?}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, EnvFile, OnChange, StrayAction};
+use crate::config::{Config, ConfigError, EnvFile, OnChange};
 use crate::config_watch::{CONFIG_DEBOUNCE, ConfigWatch};
 use crate::control::{Control, WaitLimits};
 use crate::envfile::{self, EnvFileSpec};
@@ -367,11 +367,10 @@ pub fn open_url(config: &Config, backend: &Backend) -> Option<String> {
     Some(format!("{scheme}://{host}/"))
 }
 
-/// How the stray watch scans and acts, from a config.
+/// How the stray watch scans, from a config.
 pub fn watch_policy(config: &Config) -> WatchPolicy {
     WatchPolicy {
         interval: config.strays.scan_interval,
-        auto_kill: config.strays.action == StrayAction::Kill,
         grace: config.stop.grace,
     }
 }

@@ -6,8 +6,8 @@
 //! The rungs, per the Win32 console documentation and the way Python programs stop:
 //! 1. Attach to the backend's console, through any live process of its job (the main process
 //!    may be gone while a worker still runs). No console to attach to (a GUI-subsystem backend,
-//!    or every process gone) means no event can reach it: **kill now**, a stop never waits the
-//!    grace period for nothing.
+//!    or every process gone) means no event can reach it: the ladder ends **unreachable**, and
+//!    the supervisor kills the tree at once; a stop never waits the grace period for nothing.
 //! 2. `CTRL_C_EVENT` to every process on that console (the event cannot be limited to a process
 //!    group, so the backend does not get a group of its own). Python raises
 //!    `KeyboardInterrupt`, uvicorn shuts down gracefully, and uvicorn's reloader stops its
@@ -16,7 +16,8 @@
 //!    `CTRL_BREAK_EVENT`, which a process cannot ignore with `SetConsoleCtrlHandler(NULL, TRUE)`
 //!    (uvicorn handles `SIGBREAK` as a shutdown too).
 //! 4. The Job Object kill when `stop.grace` ends: the supervisor's deadline, not a rung here.
-//!    If neither event could be delivered, the ladder asks for the kill at once.
+//!    If neither event could be delivered, the ladder ends unreachable too: the kill is the
+//!    supervisor's decision (`Input::Unreachable`), not the ladder's.
 use std::time::Duration;
 
 /// The longest wait between Ctrl+C and Ctrl+Break.
@@ -42,7 +43,7 @@ impl Ladder {
     pub fn next(&self, seen: &Seen, elapsed: Duration) -> Rung {
         match seen.console {
             Console::Unknown => return Rung::Attach,
-            Console::None => return Rung::Done(Outcome::KillNow(Why::NoConsole)),
+            Console::None => return Rung::Done(Outcome::Unreachable(Why::NoConsole)),
             Console::Attached => {}
         }
         if !seen.others_attached {
@@ -53,7 +54,7 @@ impl Ladder {
             (Sent::Failed, Sent::NotYet) => Rung::CtrlBreak,
             (Sent::Delivered, Sent::NotYet) if elapsed >= self.break_after => Rung::CtrlBreak,
             (Sent::Delivered, Sent::NotYet) => Rung::WaitUntil(self.break_after),
-            (Sent::Failed, Sent::Failed) => Rung::Done(Outcome::KillNow(Why::NotDelivered)),
+            (Sent::Failed, Sent::Failed) => Rung::Done(Outcome::Unreachable(Why::NotDelivered)),
             (_, _) => Rung::Done(Outcome::HandedOver),
         }
     }
@@ -128,11 +129,11 @@ pub enum Outcome {
     Stopped,
     /// The events went out; the kill at the end of the grace period is the supervisor's.
     HandedOver,
-    /// Nothing can reach the backend: kill its tree now.
-    KillNow(Why),
+    /// Nothing can reach the backend: waiting for the grace period would be for nothing.
+    Unreachable(Why),
 }
 
-/// Why the ladder asks for the kill at once.
+/// Why nothing can reach the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// No process of the job has a console (a GUI-subsystem backend).
@@ -190,11 +191,11 @@ mod tests {
         let rows: &[(Seen, Duration, Rung)] = &[
             // Start: attach first.
             (Seen::default(), Duration::ZERO, Rung::Attach),
-            // A GUI backend: no console, kill at once, whatever the time.
+            // A GUI backend: no console, unreachable at once, whatever the time.
             (
                 seen(None, true, NotYet, NotYet),
                 Duration::ZERO,
-                Rung::Done(Outcome::KillNow(Why::NoConsole)),
+                Rung::Done(Outcome::Unreachable(Why::NoConsole)),
             ),
             // Attached: Ctrl+C at once.
             (
@@ -231,11 +232,11 @@ mod tests {
                 Duration::ZERO,
                 Rung::CtrlBreak,
             ),
-            // Neither could be sent (Wine 8): kill now.
+            // Neither could be sent (Wine 8): unreachable.
             (
                 seen(Attached, true, Failed, Failed),
                 Duration::ZERO,
-                Rung::Done(Outcome::KillNow(Why::NotDelivered)),
+                Rung::Done(Outcome::Unreachable(Why::NotDelivered)),
             ),
             // Both went out: the rest is the grace period's.
             (

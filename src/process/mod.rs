@@ -47,8 +47,8 @@ pub use imp::{
 pub enum Asked {
     /// The request went out; the tree has until the end of the grace period.
     Sent,
-    /// Nothing can reach the tree (why): kill it now rather than wait the grace period out.
-    KillNow(String),
+    /// Nothing can reach the tree (why): the grace period would be waited out for nothing.
+    Unreachable(String),
 }
 
 /// What to run.

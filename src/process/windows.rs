@@ -15,7 +15,7 @@
 //!
 //! A graceful stop is the ladder of [`super::ladder`]: Ctrl+C to every process on the backend's
 //! console, Ctrl+Break a little later, the Job Object kill when the grace period ends (or at
-//! once when nothing can be delivered). A console control event only reaches processes
+//! once when nothing can be delivered: the helper says so, and the supervisor orders the kill). A console control event only reaches processes
 //! attached to the sender's console, and the backend runs on its own hidden console while the
 //! warden has none (the tray) or another one (a terminal). So the warden does not send events
 //! itself: a short-lived helper (this program's hidden `__guardian` subcommand, which on Unix
@@ -411,11 +411,11 @@ impl Tree {
 
     /// Asks the tree to stop: the stop ladder (Ctrl+C, then Ctrl+Break) on the backend's
     /// console, through the helper process, which goes on by itself after its first answer.
-    /// [`Asked::KillNow`] when nothing can reach the backend (no console: a GUI program; or
-    /// no event could be sent): waiting for the grace period would be for nothing.
+    /// [`Asked::Unreachable`] when nothing can reach the backend (no console: a GUI program;
+    /// or no event could be sent): waiting for the grace period would be for nothing.
     pub fn terminate(&self, grace: Duration) -> io::Result<Asked> {
         if !self.own_console {
-            return Ok(Asked::KillNow(
+            return Ok(Asked::Unreachable(
                 "an adopted backend may share its console with other programs (a terminal and \
                  its shell), which Ctrl+C would reach too"
                     .into(),
@@ -423,7 +423,9 @@ impl Tree {
         }
         let pids = self.pids()?;
         if pids.is_empty() {
-            return Ok(Asked::KillNow("no process of the backend is left".into()));
+            return Ok(Asked::Unreachable(
+                "no process of the backend is left".into(),
+            ));
         }
         run_stop_helper(self.pid, &pids, Ladder::for_grace(grace))
     }
@@ -603,7 +605,7 @@ fn run_stop_helper(main: Pid, pids: &[Pid], ladder: Ladder) -> io::Result<Asked>
         let left = deadline.saturating_duration_since(Instant::now());
         match answers.recv_timeout(left) {
             Ok(HelperLine::Waiting) | Ok(HelperLine::Done) => return Ok(Asked::Sent),
-            Ok(HelperLine::Kill(why)) => return Ok(Asked::KillNow(why)),
+            Ok(HelperLine::Unreachable(why)) => return Ok(Asked::Unreachable(why)),
             Ok(HelperLine::Note(_)) => {}
             Ok(HelperLine::Other(line)) => {
                 return Err(io::Error::other(format!("the stop helper said: {line}")));
@@ -627,8 +629,8 @@ enum HelperLine {
     Waiting,
     /// `done ...`: nobody is left on the console, or the events went out.
     Done,
-    /// `kill WHY`: nothing can reach the backend.
-    Kill(String),
+    /// `unreachable WHY`: nothing can reach the backend.
+    Unreachable(String),
     /// Anything else.
     Other(String),
 }
@@ -641,7 +643,7 @@ impl HelperLine {
             "note" => HelperLine::Note(rest.to_string()),
             "wait" => HelperLine::Waiting,
             "done" => HelperLine::Done,
-            "kill" => HelperLine::Kill(rest.to_string()),
+            "unreachable" => HelperLine::Unreachable(rest.to_string()),
             _ => HelperLine::Other(line.to_string()),
         }
     }
@@ -720,8 +722,8 @@ fn run_ladder(ladder: Ladder, pids: &[Pid]) {
                 report("done the rest is the grace period's");
                 return;
             }
-            Rung::Done(Outcome::KillNow(why)) => {
-                report(&format!("kill {why}"));
+            Rung::Done(Outcome::Unreachable(why)) => {
+                report(&format!("unreachable {why}"));
                 return;
             }
         }
@@ -811,8 +813,8 @@ mod tests {
         assert_eq!(HelperLine::parse("wait"), HelperLine::Waiting);
         assert_eq!(HelperLine::parse("done stopped"), HelperLine::Done);
         assert_eq!(
-            HelperLine::parse("kill no console"),
-            HelperLine::Kill("no console".into())
+            HelperLine::parse("unreachable no console"),
+            HelperLine::Unreachable("no console".into())
         );
         assert_eq!(HelperLine::parse("what"), HelperLine::Other("what".into()));
     }
