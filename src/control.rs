@@ -3,15 +3,16 @@
 //! connection threads; never touches processes itself.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::board::{Notice, StatusBoard};
 use crate::config::{Config, LogsConfig};
 use crate::ipc::{Request, Response};
 use crate::output::{BackendLog, LogHealth};
 use crate::runner::Backend;
-use crate::runner::{EngineHandle, StatusBoard};
-use crate::status::{Fixed, LogsReport, StatusReport};
+use crate::runner::EngineHandle;
+use crate::status::{LogsReport, StatusReport};
 use crate::strays::{KillReport, StrayWatch};
 use crate::supervisor::{Command, Policy, Snapshot, State, Supervisor};
 use crate::usage::TreeSampler;
@@ -29,9 +30,7 @@ pub struct WaitLimits {
 pub struct Control {
     engine: EngineHandle,
     board: Arc<StatusBoard>,
-    fixed: RwLock<Fixed>,
     limits: WaitLimits,
-    on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
     strays: Option<StrayWatch>,
     reloader: Option<Reloader>,
     /// Measures the backend tree for `status` (`None`: the process table cannot be read).
@@ -63,21 +62,13 @@ pub struct Reloaded {
 }
 
 impl Control {
-    /// A handler for `engine`, reporting from `board`. `on_show` is called when a second
-    /// launch asks the warden to show itself.
-    pub fn new(
-        engine: EngineHandle,
-        board: Arc<StatusBoard>,
-        fixed: Fixed,
-        limits: WaitLimits,
-        on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
-    ) -> Control {
+    /// A handler for `engine`, reporting from `board` (and telling its notice channel when a
+    /// second launch asks the warden to show itself).
+    pub fn new(engine: EngineHandle, board: Arc<StatusBoard>, limits: WaitLimits) -> Control {
         Control {
             engine,
             board,
-            fixed: RwLock::new(fixed),
             limits,
-            on_show,
             strays: None,
             reloader: None,
             sampler: Mutex::new(TreeSampler::new()),
@@ -138,16 +129,16 @@ impl Control {
         if let Some(watch) = &self.strays {
             watch.reconfigure(reloaded.strays);
         }
-        {
-            let mut fixed = self.fixed.write().unwrap_or_else(PoisonError::into_inner);
+        let was_broken = self.board.update_fixed(|fixed| {
             fixed.port = port;
             fixed.demo = demo;
             fixed.strays_disabled = strays_disabled;
             fixed.open_url = open_url;
-            // The warden started with a broken config: this one is the first it can run.
-            if fixed.config_error.take().is_some() {
-                self.engine.config_fixed();
-            }
+            fixed.config_error.take().is_some()
+        });
+        // The warden started with a broken config: this one is the first it can run.
+        if was_broken {
+            self.engine.config_fixed();
         }
         let mut message = "config reloaded".to_string();
         if let Some((log, in_force)) = &self.backend_log {
@@ -168,10 +159,8 @@ impl Control {
                     reloaded.log_dir.display(),
                     dir.display()
                 );
-                self.fixed
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .log_path = reloaded.log_dir.join("backend.log");
+                self.board
+                    .update_fixed(|fixed| fixed.log_path = reloaded.log_dir.join("backend.log"));
                 *dir = reloaded.log_dir.clone();
             }
             *logs = new.clone();
@@ -193,9 +182,9 @@ impl Control {
                 Ok(report)
             }
             None => Err(self
+                .board
                 .fixed()
                 .strays_disabled
-                .clone()
                 .unwrap_or_else(|| "stray detection is off".into())),
         }
     }
@@ -225,12 +214,8 @@ impl Control {
         report
     }
 
-    fn fixed(&self) -> std::sync::RwLockReadGuard<'_, Fixed> {
-        self.fixed.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn to_report(&self, snap: Snapshot) -> Box<StatusReport> {
-        let mut report = StatusReport::new(snap, &self.fixed(), self.board.scan());
+        let mut report = StatusReport::new(snap, &self.board.fixed(), self.board.scan());
         report.env_file = self.board.env_file();
         Box::new(self.with_logs(report))
     }
@@ -242,7 +227,7 @@ impl Control {
             Request::Show => {
                 let response = self.status();
                 if let Response::Status { status } = &response {
-                    (self.on_show)(status);
+                    self.board.notices().send(Notice::Show(status.clone()));
                 }
                 response
             }

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod app;
 pub mod autostart;
+pub mod board;
 pub mod clock;
 pub mod config;
 pub mod config_watch;

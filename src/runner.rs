@@ -7,14 +7,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::board::{Notice, StatusBoard};
 use crate::envfile::{self, EnvFileSpec};
 use crate::health::HealthProbe;
 use crate::kept::KeptBackend;
@@ -22,7 +23,7 @@ use crate::output::BackendLog;
 use crate::process::{self, Asked, LaunchSpec, TreeGuard};
 use crate::strays::{self, Scan, StrayKind, StrayWatch};
 use crate::supervisor::{
-    Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, Snapshot, State,
+    Command, Effect, Event, Input, Pid, Policy, Probe, ProbeFailure, ReloadChange, State,
     Supervisor,
 };
 
@@ -65,137 +66,6 @@ pub struct Backend {
     pub stop_grace: Duration,
     /// `stop.url`: asked (POST) before any signal.
     pub stop_url: Option<String>,
-}
-
-/// The latest snapshot, shared with status readers (IPC, tray). Readers can wait for a change.
-#[derive(Debug, Default)]
-pub struct StatusBoard {
-    inner: Mutex<Option<(Snapshot, Instant)>>,
-    changed: Condvar,
-    scan: Mutex<Scan>,
-    /// The `.env` file the current (or last) backend's environment was read from.
-    env_file: Mutex<Option<PathBuf>>,
-    /// Bumped by every publication (snapshot or scan), for [`StatusBoard::wait_change`].
-    version: Mutex<u64>,
-    version_changed: Condvar,
-}
-
-impl StatusBoard {
-    /// Waits until something was published after `seen` (or `limit` passes); returns the
-    /// version to pass next time.
-    pub fn wait_change(&self, seen: u64, limit: Duration) -> u64 {
-        let guard = self.version.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = self
-            .version_changed
-            .wait_timeout_while(guard, limit, |v| *v == seen)
-            .unwrap_or_else(PoisonError::into_inner);
-        *guard
-    }
-
-    fn bump(&self) {
-        *self.version.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.version_changed.notify_all();
-    }
-
-    /// The `.env` file the current (or last) backend's environment was read from.
-    pub fn env_file(&self) -> Option<PathBuf> {
-        self.env_file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_env_file(&self, path: Option<PathBuf>) {
-        *self.env_file.lock().unwrap_or_else(PoisonError::into_inner) = path;
-        self.bump();
-    }
-
-    /// The latest stray scan.
-    pub fn scan(&self) -> Scan {
-        self.scan
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Publishes a stray scan.
-    pub fn set_scan(&self, scan: &Scan) {
-        *self.scan.lock().unwrap_or_else(PoisonError::into_inner) = scan.clone();
-        self.bump();
-    }
-
-    /// The latest snapshot, with its uptime brought up to now.
-    pub fn current(&self) -> Option<Snapshot> {
-        let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.as_ref().map(|(snap, at)| fresh(snap, *at))
-    }
-
-    /// Waits until `done` holds for the latest snapshot, or `limit` passes. Returns the last
-    /// snapshot seen.
-    pub fn wait_for(
-        &self,
-        limit: Duration,
-        mut done: impl FnMut(&Snapshot) -> bool,
-    ) -> Option<Snapshot> {
-        let deadline = crate::clock::later(Instant::now(), limit);
-        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some((snap, _)) = guard.as_ref()
-                && done(snap)
-            {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            guard = self
-                .changed
-                .wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        guard.as_ref().map(|(snap, at)| fresh(snap, *at))
-    }
-
-    fn publish(&self, snapshot: Snapshot, at: Instant) {
-        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = guard
-            .as_ref()
-            .is_none_or(|(old, _)| !same_but_uptime(old, &snapshot));
-        *guard = Some((snapshot, at));
-        self.changed.notify_all();
-        drop(guard);
-        if changed {
-            self.bump();
-        }
-    }
-}
-
-/// Equal but for the clock-driven fields (a probe result that changes nothing visible: the
-/// tray shows whether probes pass, why they fail and whether the port listens yet).
-fn same_but_uptime(a: &Snapshot, b: &Snapshot) -> bool {
-    Snapshot {
-        uptime: None,
-        backoff_remaining: None,
-        health: Default::default(),
-        ..a.clone()
-    } == Snapshot {
-        uptime: None,
-        backoff_remaining: None,
-        health: Default::default(),
-        ..b.clone()
-    } && a.health.ok == b.health.ok
-        && a.health.failure == b.health.failure
-        && a.health.listening == b.health.listening
-}
-
-fn fresh(snap: &Snapshot, at: Instant) -> Snapshot {
-    let mut snap = snap.clone();
-    let elapsed = at.elapsed();
-    snap.uptime = snap.uptime.map(|u| u + elapsed);
-    snap.backoff_remaining = snap.backoff_remaining.map(|r| r.saturating_sub(elapsed));
-    snap
 }
 
 /// What the runner's channel carries.
@@ -292,7 +162,6 @@ pub struct Runner<H: Host = OsHost> {
     trees: HashMap<Pid, Held<H::Tree>>,
     dying: HashMap<Pid, Dying>,
     board: Arc<StatusBoard>,
-    observer: Box<dyn FnMut(&Event) + Send>,
     strays: Option<StrayWatch>,
     /// Where a tree let go by `quit --keep-backend` is recorded for the next warden.
     kept_dir: Option<PathBuf>,
@@ -300,24 +169,16 @@ pub struct Runner<H: Host = OsHost> {
 
 impl Runner {
     /// A runner for `backend`, deciding with `supervisor`, writing output to `log` and
-    /// publishing to `board`. `observer` hears every event (notifications, tray). Its trees
-    /// are guarded by `guard`.
+    /// publishing to `board` (its state, and every event as a notice). Its trees are guarded
+    /// by `guard`.
     pub fn new(
         supervisor: Supervisor,
         backend: Backend,
         log: BackendLog,
         guard: TreeGuard,
         board: Arc<StatusBoard>,
-        observer: Box<dyn FnMut(&Event) + Send>,
     ) -> std::io::Result<(Runner, EngineHandle)> {
-        Runner::with_host(
-            OsHost::new(guard),
-            supervisor,
-            backend,
-            log,
-            board,
-            observer,
-        )
+        Runner::with_host(OsHost::new(guard), supervisor, backend, log, board)
     }
 }
 
@@ -329,7 +190,6 @@ impl<H: Host> Runner<H> {
         backend: Backend,
         log: BackendLog,
         board: Arc<StatusBoard>,
-        observer: Box<dyn FnMut(&Event) + Send>,
     ) -> std::io::Result<(Runner<H>, EngineHandle)> {
         let (sender, inputs) = mpsc::channel();
         let handle = EngineHandle { inputs: sender };
@@ -355,7 +215,6 @@ impl<H: Host> Runner<H> {
             trees: HashMap::new(),
             dying: HashMap::new(),
             board,
-            observer,
             strays: None,
             kept_dir: None,
         };
@@ -836,7 +695,7 @@ impl<H: Host> Runner<H> {
         if let Some(note) = log_note(event) {
             self.log.note(&note);
         }
-        (self.observer)(event);
+        self.board.notices().send(Notice::Event(event.clone()));
     }
 
     fn publish(&self, now: Instant) {

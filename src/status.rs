@@ -113,8 +113,8 @@ pub struct LogsReport {
 }
 
 /// The parts of a report the engine does not report: set at start, and the backend's port and
-/// demo flag again at each config reload.
-#[derive(Debug, Clone)]
+/// demo flag again at each config reload. The status board owns them.
+#[derive(Debug, Clone, Default)]
 pub struct Fixed {
     /// See [`StatusReport::port`].
     pub port: Option<u16>,

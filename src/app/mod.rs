@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
+use crate::board::{Notice, Notices, StatusBoard};
 use crate::config::{Config, ConfigError, EnvFile, OnChange};
 use crate::config_watch::{CONFIG_DEBOUNCE, ConfigWatch};
 use crate::control::{Control, WaitLimits};
@@ -25,12 +26,12 @@ use crate::kept::KeptBackend;
 use crate::output::BackendLog;
 use crate::paths::Paths;
 use crate::process::{LaunchSpec, TreeGuard};
-use crate::runner::{Backend, EngineHandle, Runner, StatusBoard};
-use crate::status::{Fixed, StatusReport};
+use crate::runner::{Backend, EngineHandle, Runner};
+use crate::status::Fixed;
 use crate::strays::{
     Identity, KillReport, Scan, StrayScanner, StrayWatch, WatchHooks, WatchPolicy, WatchSettings,
 };
-use crate::supervisor::{Command, Event, Policy, Supervisor};
+use crate::supervisor::{Command, Policy, Supervisor};
 use crate::watch::{CodeWatch, WatchFilter};
 
 /// Where the config came from.
@@ -251,25 +252,6 @@ pub fn claim(paths: &Paths, request: &Request) -> Result<Claim> {
     }
 }
 
-/// How the engine reaches the user besides the status board: logs in headless mode,
-/// notifications and the icon in the tray.
-pub struct Hooks {
-    /// Every engine event (crash, recovery, give-up, ...).
-    pub on_event: Box<dyn FnMut(&Event) + Send>,
-    /// A new set of strays was found (one call per set).
-    pub on_strays: Box<dyn Fn(&Scan) + Send>,
-    /// A second launch asked the warden to show itself.
-    pub on_show: Box<dyn Fn(&StatusReport) + Send + Sync>,
-    /// Strays were killed without asking (`[strays] action = "kill"`): one call per kill.
-    pub on_strays_killed: Box<dyn Fn(&KillReport) + Send>,
-    /// The config file was saved and reloaded (`Ok`: the reload's message and the new config),
-    /// or it was saved broken and the old config stays (`Err`: why; once per distinct error).
-    pub on_config_saved: ConfigSavedHook,
-    /// Writing `backend.log` started failing (once per episode: the next successful write
-    /// ends it); the lines lost are counted in `status`.
-    pub on_log_error: Box<dyn Fn(&std::io::Error) + Send>,
-}
-
 /// What the warden says when `backend.log` cannot be written.
 pub fn log_error_message(e: &std::io::Error) -> String {
     format!(
@@ -277,28 +259,31 @@ pub fn log_error_message(e: &std::io::Error) -> String {
     )
 }
 
-/// See [`Hooks::on_config_saved`].
-pub type ConfigSavedHook = Box<dyn Fn(Result<(String, Config), String>) + Send>;
-
-impl Hooks {
-    /// Hooks that only log (headless mode).
-    pub fn logging() -> Hooks {
-        Hooks {
-            on_event: Box::new(|_| {}),
-            on_strays: Box::new(|scan| warn!("{}", strays_summary(scan))),
-            on_show: Box::new(
-                |status| info!(status = %status.summary(), "another launch asked for the status"),
-            ),
-            on_strays_killed: Box::new(|report| info!("{}", strays_killed_summary(report))),
-            on_config_saved: Box::new(|outcome| match outcome {
-                Ok((message, _)) => info!("config file saved: {message}"),
-                Err(error) => warn!(
-                    %error,
-                    "config file saved but not reloaded: the old config stays in force"
-                ),
-            }),
-            on_log_error: Box::new(|e| error!("{}", log_error_message(e))),
-        }
+/// Headless mode's user interface: writes the notices worth a line to `warden.log` (and the
+/// terminal), on a thread of its own until the warden ends.
+fn log_notices(notices: mpsc::Receiver<Notice>) {
+    let logger = thread::Builder::new()
+        .name("notices".into())
+        .spawn(move || {
+            for notice in notices {
+                match notice {
+                    Notice::Changed | Notice::Event(_) => {}
+                    Notice::Strays(scan) => warn!("{}", strays_summary(&scan)),
+                    Notice::StraysKilled(report) => info!("{}", strays_killed_summary(&report)),
+                    Notice::Show(status) => {
+                        info!(status = %status.summary(), "another launch asked for the status");
+                    }
+                    Notice::ConfigSaved(Ok((message, _))) => info!("config file saved: {message}"),
+                    Notice::ConfigSaved(Err(error)) => warn!(
+                        %error,
+                        "config file saved but not reloaded: the old config stays in force"
+                    ),
+                    Notice::LogError(message) => error!("{message}"),
+                }
+            }
+        });
+    if let Err(e) = logger {
+        warn!(error = %e, "cannot start the notice logger");
     }
 }
 
@@ -402,7 +387,15 @@ impl Running {
 
 /// Starts the engine, the stray watch and the control endpoint, then the backend (or adopts a
 /// running copy, with `[strays] adopt = true`).
-pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -> Result<Running> {
+///
+/// Everything the user interface hears of (engine events, status changes, strays, a config
+/// saved, lost output) goes to `notices`.
+pub fn start_engine(
+    paths: &Paths,
+    plan: Plan,
+    primary: Primary,
+    notices: Notices,
+) -> Result<Running> {
     let mut guard = TreeGuard::start().context("cannot start the tree guardian")?;
     // A tree of this home that outlived its warden and guardian (both killed at once).
     match guard.record_in(&paths.runtime_dir) {
@@ -417,7 +410,10 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         &plan.log_dir,
         plan.config.logs.max_size,
         plan.config.logs.keep,
-        hooks.on_log_error,
+        {
+            let notices = notices.clone();
+            move |e: &std::io::Error| notices.send(Notice::LogError(log_error_message(e)))
+        },
     )
     .context("cannot start the backend log writer")?;
     let log_health = log.health();
@@ -477,7 +473,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
     };
     let config_error = plan.config_error.clone();
     let limits = wait_limits(&plan.config);
-    let board = Arc::new(StatusBoard::default());
+    let board = Arc::new(StatusBoard::new(fixed, notices.clone()));
     let publish_board = Arc::clone(&board);
     let watch = StrayWatch::start(
         scanner,
@@ -489,13 +485,16 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
                 Box::new(move || board.current().and_then(|s| s.pid).or(adopt))
             },
             publish: Box::new(move |scan| publish_board.set_scan(scan)),
-            alert: hooks.on_strays,
+            alert: {
+                let notices = notices.clone();
+                Box::new(move |scan| notices.send(Notice::Strays(scan.clone())))
+            },
             killed: Box::new(move |report| {
                 for (pid, what) in &report.killed {
                     warn!(pid, %what, "killed a stray copy of the backend ([strays] action = \"kill\")");
                 }
                 if !report.killed.is_empty() {
-                    (hooks.on_strays_killed)(report);
+                    notices.send(Notice::StraysKilled(report.clone()));
                 }
             }),
         },
@@ -507,7 +506,6 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         log,
         guard,
         Arc::clone(&board),
-        hooks.on_event,
     )
     .context("cannot start the engine")?;
     let runner = runner
@@ -515,17 +513,11 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .with_kept_record(paths.runtime_dir.clone());
 
     let control = Arc::new(
-        Control::new(
-            engine.clone(),
-            Arc::clone(&board),
-            fixed,
-            limits,
-            hooks.on_show,
-        )
-        .with_stray_watch(watch)
-        .with_reloader(reloader(paths, demo_backend))
-        .with_log_health(log_health)
-        .with_backend_log(backend_log, plan_logs, plan.log_dir.clone()),
+        Control::new(engine.clone(), Arc::clone(&board), limits)
+            .with_stray_watch(watch)
+            .with_reloader(reloader(paths, demo_backend))
+            .with_log_health(log_health)
+            .with_backend_log(backend_log, plan_logs, plan.log_dir.clone()),
     );
     let serving = Arc::clone(&control);
     let server = primary
@@ -534,7 +526,7 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
         .context("cannot serve the control endpoint")?;
 
     let code_watch = start_code_watch(&plan_watch, engine.clone());
-    let config_watch = start_config_watch(paths, Arc::clone(&control), hooks.on_config_saved);
+    let config_watch = start_config_watch(paths, Arc::clone(&control), board.notices().clone());
     let (done_tx, done) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("engine".into())
@@ -571,18 +563,18 @@ pub fn start_engine(paths: &Paths, plan: Plan, primary: Primary, hooks: Hooks) -
 fn start_config_watch(
     paths: &Paths,
     control: Arc<Control>,
-    on_saved: ConfigSavedHook,
+    notices: Notices,
 ) -> Option<ConfigWatch> {
     let mut last_error: Option<String> = None;
     let on_save = move || match control.reload() {
-        Ok(reloaded) => {
+        Ok((message, config)) => {
             last_error = None;
-            on_saved(Ok(reloaded));
+            notices.send(Notice::ConfigSaved(Ok((message, Box::new(config)))));
         }
         Err(error) => {
             if last_error.as_ref() != Some(&error) {
                 last_error = Some(error.clone());
-                on_saved(Err(error));
+                notices.send(Notice::ConfigSaved(Err(error)));
             }
         }
     };
@@ -802,7 +794,9 @@ pub fn run_headless(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
         log = %plan.log_dir.join("backend.log").display(),
         "backend output goes to the log"
     );
-    let running = start_engine(paths, plan, primary, Hooks::logging())?;
+    let (notices, received) = Notices::channel();
+    log_notices(received);
+    let running = start_engine(paths, plan, primary, notices)?;
     let on_signal = running.engine.clone();
     ctrlc::set_handler(move || {
         on_signal.command(Command::Shutdown);

@@ -21,7 +21,10 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use backend_warden::alerts::{Alert, AlertAction, AlertPolicy};
-use backend_warden::app::{Hooks, Plan, Primary, describe, start_engine, strays_summary};
+use backend_warden::app::{
+    Plan, Primary, describe, start_engine, strays_killed_summary, strays_summary,
+};
+use backend_warden::board::{Notice, Notices};
 use backend_warden::control::Control;
 use backend_warden::notifier::Notifier;
 use backend_warden::paths::Paths;
@@ -66,87 +69,10 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     let alerts = Arc::new(Mutex::new(AlertPolicy::new(plan.config.notify.clone())));
     let recent = Arc::new(RecentEvents::default());
     let log_dir = plan.log_dir.clone();
-    let hooks = Hooks {
-        on_event: {
-            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
-            let recent = Arc::clone(&recent);
-            Box::new(move |event| {
-                recent.record(event);
-                let alert = alerts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_event(event);
-                if let Some(alert) = alert {
-                    notifier.show(alert);
-                }
-            })
-        },
-        on_strays: {
-            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
-            Box::new(move |scan| {
-                let alert = alerts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_strays(&strays_summary(scan));
-                if let Some(alert) = alert {
-                    notifier.show(alert);
-                }
-            })
-        },
-        on_strays_killed: {
-            let notifier = notifier.clone();
-            let recent = Arc::clone(&recent);
-            Box::new(move |report| {
-                recent.strays_killed(report);
-                notifier.show(Alert::info(
-                    "Stray backend copies killed",
-                    crate::app::strays_killed_summary(report),
-                ));
-            })
-        },
-        on_show: {
-            let notifier = notifier.clone();
-            Box::new(move |status| {
-                notifier.show(Alert::info(
-                    "Backend Warden is already running",
-                    format!("Backend {}", status.summary()),
-                ))
-            })
-        },
-        on_config_saved: {
-            let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
-            Box::new(move |outcome| {
-                let mut alerts = alerts.lock().unwrap_or_else(PoisonError::into_inner);
-                match outcome {
-                    Ok((message, config)) => {
-                        alerts.set_notify(config.notify);
-                        info!("config file saved: {message}");
-                        notifier.show(Alert::info("Config reloaded", message));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "config file saved but not reloaded");
-                        if let Some(alert) = alerts.on_config_error(&e) {
-                            notifier.show(alert);
-                        }
-                    }
-                }
-            })
-        },
-        on_log_error: {
-            let notifier = notifier.clone();
-            Box::new(move |e| {
-                let message = backend_warden::app::log_error_message(e);
-                tracing::error!("{message}");
-                notifier.show(
-                    Alert::urgent("Backend output is being lost", message)
-                        .with_actions(&[AlertAction::OpenLogs]),
-                );
-            })
-        },
-    };
     install_panic_alert(&notifier);
     let config_error = plan.config_error.clone();
-    let running = start_engine(paths, plan, primary, hooks)?;
+    let (notices, received) = Notices::channel();
+    let running = start_engine(paths, plan, primary, notices)?;
     welcome_once(paths, &notifier);
     if let Some(error) = config_error {
         notifier.show(
@@ -170,30 +96,20 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
     let config_file = paths.config_file.clone();
     let launch_args = paths.launch_args();
     tray::run(autostart::is_enabled(&launch_args), actions, move |proxy| {
-        let board = Arc::clone(&running.board);
         let control = Arc::clone(&running.control);
         let engine = running.engine.clone();
-        // Status to the UI: on every change, and twice a minute for the uptime.
-        let status_proxy = proxy.clone();
-        let status_control = Arc::clone(&control);
-        let status_recent = Arc::clone(&recent);
+        // The engine's notices: alerts, and the status to the UI on every change (and twice a
+        // minute for the uptime).
+        let listener = NoticeListener {
+            control: Arc::clone(&control),
+            notifier: notifier.clone(),
+            alerts: Arc::clone(&alerts),
+            recent: Arc::clone(&recent),
+            proxy: proxy.clone(),
+        };
         let _ = thread::Builder::new()
-            .name("tray-status".into())
-            .spawn(move || {
-                let mut seen = 0;
-                let mut events_shown = 0;
-                loop {
-                    let report = Box::new(status_control.report());
-                    if status_proxy.send_event(UiEvent::Status(report)).is_err() {
-                        return;
-                    }
-                    if let Some((version, lines)) = status_recent.since(events_shown) {
-                        events_shown = version;
-                        let _ = status_proxy.send_event(UiEvent::Events(lines));
-                    }
-                    seen = board.wait_change(seen, Duration::from_secs(30));
-                }
-            });
+            .name("tray-notices".into())
+            .spawn(move || listener.run(received));
         // Start at login follows changes made elsewhere (`backend-warden autostart ...`, the
         // installer): the entry is a file or a registry value, read every few seconds.
         let autostart_proxy = proxy.clone();
@@ -243,6 +159,101 @@ pub fn run_tray(paths: &Paths, plan: Plan, primary: Primary) -> Result<()> {
                 let _ = proxy.send_event(UiEvent::Exit);
             });
     })
+}
+
+/// How often the tray's status is refreshed without a change (its uptime).
+const STATUS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Reads the engine's notices on a thread of its own: turns them into alerts and recent
+/// events, and sends the tray a fresh status after every batch of changes.
+struct NoticeListener {
+    control: Arc<Control>,
+    notifier: Notifier,
+    alerts: Arc<Mutex<AlertPolicy>>,
+    recent: Arc<RecentEvents>,
+    proxy: tao::event_loop::EventLoopProxy<UiEvent>,
+}
+
+impl NoticeListener {
+    /// Runs until the engine is gone (the channel closes) or the tray is.
+    fn run(self, notices: mpsc::Receiver<Notice>) {
+        let mut events_shown = 0;
+        let mut first = None;
+        loop {
+            // What came meanwhile is handled first: one status for a burst of changes.
+            for notice in first.take().into_iter().chain(notices.try_iter()) {
+                self.tell(notice);
+            }
+            let report = Box::new(self.control.report());
+            if self.proxy.send_event(UiEvent::Status(report)).is_err() {
+                return;
+            }
+            if let Some((version, lines)) = self.recent.since(events_shown) {
+                events_shown = version;
+                let _ = self.proxy.send_event(UiEvent::Events(lines));
+            }
+            first = match notices.recv_timeout(STATUS_REFRESH) {
+                Ok(notice) => Some(notice),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+        }
+    }
+
+    fn alerts(&self) -> std::sync::MutexGuard<'_, AlertPolicy> {
+        self.alerts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the user about one notice (a change of state needs nothing here: the status
+    /// that follows every batch shows it).
+    fn tell(&self, notice: Notice) {
+        match notice {
+            Notice::Changed => {}
+            Notice::Event(event) => {
+                self.recent.record(&event);
+                let alert = self.alerts().on_event(&event);
+                if let Some(alert) = alert {
+                    self.notifier.show(alert);
+                }
+            }
+            Notice::Strays(scan) => {
+                let alert = self.alerts().on_strays(&strays_summary(&scan));
+                if let Some(alert) = alert {
+                    self.notifier.show(alert);
+                }
+            }
+            Notice::StraysKilled(report) => {
+                self.recent.strays_killed(&report);
+                self.notifier.show(Alert::info(
+                    "Stray backend copies killed",
+                    strays_killed_summary(&report),
+                ));
+            }
+            Notice::Show(status) => self.notifier.show(Alert::info(
+                "Backend Warden is already running",
+                format!("Backend {}", status.summary()),
+            )),
+            Notice::ConfigSaved(Ok((message, config))) => {
+                self.alerts().set_notify(config.notify);
+                info!("config file saved: {message}");
+                self.notifier.show(Alert::info("Config reloaded", message));
+            }
+            Notice::ConfigSaved(Err(e)) => {
+                warn!(error = %e, "config file saved but not reloaded");
+                let alert = self.alerts().on_config_error(&e);
+                if let Some(alert) = alert {
+                    self.notifier.show(alert);
+                }
+            }
+            Notice::LogError(message) => {
+                tracing::error!("{message}");
+                self.notifier.show(
+                    Alert::urgent("Backend output is being lost", message)
+                        .with_actions(&[AlertAction::OpenLogs]),
+                );
+            }
+        }
+    }
 }
 
 /// Carries out tray clicks (file, process and engine work the UI thread must not do).

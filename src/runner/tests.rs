@@ -33,11 +33,13 @@ fn a_free_or_taken_port_is_not_forbidden() {
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::sync::MutexGuard;
 use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, MutexGuard};
 
+use crate::board::Notices;
 use crate::process::LaunchError;
-use crate::supervisor::ExitStatus;
+use crate::status::Fixed;
+use crate::supervisor::{ExitStatus, Snapshot};
 
 /// How a fake tree answers a stop request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +268,8 @@ fn backend(cwd: &std::path::Path, script: &str) -> Backend {
 struct Engine {
     handle: EngineHandle,
     board: Arc<StatusBoard>,
-    events: Arc<Mutex<Vec<Event>>>,
+    notices: Receiver<Notice>,
+    events: Mutex<Vec<Event>>,
     ended: Receiver<()>,
     dir: tempfile::TempDir,
 }
@@ -275,16 +278,14 @@ impl Engine {
     fn start(host: &FakeHost) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let log = BackendLog::start(dir.path(), 1 << 20, 1, |_| {}).unwrap();
-        let board = Arc::new(StatusBoard::default());
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let heard = Arc::clone(&events);
+        let (notices, received) = Notices::channel();
+        let board = Arc::new(StatusBoard::new(Fixed::default(), notices));
         let (runner, handle) = Runner::with_host(
             host.clone(),
             Supervisor::new(policy()),
             backend(dir.path(), "main.py"),
             log,
             Arc::clone(&board),
-            Box::new(move |event: &Event| heard.lock().unwrap().push(event.clone())),
         )
         .unwrap();
         let (done, ended) = mpsc::channel();
@@ -295,7 +296,8 @@ impl Engine {
         Engine {
             handle,
             board,
-            events,
+            notices: received,
+            events: Mutex::new(Vec::new()),
             ended,
             dir,
         }
@@ -310,8 +312,14 @@ impl Engine {
         }
     }
 
+    /// The events the engine has told so far.
     fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
+        let mut events = self.events.lock().unwrap();
+        events.extend(self.notices.try_iter().filter_map(|notice| match notice {
+            Notice::Event(event) => Some(event),
+            _ => None,
+        }));
+        events.clone()
     }
 
     /// Waits for the engine to end.
