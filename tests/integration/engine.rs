@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 #[test]
 fn crash_is_restarted_after_the_backoff() {
     let tag = tag("crash");

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

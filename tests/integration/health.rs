@@ -7,8 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 /// One request the fake backend got.
 #[derive(Debug)]
 struct Request {

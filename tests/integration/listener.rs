@@ -5,11 +5,8 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 #[test]
 fn a_server_outside_the_tree_answering_the_health_check_is_not_the_backend() {

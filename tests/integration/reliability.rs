@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +22,6 @@ use backend_warden::supervisor::Command as EngineCommand;
 use proptest::prelude::*;
 
 use crate::support::*;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-const MS: fn(u64) -> Duration = Duration::from_millis;
 
 // ---------------------------------------------------------------------------- helpers
 
@@ -64,10 +61,6 @@ impl Rng {
     fn millis(&mut self, max: u64) -> Duration {
         MS(self.below(max + 1))
     }
-}
-
-fn runtime_dir(home: &Path) -> PathBuf {
-    home.join("run")
 }
 
 /// The warden's timestamp at the start of one of its stderr lines.
@@ -343,7 +336,7 @@ fn storm_of_commands_and_crashes_never_runs_two_backends() {
     // thread and a socket until its answer is written (our own `status` just now), and each
     // health probe may hold a socket (and ureq a resolver thread) for a moment. So wait for
     // the counts to come back, and allow 2 of each for a probe or connection in flight.
-    let settled = wait_until_or_last(SECS(10), || {
+    let settled = wait_until_last(SECS(10), || {
         let (t, f) = threads_and_fds(warden);
         ((t <= threads_before && f <= fds_before), (t, f))
     });
@@ -361,18 +354,6 @@ fn storm_of_commands_and_crashes_never_runs_two_backends() {
     );
     assert!(w.terminate().success());
     wait_none_with_tag(&tag, SECS(2));
-}
-
-/// Polls `f` (every 20 ms) until it says done or `limit` passes; returns its last value.
-fn wait_until_or_last<T>(limit: Duration, mut f: impl FnMut() -> (bool, T)) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (done, value) = f();
-        if done || Instant::now() >= deadline {
-            return value;
-        }
-        thread::sleep(MS(20));
-    }
 }
 
 // ------------------------------------------------------------------------------ kills

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 /// A folder holding the tiny backend as `main.py` (and `other.py`, a different script).
 fn backend_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

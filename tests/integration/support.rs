@@ -22,18 +22,34 @@ pub fn tray_exe() -> &'static str {
     env!("CARGO_BIN_EXE_backend-warden-tray")
 }
 
+/// `SECS(n)`: n seconds, for the deadlines of the waits.
+pub const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// `MS(n)`: n milliseconds.
+pub const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(5);
+
 /// Polls `f` every few ms until it returns `Some`, or panics after `limit` with `what`.
 pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let last = wait_until_last(limit, || match f() {
+        Some(v) => (true, Some(v)),
+        None => (false, None),
+    });
+    last.unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `f` every few ms until it says done or `limit` passes; returns its last value either
+/// way, for a caller that judges (or shows) where things stood at the deadline.
+pub fn wait_until_last<T>(limit: Duration, mut f: impl FnMut() -> (bool, T)) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(v) = f() {
-            return v;
+        let (done, value) = f();
+        if done || Instant::now() >= deadline {
+            return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
+        thread::sleep(POLL);
     }
 }
 
@@ -191,13 +207,13 @@ impl Warden {
 
     /// Waits for "backend started" and returns its PID.
     pub fn started_pid(&mut self) -> u32 {
-        let line = self.expect_or_dump(&["backend started"], Duration::from_secs(20));
+        let line = self.expect_or_dump(&["backend started"], SECS(20));
         field(&line, "pid").unwrap()
     }
 
     /// Waits for the backend to be healthy.
     pub fn healthy(&mut self) -> String {
-        self.expect_or_dump(&["backend healthy"], Duration::from_secs(30))
+        self.expect_or_dump(&["backend healthy"], SECS(30))
     }
 
     pub fn pid(&self) -> u32 {
@@ -228,7 +244,7 @@ impl Warden {
     /// SIGTERM, then waits for the warden to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).unwrap();
-        self.wait_exit(Duration::from_secs(20))
+        self.wait_exit(SECS(20))
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
@@ -245,6 +261,11 @@ impl Drop for Warden {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The folder of the control socket of the warden whose home is `home`.
+pub fn runtime_dir(home: &Path) -> PathBuf {
+    home.join("run")
 }
 
 /// Runs `backend-warden ARGS` with `BACKEND_WARDEN_HOME=home`.
@@ -365,16 +386,14 @@ pub fn alive(pid: u32) -> bool {
 
 /// Waits until no live process carries `tag`.
 pub fn wait_none_with_tag(tag: &str, limit: Duration) {
-    let mut left = Vec::new();
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        left = live_with_tag(tag);
-        if left.is_empty() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    panic!("processes with tag {tag} still alive after {limit:?}: {left:?}");
+    let left = wait_until_last(limit, || {
+        let left = live_with_tag(tag);
+        (left.is_empty(), left)
+    });
+    assert!(
+        left.is_empty(),
+        "processes with tag {tag} still alive after {limit:?}: {left:?}"
+    );
 }
 
 /// SIGKILL to one process.
@@ -386,7 +405,7 @@ pub fn sigkill(pid: u32) {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(SECS(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
