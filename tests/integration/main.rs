@@ -2,13 +2,16 @@
 //! Windows build is checked separately).
 #![cfg(unix)]
 
+mod chaos;
 mod cli;
+mod config_fuzz;
 mod config_ux;
 mod engine;
+mod faults;
 mod hardening;
 mod health;
 mod listener;
-mod reliability;
+mod memory;
 mod seed;
 mod strays;
 mod support;
