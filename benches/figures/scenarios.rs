@@ -17,11 +17,8 @@ use backend_warden::strays::{Identity, StrayScanner};
 use backend_warden::supervisor::Command as EngineCommand;
 
 use crate::machine::{self, mib};
-use crate::support::{self, field, free_port, sigkill};
+use crate::support::{self, Mode, SECS, Warden, field, free_port, sigkill, stamp};
 use crate::table::{Row, median, ms, summary};
-use crate::warden::Warden;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// How much to measure.
 pub struct Settings {
@@ -108,25 +105,19 @@ pub fn run_all(settings: &Settings) -> Vec<Row> {
 
 // ------------------------------------------------------------------------------ helpers
 
-/// The warden's timestamp at the start of one of its log lines.
-fn stamp(line: &str) -> SystemTime {
-    let token = line.split_whitespace().next().unwrap_or("");
-    humantime::parse_rfc3339_weak(token)
-        .unwrap_or_else(|e| panic!("no timestamp in warden line {line:?}: {e}"))
-}
-
 /// `later - earlier`, or zero if the clock says otherwise.
 fn between(earlier: SystemTime, later: SystemTime) -> Duration {
     later.duration_since(earlier).unwrap_or_default()
 }
 
-fn runtime_dir(w: &Warden) -> PathBuf {
-    w.home().join("run")
+/// A warden started with `config`, headless, as the benchmarks measure it.
+fn start_warden(config: &str) -> Warden {
+    Warden::start_measured(support::home_with(config), Mode::Headless)
 }
 
 fn control(w: &Warden, command: EngineCommand, wait: bool) -> Response {
     ipc::request(
-        &runtime_dir(w),
+        &support::runtime_dir(w.home()),
         &Request::Control { command, wait },
         SECS(60),
     )
@@ -135,7 +126,7 @@ fn control(w: &Warden, command: EngineCommand, wait: bool) -> Response {
 
 /// Waits for the next "backend healthy" line of `pid`.
 fn healthy_line(w: &mut Warden, pid: u32) -> String {
-    w.expect(&["backend healthy", &format!("pid={pid} ")], SECS(60))
+    w.expect_or_dump(&["backend healthy", &format!("pid={pid} ")], SECS(60))
 }
 
 /// The venv Python with uvicorn, if the environment names one.
@@ -230,8 +221,8 @@ fn kill_and_time(w: &mut Warden, first_pid: u32, port: u16, runs: usize) -> Cras
                 ok.then(SystemTime::now)
             })
         });
-        let crashed = w.expect(&["backend crashed", &format!("pid={pid} ")], SECS(30));
-        let started = w.expect(&["backend started"], SECS(30));
+        let crashed = w.expect_or_dump(&["backend crashed", &format!("pid={pid} ")], SECS(30));
+        let started = w.expect_or_dump(&["backend started"], SECS(30));
         let next: u32 = field(&started, "pid").unwrap();
         assert_ne!(next, pid);
         let up = healthy_line(w, next);
@@ -261,7 +252,7 @@ fn crash(s: &Settings) -> Vec<Row> {
         let extra = format!(
             "[restart]\nbackoff_initial = \"{backoff}\"\nmax_restarts = 1000\nstable_after = \"200ms\"\n"
         );
-        let mut w = Warden::start(&support::demo_config(&tag, port, &[], &extra));
+        let mut w = start_warden(&support::demo_config(&tag, port, &[], &extra));
         let pid = w.started_pid();
         healthy_line(&mut w, pid);
         let times = kill_and_time(&mut w, pid, port, s.runs);
@@ -334,7 +325,7 @@ fn uvicorn_crash(s: &Settings) -> Vec<Row> {
     };
     let app = support::fastapi_app();
     let port = free_port();
-    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, false));
+    let mut w = start_warden(&uvicorn_config(&python, app.path(), port, false));
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
     let times = kill_and_time(&mut w, pid, port, s.runs);
@@ -380,7 +371,7 @@ fn counting_warden(python: &Path, args: &[&str]) -> (Warden, PathBuf, tempfile::
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\n",
         py = support::toml_str(&python.to_string_lossy()),
     );
-    (Warden::start(&config), record, dir)
+    (start_warden(&config), record, dir)
 }
 
 /// What the counting backend recorded: when it listened, and (time, status) per request.
@@ -420,7 +411,7 @@ fn failing_start(s: &Settings) -> Vec<Row> {
 
     let window = if s.quick { SECS(15) } else { SECS(60) };
     let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "3600"]);
-    let spawned = stamp(&w.expect(&["backend started"], SECS(30)));
+    let spawned = stamp(&w.expect_or_dump(&["backend started"], SECS(30)));
     let end = spawned + window;
     if let Ok(left) = end.duration_since(SystemTime::now()) {
         thread::sleep(left);
@@ -447,7 +438,7 @@ fn failing_start(s: &Settings) -> Vec<Row> {
     let (mut counts, mut after) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "5"]);
-        let healthy = stamp(&w.expect(&["backend healthy"], SECS(30)));
+        let healthy = stamp(&w.expect_or_dump(&["backend healthy"], SECS(30)));
         w.terminate();
         let (_, requests) = counted(&record);
         let first_ok = requests
@@ -487,7 +478,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
     };
     let app = support::fastapi_app();
     let port = port_below_ephemeral();
-    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+    let mut w = start_warden(&uvicorn_config(&python, app.path(), port, true));
     let mut reloader = w.started_pid();
     healthy_line(&mut w, reloader);
 
@@ -536,7 +527,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
         kills.push((killed_at, tree.clone()));
         // The next line is the new start, or the warden giving up (recorded, not fatal).
         let next = loop {
-            let line = w.expect(&["backend "], SECS(30));
+            let line = w.expect_or_dump(&["backend "], SECS(30));
             if line.contains("backend started") || line.contains("backend failed") {
                 break line;
             }
@@ -624,7 +615,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     for _ in 0..runs {
         let tag = support::tag("bench-wkill");
         let port = free_port();
-        let mut w = Warden::start(&support::demo_config(
+        let mut w = start_warden(&support::demo_config(
             &tag,
             port,
             &["--children", "2", "--grandchildren", "1", "--ignore-term"],
@@ -663,7 +654,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     let mut size = 0;
     for _ in 0..runs {
         let port = free_port();
-        let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+        let mut w = start_warden(&uvicorn_config(&python, app.path(), port, true));
         let reloader = w.started_pid();
         healthy_line(&mut w, reloader);
         let tree = support::wait_until(SECS(30), "reloader + worker", || {
@@ -698,13 +689,13 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
 fn crash_loop(_: &Settings) -> Vec<Row> {
     let tag = support::tag("bench-loop");
     let port = free_port();
-    let mut w = Warden::start(&support::demo_config(
+    let mut w = start_warden(&support::demo_config(
         &tag,
         port,
         &["--exit-after", "0"],
         "[restart]\nbackoff_initial = \"10ms\"\n",
     ));
-    w.expect(&["backend failed"], SECS(60));
+    w.expect_or_dump(&["backend failed"], SECS(60));
     let starts = w.count(&["backend started"]);
     w.terminate();
     vec![
@@ -721,7 +712,7 @@ fn crash_loop(_: &Settings) -> Vec<Row> {
 /// defaults (health every 2 s, stray scan every 5 s).
 fn idle(s: &Settings) -> Vec<Row> {
     let home = tempfile::tempdir().unwrap(); // no config: the built-in demo, default settings
-    let idle = measure_idle(s, Warden::start_in(home));
+    let idle = measure_idle(s, Warden::start_measured(home, Mode::Headless));
     // Judged on schedstat (nanoseconds): the clock-tick figure moves in 10 ms steps, which
     // over a short window reads as 0 or 60 ms a minute.
     let (rss, cpu) = (idle.rss, idle.precise_per_minute);
@@ -747,7 +738,7 @@ fn tray_idle(s: &Settings) -> Vec<Row> {
         )];
     }
     let home = tempfile::tempdir().unwrap();
-    let idle = measure_idle(s, Warden::start_tray_in(home));
+    let idle = measure_idle(s, Warden::start_measured(home, Mode::Tray));
     vec![
         Row::new(
             FIGURE,
@@ -932,10 +923,10 @@ fn stray_scan(s: &Settings) -> Vec<Row> {
 fn ipc_round_trip(s: &Settings) -> Vec<Row> {
     let tag = support::tag("bench-ipc");
     let port = free_port();
-    let mut w = Warden::start(&support::demo_config(&tag, port, &[], ""));
+    let mut w = start_warden(&support::demo_config(&tag, port, &[], ""));
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
-    let dir = runtime_dir(&w);
+    let dir = support::runtime_dir(w.home());
     let ask = || {
         let t = Instant::now();
         let answer = ipc::request(&dir, &Request::Status, SECS(5)).unwrap();
@@ -973,7 +964,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
             args.push("--ignore-term");
         }
         let grace = if forced { "500ms" } else { "5s" };
-        let mut w = Warden::start(&support::demo_config(
+        let mut w = start_warden(&support::demo_config(
             &tag,
             port,
             &args,
@@ -985,7 +976,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
         for run in 0..s.runs {
             if run > 0 {
                 control(&w, EngineCommand::Start, false);
-                pid = field(&w.expect(&["backend started"], SECS(30)), "pid").unwrap();
+                pid = field(&w.expect_or_dump(&["backend started"], SECS(30)), "pid").unwrap();
             }
             healthy_line(&mut w, pid);
             let tree = support::wait_until(SECS(20), "20 tagged processes", || {
@@ -1003,7 +994,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
             });
             let asked = SystemTime::now();
             control(&w, EngineCommand::Stop, false);
-            let stopped = stamp(&w.expect(&["backend stopped"], SECS(30)));
+            let stopped = stamp(&w.expect_or_dump(&["backend stopped"], SECS(30)));
             let last_gone = watcher.join().unwrap();
             total.push(between(asked, stopped));
             after_last.push(between(last_gone, stopped));
@@ -1092,19 +1083,16 @@ fn sh_config(script: &str, args: &[&str], port: Option<u16>, extra: &str) -> Str
     format!("[backend]\ncommand = \"sh\"\nargs = [{args}]\n{health}\n{extra}\n")
 }
 
-/// Waits until `path` stops growing for `quiet`; returns its size.
+/// Waits until `path` stops growing for `quiet` (or `limit` passes); returns its size.
 fn settled_size(path: &Path, quiet: Duration, limit: Duration) -> u64 {
-    let deadline = Instant::now() + limit;
     let mut last = (0, Instant::now());
-    loop {
+    support::wait_until_last(limit, || {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         if size != last.0 {
             last = (size, Instant::now());
-        } else if last.1.elapsed() >= quiet || Instant::now() >= deadline {
-            return size;
         }
-        thread::sleep(Duration::from_millis(20));
-    }
+        (last.1.elapsed() >= quiet, size)
+    })
 }
 
 /// 100 MB of log lines through the warden, and one 10 MB line without a newline.
@@ -1160,7 +1148,7 @@ fn output(_: &Settings) -> Vec<Row> {
         // One file big enough for all of it, so every line can be counted.
         "[logs]\nmax_size = \"1GB\"\nkeep = 1\n",
     );
-    let mut w = Warden::start(&config);
+    let mut w = start_warden(&config);
     w.started_pid();
     thread::sleep(Duration::from_millis(600));
     let before = machine::rss(w.pid()).unwrap();
@@ -1220,7 +1208,7 @@ fn output(_: &Settings) -> Vec<Row> {
         None,
         "[logs]\nmax_size = \"100MB\"\n",
     );
-    let mut w = Warden::start(&config);
+    let mut w = start_warden(&config);
     w.started_pid();
     thread::sleep(Duration::from_millis(600));
     let before = machine::rss(w.pid()).unwrap();

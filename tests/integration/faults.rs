@@ -5,18 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use backend_warden::ipc::{self, Request, Response};
 use backend_warden::supervisor::Command as EngineCommand;
 
 use crate::support::*;
-
-/// The warden's timestamp at the start of one of its stderr lines.
-fn stamp(line: &str) -> SystemTime {
-    let token = line.split_whitespace().next().unwrap_or("");
-    humantime::parse_rfc3339_weak(token).unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
-}
 
 /// Crashes the current backend and waits until its successor is healthy; returns the new PID.
 fn crash_and_recover(w: &mut Warden, pid: u32) -> u32 {

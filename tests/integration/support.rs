@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -102,20 +102,61 @@ pub fn demo_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
     )
 }
 
-/// A warden running headless in its own temp home.
+/// A warden running in its own temp home: headless, unless started with its tray for a
+/// benchmark ([`Warden::start_measured`]).
 pub struct Warden {
     pub child: Child,
     pub home: tempfile::TempDir,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Lines,
+    /// Lines before this one were matched already.
     seen: usize,
+}
+
+/// Where a warden's lines are read.
+enum Lines {
+    /// Its stderr at debug level, gathered by a thread (the tests).
+    Stderr(Arc<Mutex<Vec<String>>>),
+    /// Its own log, `logs/warden.log`, at the default level, read when asked (the benchmarks:
+    /// a reader of stderr would be one more thread to wake on every line, competing for the
+    /// CPU; warden.log's lines carry microsecond timestamps).
+    #[allow(dead_code)] // benchmarks only
+    WardenLog(PathBuf),
+}
+
+impl Lines {
+    /// Calls `f` with every line so far.
+    fn with<R>(&self, f: impl FnOnce(&[String]) -> R) -> R {
+        match self {
+            Lines::Stderr(lines) => f(&lines.lock().unwrap()),
+            Lines::WardenLog(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                f(&text.lines().map(str::to_string).collect::<Vec<_>>())
+            }
+        }
+    }
+}
+
+/// How a benchmark runs its warden.
+#[allow(dead_code)] // benchmarks only
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `run --headless`.
+    Headless,
+    /// `run`, with its tray icon (needs a desktop session: `DISPLAY` and a session bus).
+    Tray,
+}
+
+/// A new temp home with `config` as its config.toml.
+pub fn home_with(config: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    home
 }
 
 impl Warden {
     /// Writes `config` to a new home and starts `backend-warden run --headless` there.
     pub fn start(config: &str) -> Warden {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("config.toml"), config).unwrap();
-        Warden::start_in(home)
+        Warden::start_in(home_with(config))
     }
 
     /// Starts a warden in an existing home.
@@ -146,7 +187,33 @@ impl Warden {
         Warden {
             child,
             home,
-            lines,
+            lines: Lines::Stderr(lines),
+            seen: 0,
+        }
+    }
+
+    /// Starts a warden in `home` as a benchmark measures it: at the default log level, its
+    /// stderr to /dev/null, its lines read from its own log (see [`Lines::WardenLog`]).
+    #[allow(dead_code)] // benchmarks only
+    pub fn start_measured(home: tempfile::TempDir, mode: Mode) -> Warden {
+        let args: &[&str] = match mode {
+            Mode::Headless => &["run", "--headless"],
+            Mode::Tray => &["run"],
+        };
+        let child = Command::new(exe())
+            .args(args)
+            .env("BACKEND_WARDEN_HOME", home.path())
+            .env_remove("BACKEND_WARDEN_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = home.path().join("logs").join("warden.log");
+        Warden {
+            child,
+            home,
+            lines: Lines::WardenLog(log),
             seen: 0,
         }
     }
@@ -161,35 +228,35 @@ impl Warden {
 
     /// Everything the warden printed so far.
     pub fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines.with(|lines| lines.join("\n"))
     }
 
-    /// Waits for the next stderr line (after the last one matched) that contains every
-    /// one of `parts`; returns it.
+    /// Waits for the next line (after the last one matched) that contains every one of
+    /// `parts`; returns it.
     pub fn expect(&mut self, parts: &[&str], limit: Duration) -> String {
         let what = format!("a warden line with {parts:?}");
         let (index, line) = wait_until(limit, &what, || {
-            let lines = self.lines.lock().unwrap();
-            lines
-                .iter()
-                .enumerate()
-                .skip(self.seen)
-                .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
-                .map(|(i, l)| (i, l.clone()))
+            self.lines.with(|lines| {
+                lines
+                    .iter()
+                    .enumerate()
+                    .skip(self.seen)
+                    .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
+                    .map(|(i, l)| (i, l.clone()))
+            })
         });
         self.seen = index + 1;
         line
     }
 
-    /// Like `expect`, but the line must come within `limit` and the output is shown on failure.
+    /// Like `expect`, but the output is shown on failure.
     pub fn expect_or_dump(&mut self, parts: &[&str], limit: Duration) -> String {
-        let out = self.lines.clone();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.expect(parts, limit)));
         match result {
             Ok(line) => line,
             Err(e) => {
-                eprintln!("--- warden output\n{}", out.lock().unwrap().join("\n"));
+                eprintln!("--- warden output\n{}", self.output());
                 std::panic::resume_unwind(e)
             }
         }
@@ -197,12 +264,12 @@ impl Warden {
 
     /// Number of lines containing all `parts` so far.
     pub fn count(&self, parts: &[&str]) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .count()
+        self.lines.with(|lines| {
+            lines
+                .iter()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .count()
+        })
     }
 
     /// Waits for "backend started" and returns its PID.
@@ -276,6 +343,13 @@ pub fn cli_in(home: &Path, args: &[&str]) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The warden's timestamp at the start of one of its lines.
+pub fn stamp(line: &str) -> SystemTime {
+    let token = line.split_whitespace().next().unwrap_or("");
+    humantime::parse_rfc3339_weak(token)
+        .unwrap_or_else(|e| panic!("no timestamp in warden line {line:?}: {e}"))
 }
 
 /// `key=value` from a tracing line.
