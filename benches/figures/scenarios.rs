@@ -247,12 +247,11 @@ fn kill_and_time(w: &mut Warden, first_pid: u32, port: u16, runs: usize) -> Cras
 fn crash(s: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     for backoff in ["0ms", "500ms"] {
-        let tag = support::tag("bench-crash");
         let port = free_port();
         let extra = format!(
             "[restart]\nbackoff_initial = \"{backoff}\"\nmax_restarts = 1000\nstable_after = \"200ms\"\n"
         );
-        let mut w = start_warden(&support::demo_config(&tag, port, &[], &extra));
+        let mut w = start_warden(&support::demo_config(port, &extra));
         let pid = w.started_pid();
         healthy_line(&mut w, pid);
         let times = kill_and_time(&mut w, pid, port, s.runs);
@@ -291,7 +290,7 @@ fn crash(s: &Settings) -> Vec<Row> {
 fn spawn_only(s: &Settings) -> Vec<Row> {
     let spec = LaunchSpec {
         program: support::exe().into(),
-        args: vec!["demo-backend".into(), "--no-serve".into()],
+        args: vec!["demo-backend".into(), "--port".into(), "0".into()],
         cwd: std::env::temp_dir(),
         env: Default::default(),
     };
@@ -361,13 +360,9 @@ fn counting_warden(python: &Path, args: &[&str]) -> (Warden, PathBuf, tempfile::
     let record_text = record.to_string_lossy().into_owned();
     let mut all = vec![script, "--port", &port, "--record", &record_text];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| support::toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = support::toml_array(&all);
     let config = format!(
-        "[backend]\ncommand = {py}\nargs = [{args}]\nport = {port}\n\n\
+        "[backend]\ncommand = {py}\nargs = {args}\nport = {port}\n\n\
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\n",
         py = support::toml_str(&python.to_string_lossy()),
     );
@@ -615,7 +610,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     for _ in 0..runs {
         let tag = support::tag("bench-wkill");
         let port = free_port();
-        let mut w = start_warden(&support::demo_config(
+        let mut w = start_warden(&support::fake_config(
             &tag,
             port,
             &["--children", "2", "--grandchildren", "1", "--ignore-term"],
@@ -636,7 +631,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     }
     rows.push(
         Row::new(
-            "warden killed with -9: demo tree of 5 (children + grandchildren ignoring SIGTERM)",
+            "warden killed with -9: fake backend tree of 5 (children + grandchildren ignoring SIGTERM)",
             format!("{survivors} of 5 alive after 1 s (n={runs})"),
         )
         .target("0", survivors == 0)
@@ -689,7 +684,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
 fn crash_loop(_: &Settings) -> Vec<Row> {
     let tag = support::tag("bench-loop");
     let port = free_port();
-    let mut w = start_warden(&support::demo_config(
+    let mut w = start_warden(&support::fake_config(
         &tag,
         port,
         &["--exit-after", "0"],
@@ -921,9 +916,8 @@ fn stray_scan(s: &Settings) -> Vec<Row> {
 
 /// `status` over the local socket, from an in-process client.
 fn ipc_round_trip(s: &Settings) -> Vec<Row> {
-    let tag = support::tag("bench-ipc");
     let port = free_port();
-    let mut w = start_warden(&support::demo_config(&tag, port, &[], ""));
+    let mut w = start_warden(&support::demo_config(port, ""));
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
     let dir = support::runtime_dir(w.home());
@@ -950,7 +944,7 @@ fn ipc_round_trip(s: &Settings) -> Vec<Row> {
     ]
 }
 
-/// Stop of a 20-process demo tree: graceful (SIGTERM honoured) and forced (SIGTERM ignored,
+/// Stop of a 20-process tree of the fake backend: graceful (SIGTERM honoured) and forced (SIGTERM ignored,
 /// grace 500 ms). Times from the request to the warden's "backend stopped" line; for the
 /// graceful path also from the moment the last process of the tree was gone (polled every
 /// 0.2 ms from /proc).
@@ -964,7 +958,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
             args.push("--ignore-term");
         }
         let grace = if forced { "500ms" } else { "5s" };
-        let mut w = start_warden(&support::demo_config(
+        let mut w = start_warden(&support::fake_config(
             &tag,
             port,
             &args,
@@ -1015,7 +1009,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
                 Row::new(
                     "stop, 20-process tree honouring SIGTERM: last exit → stopped",
                     format!(
-                        "{}; request → stopped {} (the demo polls its stop flag every 50 ms)",
+                        "{}; request → stopped {} (the fake backend polls its stop flag every 50 ms)",
                         summary(&after_last),
                         ms(median(&total).unwrap())
                     ),
@@ -1069,18 +1063,14 @@ impl RssSampler {
 fn sh_config(script: &str, args: &[&str], port: Option<u16>, extra: &str) -> String {
     let mut all = vec!["-c", script, "sh"];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| support::toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = support::toml_array(&all);
     let health = match port {
         Some(port) => format!(
             "port = {port}\n\n[health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n"
         ),
         None => String::new(),
     };
-    format!("[backend]\ncommand = \"sh\"\nargs = [{args}]\n{health}\n{extra}\n")
+    format!("[backend]\ncommand = \"sh\"\nargs = {args}\n{health}\n{extra}\n")
 }
 
 /// Waits until `path` stops growing for `quiet` (or `limit` passes); returns its size.
@@ -1101,17 +1091,11 @@ fn output(_: &Settings) -> Vec<Row> {
     const LINES: usize = 1_000_000; // 100-byte lines
     let mut rows = Vec::new();
 
-    // The demo's own time to write 100 MB into a pipe that is read as fast as possible.
+    // The fake backend's own time to write 100 MB into a pipe that is read as fast as possible.
     let bare = {
         let started = Instant::now();
-        let mut child = Command::new(support::exe())
-            .args([
-                "demo-backend",
-                "--flood",
-                &FLOOD.to_string(),
-                "--exit-after",
-                "0",
-            ])
+        let mut child = Command::new(support::fake_backend())
+            .args(["--flood", &FLOOD.to_string(), "--exit-after", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -1124,7 +1108,7 @@ fn output(_: &Settings) -> Vec<Row> {
     };
 
     // The same through the warden: `sleep 1` first, to read the warden's RSS before; the
-    // shell writes down how long the flood took (in µs) once the demo has exited.
+    // shell writes down how long the flood took (in µs) once the fake backend has exited.
     let tag = support::tag("bench-flood");
     let flood = FLOOD.to_string();
     let times = tempfile::tempdir().unwrap();
@@ -1135,8 +1119,7 @@ fn output(_: &Settings) -> Vec<Row> {
          echo $(( (t1 - t0) / 1000 )) > \"$f\"; exec sleep 600",
         &[
             &took_path,
-            support::exe(),
-            "demo-backend",
+            support::fake_backend(),
             "--flood",
             &flood,
             "--exit-after",

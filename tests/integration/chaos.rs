@@ -179,7 +179,7 @@ fn storm_of_commands_and_crashes_never_runs_two_backends() {
     let mut rng = Rng::new("storm");
     let tag = tag("storm");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &[],
@@ -352,7 +352,7 @@ fn warden_sigkilled_at_random_moments_leaves_nothing_behind() {
     let mut rng = Rng::new("kills");
     let tag = tag("kills");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--children", "2", "--ignore-term", "--exit-after", "300"],

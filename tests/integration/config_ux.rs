@@ -265,13 +265,13 @@ fn detect_nothing_writes_the_template() {
 #[test]
 fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
     let (tag_a, port_a) = (tag("save-a"), free_port());
-    let mut w = Warden::start(&demo_config(&tag_a, port_a, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag_a, port_a, &[], ""));
     let first = w.started_pid();
     w.healthy();
 
     // A valid save: the backend moves to the new port (what it launches changed).
     let port_b = free_port();
-    let good = demo_config(&tag("save-b"), port_b, &[], "");
+    let good = fake_config(&tag("save-b"), port_b, &[], "");
     std::fs::write(w.home().join("config.toml"), &good).unwrap();
     w.expect_or_dump(&["config file saved: config reloaded"], SECS(20));
     let second = w.started_pid();
@@ -311,7 +311,7 @@ fn a_reload_that_fixes_a_failed_backend_starts_it() {
     let port = free_port();
     std::fs::write(
         w.home().join("config.toml"),
-        demo_config(&tag("revived"), port, &[], ""),
+        fake_config(&tag("revived"), port, &[], ""),
     )
     .unwrap();
     let out = w.cli(&["config", "reload"]);
@@ -470,7 +470,7 @@ fn exec_args(entry: &str) -> Vec<String> {
 #[test]
 fn autostart_entry_starts_the_same_warden() {
     let xdg = tempfile::tempdir().unwrap();
-    let mut w = Warden::start(&demo_config(&tag("autostart"), free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag("autostart"), free_port(), &[], ""));
     w.healthy();
     let autostart = |args: &[&str]| {
         std::process::Command::new(exe())
@@ -542,7 +542,7 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
 
     let tag = tag("kept");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &["--children", "1"], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &["--children", "1"], ""));
     w.healthy();
     let pid = w.status()["pid"].as_u64().unwrap() as u32;
     let out = w.cli(&["quit", "--keep-backend"]);
@@ -570,7 +570,7 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
     let (other_tag, other_port) = (tag.clone() + "-new", free_port());
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(&other_tag, other_port, &[], ""),
+        fake_config(&other_tag, other_port, &[], ""),
     )
     .unwrap();
     let mut w = Warden::start_in(home);
@@ -593,7 +593,7 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
 fn a_reload_applies_new_log_limits_at_once() {
     let tag = tag("loglimits");
     let port = free_port();
-    let config = |logs: &str| demo_config(&tag, port, &["--flood", "20000"], logs);
+    let config = |logs: &str| fake_config(&tag, port, &["--flood", "20000"], logs);
     let w = Warden::start(&config("[logs]\nmax_size = \"1MB\"\nkeep = 5\n"));
     w.wait_state("healthy", SECS(20));
     let logs = w.home().join("logs");
@@ -633,12 +633,12 @@ fn a_reload_applies_new_log_limits_at_once() {
 fn a_reload_moves_the_logs_to_a_new_folder_at_once() {
     let tag = tag("logmove");
     let port = free_port();
-    let w = Warden::start(&demo_config(&tag, port, &["--say", "said-on-start"], ""));
+    let w = Warden::start(&fake_config(&tag, port, &["--say", "said-on-start"], ""));
     w.wait_state("healthy", SECS(20));
     let moved = w.home().join("moved-logs");
     std::fs::write(
         w.home().join("config.toml"),
-        demo_config(
+        fake_config(
             &tag,
             port,
             &["--say", "said-on-start"],

@@ -31,7 +31,7 @@ const LOG_ERROR: &str = "cannot write backend.log";
 fn log_folder_replaced_by_a_file_is_reported_once_and_supervision_goes_on() {
     let tag = tag("logfault");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--say", &"x".repeat(300)],
@@ -88,7 +88,7 @@ fn full_disk_is_reported_once_and_supervision_goes_on() {
     };
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(
+        fake_config(
             &tag,
             port,
             &["--say", "hello"],
@@ -126,12 +126,18 @@ fn hung_health_endpoint_times_out_and_the_engine_does_not_stall() {
     let port = free_port();
     let (interval, timeout, after) = (MS(200), MS(300), 3u32);
     let config = format!(
-        "[backend]\ncommand = {exe}\nargs = ['demo-backend', '--port', '{port}', \
-         '--hang-health-after', '1000', '--tag', {tag}]\nport = {port}\n\n\
+        "[backend]\ncommand = {fake}\nargs = {args}\nport = {port}\n\n\
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\
          timeout = \"300ms\"\nunhealthy_after = 3\n",
-        exe = toml_str(exe()),
-        tag = toml_str(&tag),
+        fake = toml_str(fake_backend()),
+        args = toml_array(&[
+            "--port",
+            &port.to_string(),
+            "--hang-health-after",
+            "1000",
+            "--tag",
+            &tag
+        ]),
     );
     let mut w = Warden::start(&config);
     let started = w.expect_or_dump(&["backend started"], SECS(20));
@@ -201,7 +207,7 @@ fn hung_health_endpoint_times_out_and_the_engine_does_not_stall() {
 fn crash_of_a_leader_whose_child_holds_the_pipes_keeps_its_last_output() {
     let tag = tag("pipes");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &[

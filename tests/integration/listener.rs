@@ -53,7 +53,7 @@ fn another_users_server_on_the_port_blocks_the_start_with_that_reason() {
     let home = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(&tag("foreign"), port, &[], ""),
+        fake_config(&tag("foreign"), port, &[], ""),
     )
     .unwrap();
     as_nobody_owns(home.path());

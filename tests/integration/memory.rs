@@ -27,13 +27,9 @@ fn rss_and_peak(pid: u32) -> (u64, u64) {
 fn sh_warden(script: &str, args: &[&str], extra: &str) -> Warden {
     let mut all = vec!["-c", script, "sh"];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = toml_array(&all);
     Warden::start(&format!(
-        "[backend]\ncommand = \"sh\"\nargs = [{args}]\n\n{extra}\n"
+        "[backend]\ncommand = \"sh\"\nargs = {args}\n\n{extra}\n"
     ))
 }
 
@@ -102,8 +98,7 @@ fn output_flood_keeps_warden_memory_flat() {
     let mut w = sh_warden(
         "sleep 1; exec \"$@\"",
         &[
-            exe(),
-            "demo-backend",
+            fake_backend(),
             "--no-serve",
             "--flood",
             &flood,

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -85,21 +85,82 @@ pub fn toml_str(s: &str) -> String {
     format!("'{s}'")
 }
 
-/// A config that runs the demo backend with `args` (plus `--port` and `--tag`).
-pub fn demo_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
-    let mut all: Vec<String> = vec!["demo-backend".into(), "--port".into(), port.to_string()];
+/// A TOML array of literal strings.
+pub fn toml_array<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_str(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The tests' fake backend (`tests/fake_backend`, the example target `fake-backend`): the
+/// demo's server with flags that make it misbehave. Built on first use in the profile of the
+/// test or benchmark binary that asks (nothing to do when `cargo test` built it already; and
+/// a stale copy is never run), and found beside `backend-warden`, in `examples/`.
+pub fn fake_backend() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let bins = Path::new(exe()).parent().unwrap();
+        let profile = match bins.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            // `release` (where `cargo bench` builds too) or a custom profile's own folder.
+            Some(other) => other,
+        };
+        let cargo = std::env::var_os("CARGO")
+            .or_else(|| option_env!("CARGO").map(Into::into))
+            .unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "fake-backend", "--profile"])
+            .arg(profile)
+            .arg("--target-dir")
+            .arg(bins.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot build the fake backend: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = bins
+            .join("examples")
+            .join(format!("fake-backend{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.exists(), "no fake backend at {}", path.display());
+        path.to_string_lossy().into_owned()
+    })
+}
+
+/// A config that runs `program ARGS` on `port`, probed at /health every 200 ms.
+fn backend_config(program: &str, args: &[String], port: u16, extra: &str) -> String {
+    format!(
+        "[backend]\ncommand = {}\nargs = {}\nport = {port}\n\n\
+         [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\n{extra}\n",
+        toml_str(program),
+        toml_array(args),
+    )
+}
+
+/// A config that runs the fake backend with `args` (plus `--port` and `--tag`).
+pub fn fake_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
+    let mut all: Vec<String> = vec!["--port".into(), port.to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
     all.extend(["--tag".to_string(), tag.to_string()]);
-    let args = all
-        .iter()
-        .map(|a| toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "[backend]\ncommand = {}\nargs = [{args}]\nport = {port}\n\n\
-         [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\n{extra}\n",
-        toml_str(exe())
-    )
+    backend_config(fake_backend(), &all, port, extra)
+}
+
+/// A config that runs the shipped demo backend (`backend-warden demo-backend --port PORT`),
+/// whose processes [`demo_marker`] finds.
+pub fn demo_config(port: u16, extra: &str) -> String {
+    let args = [
+        "demo-backend".to_string(),
+        "--port".into(),
+        port.to_string(),
+    ];
+    backend_config(exe(), &args, port, extra)
+}
+
+/// What only the command line of the demo backend on `port` contains (it takes no tag).
+pub fn demo_marker(port: u16) -> String {
+    format!("demo-backend --port {port}")
 }
 
 /// A warden running in its own temp home: headless, unless started with its tray for a
