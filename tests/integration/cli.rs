@@ -263,7 +263,7 @@ fn failed_start_exits_1_and_usage_errors_exit_2() {
         "[restart]\nbackoff_initial = \"10ms\"\nmax_restarts = 1\n",
     );
     let mut w = Warden::start(&config);
-    w.expect_or_dump(&["backend failed"], SECS(10));
+    w.wait_state("failed", SECS(10));
     let out = w.cli(&["start"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("exited with code 9"), "{out:?}");

@@ -323,7 +323,7 @@ fn partial_and_binary_output_is_kept() {
         "[restart]\npolicy = \"never\"\n",
     );
     let mut w = Warden::start(&config);
-    w.expect_or_dump(&["backend failed"], SECS(10));
+    w.wait_state("failed", SECS(10));
     let needle = b"out\\ hi\xff\x00\xfe\n";
     let log = wait_until(SECS(5), "the fragment in backend.log", || {
         let log = std::fs::read(w.log_path("backend.log")).unwrap_or_default();

@@ -13,12 +13,10 @@ use backend_warden::supervisor::Command as EngineCommand;
 use crate::support::*;
 
 /// Crashes the current backend and waits until its successor is healthy; returns the new PID.
-fn crash_and_recover(w: &mut Warden, pid: u32) -> u32 {
+fn crash_and_recover(w: &Warden, pid: u32) -> u32 {
     sigkill(pid);
-    w.expect_or_dump(&["backend crashed", &format!("pid={pid} ")], SECS(10));
-    let next = w.started_pid();
-    w.expect_or_dump(&["backend healthy", &format!("pid={next} ")], SECS(20));
-    next
+    let status = w.wait_healthy_after(pid, SECS(50));
+    status["pid"].as_u64().unwrap() as u32
 }
 
 const LOG_ERROR: &str = "cannot write backend.log";
@@ -45,7 +43,7 @@ fn log_folder_replaced_by_a_file_is_reported_once_and_supervision_goes_on() {
     std::fs::rename(&logs, &moved).unwrap();
     std::fs::write(&logs, "not a folder").unwrap();
     for _ in 0..5 {
-        pid = crash_and_recover(&mut w, pid);
+        pid = crash_and_recover(&w, pid);
     }
     // A restart on request and a status still work.
     let out = w.cli(&["restart"]);
@@ -61,7 +59,7 @@ fn log_folder_replaced_by_a_file_is_reported_once_and_supervision_goes_on() {
     // The folder comes back: backend.log is written again.
     std::fs::remove_file(&logs).unwrap();
     std::fs::create_dir(&logs).unwrap();
-    crash_and_recover(&mut w, pid);
+    crash_and_recover(&w, pid);
     wait_until(SECS(5), "backend.log written again", || {
         std::fs::read_to_string(logs.join("backend.log"))
             .is_ok_and(|l| l.contains("wrd| backend started"))
@@ -100,7 +98,7 @@ fn full_disk_is_reported_once_and_supervision_goes_on() {
     let mut pid = w.started_pid();
     w.healthy();
     for _ in 0..3 {
-        pid = crash_and_recover(&mut w, pid);
+        pid = crash_and_recover(&w, pid);
     }
     wait_until(SECS(5), "the write error to be reported", || {
         (w.count(&[LOG_ERROR]) > 0).then_some(())

@@ -360,12 +360,26 @@ impl Warden {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `status --json`, parsed, if the warden answered.
+    fn try_status(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.cli(&["status", "--json"]).stdout).ok()
+    }
+
     /// Waits until `status --json` says `state`; returns the status.
     pub fn wait_state(&self, state: &str, limit: Duration) -> serde_json::Value {
         wait_until(limit, &format!("state {state}"), || {
-            let out = self.cli(&["status", "--json"]);
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let status = self.try_status()?;
             (status["state"] == state).then_some(status)
+        })
+    }
+
+    /// Waits until `status --json` says healthy with a backend other than `old` (it crashed
+    /// or was restarted, and its successor is up); returns the status.
+    pub fn wait_healthy_after(&self, old: u32, limit: Duration) -> serde_json::Value {
+        let what = format!("a backend other than PID {old} healthy");
+        wait_until(limit, &what, || {
+            let status = self.try_status()?;
+            (status["state"] == "healthy" && status["pid"] != old).then_some(status)
         })
     }
 
