@@ -1,29 +1,21 @@
-//! The built-in demo backend: `backend-warden demo-backend [flags]` (a hidden subcommand) is a tiny HTTP backend to supervise with zero setup, whose flags make it misbehave on purpose for the integration tests.
+//! The built-in demo backend: `backend-warden demo-backend --port N` (a hidden subcommand) is a
+//! tiny HTTP backend to supervise with zero setup. It answers `/health` and `/` on 127.0.0.1
+//! and stops cleanly on SIGTERM or Ctrl+C. May import `tiny_http`, `nix` (signals) and
+//! `anyhow`; knows nothing of the warden.
 //!
-//! Misbehaviours: slow start, crash, turning unhealthy, ignoring SIGTERM, spawning a process
-//! tree, flooding stdout or writing binary output.
-//!
-//! Order of events in [`run`]: install the stop-signal handlers; write the start output
-//! (`--say`, `--say-err`, `--raw-hex`, `--flood`, in that order); spawn the `--children`;
-//! wait out `--start-delay`; listen (unless `--no-serve`) and serve until stopped. The
-//! `--exit-after` deadline counts from the start of [`run`] and is checked after the start
-//! output, during the start delay and in the serving/waiting loop, every 50 ms at most.
+//! Its server and stop flag are public so that the tests' fake backend (`tests/fake_backend`,
+//! which misbehaves on purpose) serves the same way; the demo itself has no misbehaviour.
 
-use std::io::{self, BufWriter, Write};
-use std::process::Command;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::clock::later;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
-/// How long the main loop may go without looking at the stop flag and the deadlines.
-const TICK: Duration = Duration::from_millis(50);
+/// How long the main loop may go without looking at the stop flag.
+pub const TICK: Duration = Duration::from_millis(50);
 
-/// Size of one `--flood` line in bytes, newline included.
-const FLOOD_LINE_LEN: usize = 100;
-
-/// Set from the signal handler when SIGTERM (unless ignored) or SIGINT arrives.
+/// Set from the signal handler when SIGTERM or SIGINT arrives.
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Flags of the hidden `demo-backend` subcommand.
@@ -32,233 +24,89 @@ pub struct DemoArgs {
     /// Port to listen on at 127.0.0.1 (0 = any free port).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port: u16,
-
-    /// Do not listen at all; just run until stopped (used for child processes).
-    #[arg(long)]
-    pub no_serve: bool,
-
-    /// Sleep this many milliseconds before listening (a slow start).
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub start_delay: u64,
-
-    /// Exit with --exit-code this many milliseconds after start (0 = at once).
-    #[arg(long, value_name = "MS")]
-    pub exit_after: Option<u64>,
-
-    /// Exit code used by --exit-after.
-    #[arg(
-        long,
-        value_name = "C",
-        default_value_t = 1,
-        allow_negative_numbers = true
-    )]
-    pub exit_code: i32,
-
-    /// After this many milliseconds from start, /health answers 503.
-    #[arg(long, value_name = "MS")]
-    pub unhealthy_after: Option<u64>,
-
-    /// After this many milliseconds from start, /health requests are accepted but never
-    /// answered (a hung endpoint); other paths still answer.
-    #[arg(long, value_name = "MS")]
-    pub hang_health_after: Option<u64>,
-
-    /// Ignore SIGTERM (inherited by children); only SIGINT or SIGKILL stop it. No-op on Windows.
-    #[arg(long)]
-    pub ignore_term: bool,
-
-    /// Spawn this many child processes (copies of this program with --no-serve) before listening.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub children: u32,
-
-    /// Number of children each child spawns in turn.
-    #[arg(long, value_name = "M", default_value_t = 0)]
-    pub grandchildren: u32,
-
-    /// Ignored; only marks the command line (passed on to children) so tests can find the tree.
-    #[arg(long, value_name = "STRING")]
-    pub tag: Option<String>,
-
-    /// Print TEXT as a line on stdout at start (repeatable).
-    #[arg(long, value_name = "TEXT")]
-    pub say: Vec<String>,
-
-    /// Print TEXT as a line on stderr at start (repeatable).
-    #[arg(long, value_name = "TEXT")]
-    pub say_err: Vec<String>,
-
-    /// Write these hex-decoded bytes to stdout at start, as they are (no newline added).
-    #[arg(long, value_name = "HEX")]
-    pub raw_hex: Option<String>,
-
-    /// Write this many bytes of numbered 100-byte text lines to stdout at start, as fast as possible.
-    #[arg(long, value_name = "BYTES", default_value_t = 0)]
-    pub flood: u64,
-
-    /// The text answered by GET /version.
-    #[arg(long, value_name = "S", default_value = "demo-1")]
-    pub version_string: String,
 }
 
-/// Why waiting ended early.
-enum Interrupt {
-    /// A stop signal arrived.
-    Stop,
-    /// The `--exit-after` deadline passed.
-    Exit,
-}
-
-/// Runs the demo backend until it is told to stop (SIGTERM/Ctrl+C) or a flag makes it exit. Returns the process exit code to use.
-pub fn run(args: DemoArgs) -> Result<i32> {
-    let start = Instant::now();
+/// Runs the demo backend until it is told to stop (SIGTERM/Ctrl+C).
+pub fn run(args: DemoArgs) -> Result<()> {
+    stop_on_signals()?;
+    let server = DemoServer::listen(args.port)?;
     let pid = std::process::id();
-    let exit_at = args
-        .exit_after
-        .map(|ms| later(start, Duration::from_millis(ms)));
-    let unhealthy_at = args
-        .unhealthy_after
-        .map(|ms| later(start, Duration::from_millis(ms)));
-    let hang_at = args
-        .hang_health_after
-        .map(|ms| later(start, Duration::from_millis(ms)));
-    // Validate before doing anything visible.
-    let raw = args.raw_hex.as_deref().map(decode_hex).transpose()?;
-
-    install_stop_handlers(args.ignore_term)?;
-
-    write_start_output(&args, raw.as_deref())?;
-    if let Some(done) = check(exit_at) {
-        return Ok(finish(done, pid, args.exit_code));
-    }
-
-    spawn_children(&args)?;
-
-    if let Err(done) = sleep_until(
-        later(start, Duration::from_millis(args.start_delay)),
-        exit_at,
-    ) {
-        return Ok(finish(done, pid, args.exit_code));
-    }
-
-    let done = if args.no_serve {
-        wait_forever(exit_at)
-    } else {
-        serve(&args, pid, exit_at, unhealthy_at, hang_at)?
-    };
-    Ok(finish(done, pid, args.exit_code))
-}
-
-/// Prints the farewell for `done` on stderr and returns the exit code to use.
-fn finish(done: Interrupt, pid: u32, exit_code: i32) -> i32 {
-    // The exit code matters more than the message: a closed stderr is no reason to fail.
-    let mut err = io::stderr().lock();
-    match done {
-        Interrupt::Stop => {
-            let _ = writeln!(err, "demo backend: stopping (pid {pid})");
-            0
-        }
-        Interrupt::Exit => {
-            let _ = writeln!(err, "demo backend: exiting with code {exit_code} as asked");
-            exit_code
+    announce(&format!(
+        "demo backend listening on http://127.0.0.1:{} (pid {pid})",
+        server.port()
+    ))?;
+    while !stop_requested() {
+        if let Some(request) = server.next(TICK) {
+            server.answer(request, true);
         }
     }
+    // A closed stderr is no reason to fail a clean stop.
+    let _ = writeln!(io::stderr(), "demo backend: stopping (pid {pid})");
+    Ok(())
 }
 
-/// Returns why to stop now, if there is a reason.
-fn check(exit_at: Option<Instant>) -> Option<Interrupt> {
-    if STOP.load(Ordering::SeqCst) {
-        Some(Interrupt::Stop)
-    } else if exit_at.is_some_and(|at| Instant::now() >= at) {
-        Some(Interrupt::Exit)
-    } else {
-        None
-    }
-}
-
-/// How long to block before looking at the flags again: at most [`TICK`], less if the exit deadline is nearer.
-fn tick(exit_at: Option<Instant>) -> Duration {
-    match exit_at {
-        Some(at) => at.saturating_duration_since(Instant::now()).min(TICK),
-        None => TICK,
-    }
-}
-
-/// Sleeps until `until` in steps of at most [`TICK`], unless a stop or the exit deadline comes first.
-fn sleep_until(until: Instant, exit_at: Option<Instant>) -> Result<(), Interrupt> {
-    loop {
-        if let Some(done) = check(exit_at) {
-            return Err(done);
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        std::thread::sleep(left.min(tick(exit_at)));
-    }
-}
-
-/// The `--no-serve` main loop: waits for a stop or the exit deadline.
-fn wait_forever(exit_at: Option<Instant>) -> Interrupt {
-    loop {
-        if let Some(done) = check(exit_at) {
-            return done;
-        }
-        std::thread::sleep(tick(exit_at));
-    }
-}
-
-/// Listens on 127.0.0.1 and answers requests until a stop or the exit deadline.
-fn serve(
-    args: &DemoArgs,
-    pid: u32,
-    exit_at: Option<Instant>,
-    unhealthy_at: Option<Instant>,
-    hang_at: Option<Instant>,
-) -> Result<Interrupt> {
-    let addr = format!("127.0.0.1:{}", args.port);
-    let server = tiny_http::Server::http(addr.as_str())
-        .map_err(|e| anyhow!("demo backend cannot listen on {addr}: {e}"))?;
-    let port = server
-        .server_addr()
-        .to_ip()
-        .map(|a| a.port())
-        .ok_or_else(|| anyhow!("demo backend listening on {addr} has no IP address"))?;
-    {
-        let mut out = io::stdout().lock();
-        writeln!(
-            out,
-            "demo backend listening on http://127.0.0.1:{port} (pid {pid})"
-        )
+/// Writes `line` to stdout at once (the warden's log shows it as soon as it is written).
+pub fn announce(line: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .context("demo backend cannot write to stdout")?;
+        .context("the backend cannot write to stdout")
+}
+
+/// Whether SIGTERM or SIGINT has arrived since [`stop_on_signals`].
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// The demo's HTTP side: listens on 127.0.0.1, answers `GET /health` (a small JSON body with
+/// the PID) and `GET /`, and 404 to anything else.
+pub struct DemoServer {
+    server: tiny_http::Server,
+    port: u16,
+    pid: u32,
+}
+
+impl DemoServer {
+    /// Listens on 127.0.0.1:`port` (0 = any free port).
+    pub fn listen(port: u16) -> Result<DemoServer> {
+        let addr = format!("127.0.0.1:{port}");
+        let server = tiny_http::Server::http(addr.as_str())
+            .map_err(|e| anyhow!("the backend cannot listen on {addr}: {e}"))?;
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .ok_or_else(|| anyhow!("the backend listening on {addr} has no IP address"))?;
+        Ok(DemoServer {
+            server,
+            port,
+            pid: std::process::id(),
+        })
     }
 
-    // Health requests held open, never answered (--hang-health-after); closed on exit.
-    let mut hung: Vec<tiny_http::Request> = Vec::new();
-    loop {
-        if let Some(done) = check(exit_at) {
-            return Ok(done);
-        }
-        match server.recv_timeout(tick(exit_at)) {
-            Ok(Some(request))
-                if hang_at.is_some_and(|at| Instant::now() >= at)
-                    && request.url().starts_with("/health") =>
-            {
-                hung.push(request);
-            }
-            Ok(Some(request)) => {
-                let healthy = unhealthy_at.is_none_or(|at| Instant::now() < at);
-                let response = respond_to(request.method(), request.url(), healthy, pid, args);
-                // A client that went away is its own problem, not the backend's.
-                let _ = request.respond(response);
-            }
-            Ok(None) => {}
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The next request, waiting `timeout` at most. An accept error (e.g. out of file
+    /// descriptors) is printed and waited out: the server keeps going.
+    pub fn next(&self, timeout: Duration) -> Option<tiny_http::Request> {
+        match self.server.recv_timeout(timeout) {
+            Ok(request) => request,
             Err(e) => {
-                // tiny_http reports accept errors (e.g. out of file descriptors) here and keeps going.
-                let _ = writeln!(io::stderr(), "demo backend: accept error: {e}");
-                std::thread::sleep(tick(exit_at));
+                let _ = writeln!(io::stderr(), "backend: accept error: {e}");
+                std::thread::sleep(timeout);
+                None
             }
         }
+    }
+
+    /// Answers `request`; with `healthy` false, `/health` answers 503.
+    pub fn answer(&self, request: tiny_http::Request, healthy: bool) {
+        let response = respond_to(request.method(), request.url(), healthy, self.pid);
+        // A client that went away is its own problem, not the backend's.
+        let _ = request.respond(response);
     }
 }
 
@@ -268,7 +116,6 @@ fn respond_to(
     url: &str,
     healthy: bool,
     pid: u32,
-    args: &DemoArgs,
 ) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     if *method != tiny_http::Method::Get {
@@ -288,116 +135,11 @@ fn respond_to(
                 Err(()) => response,
             }
         }
-        "/version" => tiny_http::Response::from_string(args.version_string.clone()),
         "/" => {
             tiny_http::Response::from_string(format!("backend-warden demo backend (pid {pid})\n"))
         }
         _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
     }
-}
-
-/// Writes `--say`, `--say-err`, `--raw-hex` and `--flood` output, in that order.
-fn write_start_output(args: &DemoArgs, raw: Option<&[u8]>) -> Result<()> {
-    {
-        let mut out = io::stdout().lock();
-        for text in &args.say {
-            writeln!(out, "{text}").context("demo backend cannot write to stdout")?;
-        }
-        out.flush().context("demo backend cannot write to stdout")?;
-    }
-    {
-        let mut err = io::stderr().lock();
-        for text in &args.say_err {
-            writeln!(err, "{text}").context("demo backend cannot write to stderr")?;
-        }
-        err.flush().context("demo backend cannot write to stderr")?;
-    }
-    if let Some(bytes) = raw {
-        let mut out = io::stdout().lock();
-        out.write_all(bytes)
-            .and_then(|()| out.flush())
-            .context("demo backend cannot write to stdout")?;
-    }
-    if args.flood > 0 {
-        flood(io::stdout().lock(), args.flood).context("demo backend cannot write to stdout")?;
-    }
-    Ok(())
-}
-
-/// Writes exactly `total` bytes of lines `flood line 000001 xxx…\n`, each [`FLOOD_LINE_LEN`] bytes;
-/// the last line is shortened (but still ends in a newline) to hit the total exactly.
-fn flood(out: impl Write, total: u64) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let mut left = total;
-    let mut line = Vec::with_capacity(FLOOD_LINE_LEN + 8);
-    let mut n: u64 = 1;
-    while left > 0 {
-        line.clear();
-        write!(line, "flood line {n:06} ")?;
-        line.resize(line.len().max(FLOOD_LINE_LEN - 1), b'x');
-        let take = usize::try_from(left).map_or(line.len() + 1, |l| l.min(line.len() + 1));
-        line.truncate(take - 1);
-        line.push(b'\n');
-        out.write_all(&line)?;
-        left -= take as u64;
-        n += 1;
-    }
-    out.flush()
-}
-
-/// Decodes a hex string (upper or lower case, even length) into bytes.
-fn decode_hex(hex: &str) -> Result<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let digits = hex.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        bail!("--raw-hex: {hex:?} has an odd number of hex digits");
-    }
-    digits
-        .chunks_exact(2)
-        .map(|pair| match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
-            _ => Err(anyhow!("--raw-hex: {hex:?} is not hex")),
-        })
-        .collect()
-}
-
-/// Spawns `--children` copies of this program as `demo-backend --no-serve --children M`
-/// (plus `--ignore-term` and `--tag` when given). They inherit stdout/stderr and are not waited for.
-fn spawn_children(args: &DemoArgs) -> Result<()> {
-    if args.children == 0 {
-        return Ok(());
-    }
-    let exe = std::env::current_exe().context("demo backend cannot find its own executable")?;
-    for i in 0..args.children {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("demo-backend")
-            .arg("--no-serve")
-            .arg("--children")
-            .arg(args.grandchildren.to_string());
-        if args.ignore_term {
-            cmd.arg("--ignore-term");
-        }
-        if let Some(tag) = &args.tag {
-            cmd.arg("--tag").arg(tag);
-        }
-        // Dropping the handle neither kills nor waits: the child lives on by itself.
-        cmd.spawn().with_context(|| {
-            format!(
-                "demo backend cannot spawn child {} of {} ({})",
-                i + 1,
-                args.children,
-                exe.display()
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// Signal handler: only stores to an atomic, which is async-signal-safe.
@@ -406,10 +148,9 @@ extern "C" fn on_stop_signal(_signal: std::ffi::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Makes SIGINT, and SIGTERM unless `ignore_term`, set [`STOP`]; with `ignore_term`, SIGTERM is
-/// set to SIG_IGN, which exec'd children inherit.
+/// Makes SIGINT and SIGTERM set the stop flag ([`stop_requested`]).
 #[cfg(unix)]
-fn install_stop_handlers(ignore_term: bool) -> Result<()> {
+pub fn stop_on_signals() -> Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
     let stop = SigAction::new(
@@ -417,21 +158,18 @@ fn install_stop_handlers(ignore_term: bool) -> Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    let term = if ignore_term { &ignore } else { &stop };
     // SAFETY: the handler only stores to a static atomic (async-signal-safe), and no other
     // code in this process manages these signals.
     unsafe {
-        sigaction(Signal::SIGINT, &stop).context("demo backend cannot handle SIGINT")?;
-        sigaction(Signal::SIGTERM, term).context("demo backend cannot set up SIGTERM")?;
+        sigaction(Signal::SIGINT, &stop).context("the backend cannot handle SIGINT")?;
+        sigaction(Signal::SIGTERM, &stop).context("the backend cannot handle SIGTERM")?;
     }
     Ok(())
 }
 
-/// On Windows the process keeps the default console behaviour (Ctrl+C ends it at once), and
-/// `--ignore-term` is a no-op for now: the crate's Windows console handling comes later.
+/// On Windows the process keeps the default console behaviour: Ctrl+C ends it at once.
 #[cfg(not(unix))]
-fn install_stop_handlers(_ignore_term: bool) -> Result<()> {
+pub fn stop_on_signals() -> Result<()> {
     Ok(())
 }
 
@@ -440,30 +178,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_decodes() {
-        assert_eq!(decode_hex("00ffA0").unwrap(), vec![0, 255, 160]);
-        assert_eq!(decode_hex("").unwrap(), Vec::<u8>::new());
-        assert!(decode_hex("abc").is_err());
-        assert!(decode_hex("zz").is_err());
-    }
-
-    #[test]
-    fn flood_is_exact() {
-        for total in [0u64, 1, 2, 99, 100, 101, 250, 12_345] {
-            let mut buf = Vec::new();
-            flood(&mut buf, total).unwrap();
-            assert_eq!(buf.len() as u64, total, "total {total}");
-            if total > 0 {
-                assert_eq!(buf.last(), Some(&b'\n'));
-            }
-        }
-        let mut buf = Vec::new();
-        flood(&mut buf, 300).unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("flood line 000001 xxx"));
-        assert!(lines[2].starts_with("flood line 000003 xxx"));
-        assert!(lines.iter().all(|l| l.len() == FLOOD_LINE_LEN - 1));
+    fn health_and_root_answer_and_anything_else_is_404() {
+        let get = tiny_http::Method::Get;
+        let ok = respond_to(&get, "/health?x=1", true, 7);
+        assert_eq!(ok.status_code().0, 200);
+        assert_eq!(respond_to(&get, "/health", false, 7).status_code().0, 503);
+        assert_eq!(respond_to(&get, "/", true, 7).status_code().0, 200);
+        assert_eq!(respond_to(&get, "/version", true, 7).status_code().0, 404);
+        let post = tiny_http::Method::Post;
+        assert_eq!(respond_to(&post, "/health", true, 7).status_code().0, 404);
     }
 }

@@ -18,6 +18,8 @@ pub mod demo;
 pub mod detect;
 pub mod diagnostics;
 pub mod envfile;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod icon;
 pub mod ipc;

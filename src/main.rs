@@ -255,8 +255,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // The helpers run before anything else is set up: they are not the warden.
     match command {
         Cmd::DemoBackend(args) => {
-            let code = demo::run(args)?;
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+            demo::run(args)?;
+            return Ok(ExitCode::SUCCESS);
         }
         Cmd::Guardian => {
             return Ok(ExitCode::from(

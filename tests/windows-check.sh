@@ -4,7 +4,8 @@
 # target can be downloaded, so cargo rebuilds std for the Windows target (-Zbuild-std, unlocked by
 # RUSTC_BOOTSTRAP=1) from Debian's `rust-src` of exactly the installed rustc's version.
 #   tests/windows-check.sh              cargo check --all-targets for x86_64-pc-windows-msvc
-#   tests/windows-check.sh --build-gnu  also build a real .exe for x86_64-pc-windows-gnu (mingw)
+#   tests/windows-check.sh --build-gnu  also build the real .exes for x86_64-pc-windows-gnu (mingw),
+#                                       and the tests' fake backend (examples/fake-backend.exe)
 # Idempotent; downloads live in ${WINDOWS_TOOLCHAIN_DIR:-/opt/windows-toolchain}, the build in
 # target/windows (its own dir, so the native build cache is not disturbed).
 set -euo pipefail
@@ -104,8 +105,9 @@ log "cargo check --target x86_64-pc-windows-msvc: OK in $(since "$t")"
 if [ "$BUILD_GNU" = 1 ]; then
   export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
   t=$(now_ms)
-  log "cargo build --target x86_64-pc-windows-gnu"
-  if ! cargo build -Zbuild-std=std,panic_abort --target x86_64-pc-windows-gnu; then
+  log "cargo build --target x86_64-pc-windows-gnu --bins --example fake-backend"
+  if ! cargo build -Zbuild-std=std,panic_abort --target x86_64-pc-windows-gnu --bins \
+      --example fake-backend; then
     log "FAILED: Windows build (x86_64-pc-windows-gnu) after $(since "$t")"; exit 1
   fi
   log "cargo build --target x86_64-pc-windows-gnu: OK in $(since "$t")" \

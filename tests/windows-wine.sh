@@ -30,6 +30,8 @@ export WINEPREFIX=$ROOT/target/windows/wineprefix WINEDEBUG=-all
 # No Mono or Gecko installer dialogs while the prefix is created.
 export WINEDLLOVERRIDES="mscoree,mshtml="
 EXE=$ROOT/target/windows/x86_64-pc-windows-gnu/debug/backend-warden.exe
+# The tests' fake backend (tests/fake_backend), for the backends that misbehave on purpose.
+FAKE=$(dirname "$EXE")/examples/fake-backend.exe
 say() { printf '[wine %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 if [ "${1:-}" != --checks ]; then
@@ -75,6 +77,7 @@ C
     x86_64-w64-mingw32-gcc -shared -O2 -o "$STATE/bcryptprimitives.dll" "$STATE/bcp.c" -ladvapi32
   fi
   cp "$STATE/bcryptprimitives.dll" "$(dirname "$EXE")/"
+  cp "$STATE/bcryptprimitives.dll" "$(dirname "$FAKE")/"
   # A squatter for the control pipe's name (checks below): creates the pipe first, then takes
   # each connection and hangs up at once.
   if [ ! -f "$STATE/squatter.exe" ] || [ "$0" -nt "$STATE/squatter.exe" ]; then
@@ -287,8 +290,8 @@ gone() { [ "$(count "$HEADLESS")" = 0 ]; }
 FAILING=$(home failing)
 cat > "$(home_dir failing)/config.toml" <<EOF
 [backend]
-command = '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')'
-args = ["demo-backend", "--exit-after", "0", "--exit-code", "3"]
+command = '$("$WINE" winepath -w "$FAKE" 2>/dev/null | tr -d '\r')'
+args = ["--exit-after", "0", "--exit-code", "3"]
 [restart]
 policy = "never"
 EOF
@@ -310,8 +313,8 @@ ROT=$(home rotation)
 mkdir -p "$(home_dir rotation)/logs"
 cat > "$(home_dir rotation)/config.toml" <<EOF
 [backend]
-command = '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')'
-args = ["demo-backend", "--flood", "20000", "--tag", "$TAG-rot"]
+command = '$("$WINE" winepath -w "$FAKE" 2>/dev/null | tr -d '\r')'
+args = ["--flood", "20000", "--tag", "$TAG-rot"]
 [logs]
 max_size = "4KB"
 keep = 2
@@ -372,7 +375,7 @@ kill "$SQUATTER" 2>/dev/null; wait "$SQUATTER" 2>/dev/null
 
 # ---- Job Object: the whole tree, kill-on-close; the stop ladder -------------------------------
 # A console program (cmd) as the backend, like python.exe: it gets a hidden console of its
-# own, which the stop helper attaches to. Under it the demo backend with 2 children, each with
+# own, which the stop helper attaches to. Under it the fake backend with 2 children, each with
 # 1 grandchild: 6 processes carrying the tag. A long grace period: a stop that cannot reach
 # the backend must not wait it out.
 TREE=$(home tree)
@@ -380,7 +383,7 @@ PORT=$(( 47000 + $$ % 1000 ))
 cat > "$(home_dir tree)/config.toml" <<EOF
 [backend]
 command = "cmd"
-args = ["/c", '$("$WINE" winepath -w "$EXE" 2>/dev/null | tr -d '\r')', "demo-backend", "--port", "$PORT", "--children", "2", "--grandchildren", "1", "--tag", "$TAG"]
+args = ["/c", '$("$WINE" winepath -w "$FAKE" 2>/dev/null | tr -d '\r')', "--port", "$PORT", "--children", "2", "--grandchildren", "1", "--tag", "$TAG"]
 [health]
 url = "http://127.0.0.1:$PORT/health"
 [stop]
@@ -391,7 +394,7 @@ EOF
 export BACKEND_WARDEN_HOME=$TREE
 start_warden "$(home_dir tree)/warden.out" run --headless
 wait_until 60000 state_is healthy && wait_until 30000 tagged_is 6 \
-  && ok "tree: cmd, the demo backend, 2 children and 2 grandchildren run in the job (6 processes)" \
+  && ok "tree: cmd, the fake backend, 2 children and 2 grandchildren run in the job (6 processes)" \
   || not_ok "tree: 6 processes in the job" "$(tagged) tagged; state $(state); $(show_tagged)"
 t=$(now_ms); code=0; out=$(bw stop 2>&1) || code=$?
 took=$(( $(now_ms) - t ))
@@ -399,7 +402,7 @@ took=$(( $(now_ms) - t ))
   && ok "stop kills the whole tree: no tagged process left, in $took ms (grace 30 s)" \
   || not_ok "stop kills the whole tree, well within the grace period" "exit $code after $took ms: $out; left: $(show_tagged)"
 # The stop ladder's first rung: the helper attached to the backend's console, sent Ctrl+C to
-# everyone on it (Wine 8 delivers that one), and cmd, the demo backend and its children all
+# everyone on it (Wine 8 delivers that one), and cmd, the fake backend and its children all
 # left by themselves: no Ctrl+Break, no kill.
 LOG=$(home_dir tree)/logs/warden.log
 grep -q "stop: attached to the console of PID" "$LOG" 2>/dev/null \

@@ -19,8 +19,6 @@ mod machine;
 mod scenarios;
 #[cfg(target_os = "linux")]
 mod table;
-#[cfg(target_os = "linux")]
-mod warden;
 
 #[cfg(target_os = "linux")]
 fn main() {

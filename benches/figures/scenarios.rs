@@ -17,11 +17,8 @@ use backend_warden::strays::{Identity, StrayScanner};
 use backend_warden::supervisor::Command as EngineCommand;
 
 use crate::machine::{self, mib};
-use crate::support::{self, field, free_port, sigkill};
+use crate::support::{self, Mode, SECS, Warden, field, free_port, sigkill, stamp};
 use crate::table::{Row, median, ms, summary};
-use crate::warden::Warden;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// How much to measure.
 pub struct Settings {
@@ -108,25 +105,19 @@ pub fn run_all(settings: &Settings) -> Vec<Row> {
 
 // ------------------------------------------------------------------------------ helpers
 
-/// The warden's timestamp at the start of one of its log lines.
-fn stamp(line: &str) -> SystemTime {
-    let token = line.split_whitespace().next().unwrap_or("");
-    humantime::parse_rfc3339_weak(token)
-        .unwrap_or_else(|e| panic!("no timestamp in warden line {line:?}: {e}"))
-}
-
 /// `later - earlier`, or zero if the clock says otherwise.
 fn between(earlier: SystemTime, later: SystemTime) -> Duration {
     later.duration_since(earlier).unwrap_or_default()
 }
 
-fn runtime_dir(w: &Warden) -> PathBuf {
-    w.home().join("run")
+/// A warden started with `config`, headless, as the benchmarks measure it.
+fn start_warden(config: &str) -> Warden {
+    Warden::start_measured(support::home_with(config), Mode::Headless)
 }
 
 fn control(w: &Warden, command: EngineCommand, wait: bool) -> Response {
     ipc::request(
-        &runtime_dir(w),
+        &support::runtime_dir(w.home()),
         &Request::Control { command, wait },
         SECS(60),
     )
@@ -135,7 +126,7 @@ fn control(w: &Warden, command: EngineCommand, wait: bool) -> Response {
 
 /// Waits for the next "backend healthy" line of `pid`.
 fn healthy_line(w: &mut Warden, pid: u32) -> String {
-    w.expect(&["backend healthy", &format!("pid={pid} ")], SECS(60))
+    w.expect_or_dump(&["backend healthy", &format!("pid={pid} ")], SECS(60))
 }
 
 /// The venv Python with uvicorn, if the environment names one.
@@ -230,8 +221,8 @@ fn kill_and_time(w: &mut Warden, first_pid: u32, port: u16, runs: usize) -> Cras
                 ok.then(SystemTime::now)
             })
         });
-        let crashed = w.expect(&["backend crashed", &format!("pid={pid} ")], SECS(30));
-        let started = w.expect(&["backend started"], SECS(30));
+        let crashed = w.expect_or_dump(&["backend crashed", &format!("pid={pid} ")], SECS(30));
+        let started = w.expect_or_dump(&["backend started"], SECS(30));
         let next: u32 = field(&started, "pid").unwrap();
         assert_ne!(next, pid);
         let up = healthy_line(w, next);
@@ -256,12 +247,11 @@ fn kill_and_time(w: &mut Warden, first_pid: u32, port: u16, runs: usize) -> Cras
 fn crash(s: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     for backoff in ["0ms", "500ms"] {
-        let tag = support::tag("bench-crash");
         let port = free_port();
         let extra = format!(
             "[restart]\nbackoff_initial = \"{backoff}\"\nmax_restarts = 1000\nstable_after = \"200ms\"\n"
         );
-        let mut w = Warden::start(&support::demo_config(&tag, port, &[], &extra));
+        let mut w = start_warden(&support::demo_config(port, &extra));
         let pid = w.started_pid();
         healthy_line(&mut w, pid);
         let times = kill_and_time(&mut w, pid, port, s.runs);
@@ -300,7 +290,7 @@ fn crash(s: &Settings) -> Vec<Row> {
 fn spawn_only(s: &Settings) -> Vec<Row> {
     let spec = LaunchSpec {
         program: support::exe().into(),
-        args: vec!["demo-backend".into(), "--no-serve".into()],
+        args: vec!["demo-backend".into(), "--port".into(), "0".into()],
         cwd: std::env::temp_dir(),
         env: Default::default(),
     };
@@ -334,7 +324,7 @@ fn uvicorn_crash(s: &Settings) -> Vec<Row> {
     };
     let app = support::fastapi_app();
     let port = free_port();
-    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, false));
+    let mut w = start_warden(&uvicorn_config(&python, app.path(), port, false));
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
     let times = kill_and_time(&mut w, pid, port, s.runs);
@@ -370,17 +360,13 @@ fn counting_warden(python: &Path, args: &[&str]) -> (Warden, PathBuf, tempfile::
     let record_text = record.to_string_lossy().into_owned();
     let mut all = vec![script, "--port", &port, "--record", &record_text];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| support::toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = support::toml_array(&all);
     let config = format!(
-        "[backend]\ncommand = {py}\nargs = [{args}]\nport = {port}\n\n\
+        "[backend]\ncommand = {py}\nargs = {args}\nport = {port}\n\n\
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\n",
         py = support::toml_str(&python.to_string_lossy()),
     );
-    (Warden::start(&config), record, dir)
+    (start_warden(&config), record, dir)
 }
 
 /// What the counting backend recorded: when it listened, and (time, status) per request.
@@ -420,7 +406,7 @@ fn failing_start(s: &Settings) -> Vec<Row> {
 
     let window = if s.quick { SECS(15) } else { SECS(60) };
     let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "3600"]);
-    let spawned = stamp(&w.expect(&["backend started"], SECS(30)));
+    let spawned = stamp(&w.expect_or_dump(&["backend started"], SECS(30)));
     let end = spawned + window;
     if let Ok(left) = end.duration_since(SystemTime::now()) {
         thread::sleep(left);
@@ -447,7 +433,7 @@ fn failing_start(s: &Settings) -> Vec<Row> {
     let (mut counts, mut after) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let (mut w, record, _dir) = counting_warden(&python, &["--fail-for", "5"]);
-        let healthy = stamp(&w.expect(&["backend healthy"], SECS(30)));
+        let healthy = stamp(&w.expect_or_dump(&["backend healthy"], SECS(30)));
         w.terminate();
         let (_, requests) = counted(&record);
         let first_ok = requests
@@ -487,7 +473,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
     };
     let app = support::fastapi_app();
     let port = port_below_ephemeral();
-    let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+    let mut w = start_warden(&uvicorn_config(&python, app.path(), port, true));
     let mut reloader = w.started_pid();
     healthy_line(&mut w, reloader);
 
@@ -536,7 +522,7 @@ fn uvicorn_reload(s: &Settings) -> Vec<Row> {
         kills.push((killed_at, tree.clone()));
         // The next line is the new start, or the warden giving up (recorded, not fatal).
         let next = loop {
-            let line = w.expect(&["backend "], SECS(30));
+            let line = w.expect_or_dump(&["backend "], SECS(30));
             if line.contains("backend started") || line.contains("backend failed") {
                 break line;
             }
@@ -624,7 +610,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     for _ in 0..runs {
         let tag = support::tag("bench-wkill");
         let port = free_port();
-        let mut w = Warden::start(&support::demo_config(
+        let mut w = start_warden(&support::fake_config(
             &tag,
             port,
             &["--children", "2", "--grandchildren", "1", "--ignore-term"],
@@ -645,7 +631,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     }
     rows.push(
         Row::new(
-            "warden killed with -9: demo tree of 5 (children + grandchildren ignoring SIGTERM)",
+            "warden killed with -9: fake backend tree of 5 (children + grandchildren ignoring SIGTERM)",
             format!("{survivors} of 5 alive after 1 s (n={runs})"),
         )
         .target("0", survivors == 0)
@@ -663,7 +649,7 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
     let mut size = 0;
     for _ in 0..runs {
         let port = free_port();
-        let mut w = Warden::start(&uvicorn_config(&python, app.path(), port, true));
+        let mut w = start_warden(&uvicorn_config(&python, app.path(), port, true));
         let reloader = w.started_pid();
         healthy_line(&mut w, reloader);
         let tree = support::wait_until(SECS(30), "reloader + worker", || {
@@ -698,13 +684,13 @@ fn warden_killed(s: &Settings) -> Vec<Row> {
 fn crash_loop(_: &Settings) -> Vec<Row> {
     let tag = support::tag("bench-loop");
     let port = free_port();
-    let mut w = Warden::start(&support::demo_config(
+    let mut w = start_warden(&support::fake_config(
         &tag,
         port,
         &["--exit-after", "0"],
         "[restart]\nbackoff_initial = \"10ms\"\n",
     ));
-    w.expect(&["backend failed"], SECS(60));
+    w.expect_or_dump(&["backend failed"], SECS(60));
     let starts = w.count(&["backend started"]);
     w.terminate();
     vec![
@@ -721,7 +707,7 @@ fn crash_loop(_: &Settings) -> Vec<Row> {
 /// defaults (health every 2 s, stray scan every 5 s).
 fn idle(s: &Settings) -> Vec<Row> {
     let home = tempfile::tempdir().unwrap(); // no config: the built-in demo, default settings
-    let idle = measure_idle(s, Warden::start_in(home));
+    let idle = measure_idle(s, Warden::start_measured(home, Mode::Headless));
     // Judged on schedstat (nanoseconds): the clock-tick figure moves in 10 ms steps, which
     // over a short window reads as 0 or 60 ms a minute.
     let (rss, cpu) = (idle.rss, idle.precise_per_minute);
@@ -747,7 +733,7 @@ fn tray_idle(s: &Settings) -> Vec<Row> {
         )];
     }
     let home = tempfile::tempdir().unwrap();
-    let idle = measure_idle(s, Warden::start_tray_in(home));
+    let idle = measure_idle(s, Warden::start_measured(home, Mode::Tray));
     vec![
         Row::new(
             FIGURE,
@@ -930,12 +916,11 @@ fn stray_scan(s: &Settings) -> Vec<Row> {
 
 /// `status` over the local socket, from an in-process client.
 fn ipc_round_trip(s: &Settings) -> Vec<Row> {
-    let tag = support::tag("bench-ipc");
     let port = free_port();
-    let mut w = Warden::start(&support::demo_config(&tag, port, &[], ""));
+    let mut w = start_warden(&support::demo_config(port, ""));
     let pid = w.started_pid();
     healthy_line(&mut w, pid);
-    let dir = runtime_dir(&w);
+    let dir = support::runtime_dir(w.home());
     let ask = || {
         let t = Instant::now();
         let answer = ipc::request(&dir, &Request::Status, SECS(5)).unwrap();
@@ -959,7 +944,7 @@ fn ipc_round_trip(s: &Settings) -> Vec<Row> {
     ]
 }
 
-/// Stop of a 20-process demo tree: graceful (SIGTERM honoured) and forced (SIGTERM ignored,
+/// Stop of a 20-process tree of the fake backend: graceful (SIGTERM honoured) and forced (SIGTERM ignored,
 /// grace 500 ms). Times from the request to the warden's "backend stopped" line; for the
 /// graceful path also from the moment the last process of the tree was gone (polled every
 /// 0.2 ms from /proc).
@@ -973,7 +958,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
             args.push("--ignore-term");
         }
         let grace = if forced { "500ms" } else { "5s" };
-        let mut w = Warden::start(&support::demo_config(
+        let mut w = start_warden(&support::fake_config(
             &tag,
             port,
             &args,
@@ -985,7 +970,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
         for run in 0..s.runs {
             if run > 0 {
                 control(&w, EngineCommand::Start, false);
-                pid = field(&w.expect(&["backend started"], SECS(30)), "pid").unwrap();
+                pid = field(&w.expect_or_dump(&["backend started"], SECS(30)), "pid").unwrap();
             }
             healthy_line(&mut w, pid);
             let tree = support::wait_until(SECS(20), "20 tagged processes", || {
@@ -1003,7 +988,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
             });
             let asked = SystemTime::now();
             control(&w, EngineCommand::Stop, false);
-            let stopped = stamp(&w.expect(&["backend stopped"], SECS(30)));
+            let stopped = stamp(&w.expect_or_dump(&["backend stopped"], SECS(30)));
             let last_gone = watcher.join().unwrap();
             total.push(between(asked, stopped));
             after_last.push(between(last_gone, stopped));
@@ -1024,7 +1009,7 @@ fn stop_tree(s: &Settings) -> Vec<Row> {
                 Row::new(
                     "stop, 20-process tree honouring SIGTERM: last exit → stopped",
                     format!(
-                        "{}; request → stopped {} (the demo polls its stop flag every 50 ms)",
+                        "{}; request → stopped {} (the fake backend polls its stop flag every 50 ms)",
                         summary(&after_last),
                         ms(median(&total).unwrap())
                     ),
@@ -1078,33 +1063,26 @@ impl RssSampler {
 fn sh_config(script: &str, args: &[&str], port: Option<u16>, extra: &str) -> String {
     let mut all = vec!["-c", script, "sh"];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| support::toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = support::toml_array(&all);
     let health = match port {
         Some(port) => format!(
             "port = {port}\n\n[health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n"
         ),
         None => String::new(),
     };
-    format!("[backend]\ncommand = \"sh\"\nargs = [{args}]\n{health}\n{extra}\n")
+    format!("[backend]\ncommand = \"sh\"\nargs = {args}\n{health}\n{extra}\n")
 }
 
-/// Waits until `path` stops growing for `quiet`; returns its size.
+/// Waits until `path` stops growing for `quiet` (or `limit` passes); returns its size.
 fn settled_size(path: &Path, quiet: Duration, limit: Duration) -> u64 {
-    let deadline = Instant::now() + limit;
     let mut last = (0, Instant::now());
-    loop {
+    support::wait_until_last(limit, || {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         if size != last.0 {
             last = (size, Instant::now());
-        } else if last.1.elapsed() >= quiet || Instant::now() >= deadline {
-            return size;
         }
-        thread::sleep(Duration::from_millis(20));
-    }
+        (last.1.elapsed() >= quiet, size)
+    })
 }
 
 /// 100 MB of log lines through the warden, and one 10 MB line without a newline.
@@ -1113,17 +1091,11 @@ fn output(_: &Settings) -> Vec<Row> {
     const LINES: usize = 1_000_000; // 100-byte lines
     let mut rows = Vec::new();
 
-    // The demo's own time to write 100 MB into a pipe that is read as fast as possible.
+    // The fake backend's own time to write 100 MB into a pipe that is read as fast as possible.
     let bare = {
         let started = Instant::now();
-        let mut child = Command::new(support::exe())
-            .args([
-                "demo-backend",
-                "--flood",
-                &FLOOD.to_string(),
-                "--exit-after",
-                "0",
-            ])
+        let mut child = Command::new(support::fake_backend())
+            .args(["--flood", &FLOOD.to_string(), "--exit-after", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -1136,7 +1108,7 @@ fn output(_: &Settings) -> Vec<Row> {
     };
 
     // The same through the warden: `sleep 1` first, to read the warden's RSS before; the
-    // shell writes down how long the flood took (in µs) once the demo has exited.
+    // shell writes down how long the flood took (in µs) once the fake backend has exited.
     let tag = support::tag("bench-flood");
     let flood = FLOOD.to_string();
     let times = tempfile::tempdir().unwrap();
@@ -1147,8 +1119,7 @@ fn output(_: &Settings) -> Vec<Row> {
          echo $(( (t1 - t0) / 1000 )) > \"$f\"; exec sleep 600",
         &[
             &took_path,
-            support::exe(),
-            "demo-backend",
+            support::fake_backend(),
             "--flood",
             &flood,
             "--exit-after",
@@ -1160,7 +1131,7 @@ fn output(_: &Settings) -> Vec<Row> {
         // One file big enough for all of it, so every line can be counted.
         "[logs]\nmax_size = \"1GB\"\nkeep = 1\n",
     );
-    let mut w = Warden::start(&config);
+    let mut w = start_warden(&config);
     w.started_pid();
     thread::sleep(Duration::from_millis(600));
     let before = machine::rss(w.pid()).unwrap();
@@ -1220,7 +1191,7 @@ fn output(_: &Settings) -> Vec<Row> {
         None,
         "[logs]\nmax_size = \"100MB\"\n",
     );
-    let mut w = Warden::start(&config);
+    let mut w = start_warden(&config);
     w.started_pid();
     thread::sleep(Duration::from_millis(600));
     let before = machine::rss(w.pid()).unwrap();

@@ -9,7 +9,6 @@
 //! stray matcher's test for loose rules).
 
 #[cfg(test)]
-#[path = "../../tests/integration/mutations.rs"]
 mod mutations;
 mod validate;
 

@@ -248,8 +248,8 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut impl Read) -> Resul
     decode(&body)
 }
 
-/// Decodes a frame body (public for the fuzz tests).
-pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+/// Decodes a frame body.
+fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
@@ -572,6 +572,9 @@ fn answer(handle: &(dyn Fn(Request) -> Response + Send + Sync), request: Request
         }
     }
 }
+
+#[cfg(test)]
+mod frame_fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -23,7 +21,7 @@ fn ten_launches_at_once_leave_exactly_one_warden() {
     let port = free_port();
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(&tag, port, &[], ""),
+        fake_config(&tag, port, &[], ""),
     )
     .unwrap();
     let mut children = Launches(
@@ -101,7 +99,7 @@ impl Drop for Launches {
 fn a_killed_warden_leaves_nothing_that_blocks_the_next_one() {
     let tag = tag("reclaim");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &[], ""));
     w.healthy();
     let socket = w.home().join("run").join("warden.sock");
     assert!(socket.exists());
@@ -125,7 +123,7 @@ fn a_killed_warden_leaves_nothing_that_blocks_the_next_one() {
 fn every_command_against_a_running_warden() {
     let tag = tag("cli");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(
+    let mut w = Warden::start(&fake_config(
         &tag,
         port,
         &["--say", "hello from the demo"],
@@ -235,7 +233,7 @@ fn every_command_against_a_running_warden() {
 fn quit_keep_backend_leaves_the_backend_running() {
     let tag = tag("keep");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &["--children", "1"], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &["--children", "1"], ""));
     w.healthy();
     let pid = w.status()["pid"].as_u64().unwrap() as u32;
     let out = w.cli(&["quit", "--keep-backend"]);
@@ -258,14 +256,14 @@ fn quit_keep_backend_leaves_the_backend_running() {
 fn failed_start_exits_1_and_usage_errors_exit_2() {
     let tag = tag("exit1");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--exit-after", "0", "--exit-code", "9"],
         "[restart]\nbackoff_initial = \"10ms\"\nmax_restarts = 1\n",
     );
     let mut w = Warden::start(&config);
-    w.expect_or_dump(&["backend failed"], SECS(10));
+    w.wait_state("failed", SECS(10));
     let out = w.cli(&["start"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("exited with code 9"), "{out:?}");
@@ -279,7 +277,7 @@ fn failed_start_exits_1_and_usage_errors_exit_2() {
 fn garbage_on_the_socket_never_wedges_the_server() {
     let tag = tag("garbage");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &[], ""));
     w.healthy();
     let socket = w.home().join("run").join("warden.sock");
 
@@ -320,7 +318,7 @@ fn garbage_on_the_socket_never_wedges_the_server() {
 fn the_socket_is_closed_to_other_users() {
     let tag = tag("perms");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &[], ""));
     w.healthy();
     let run = w.home().join("run");
     let dir_mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
@@ -337,8 +335,8 @@ fn the_socket_is_closed_to_other_users() {
 #[test]
 fn two_homes_are_two_independent_wardens() {
     let (tag_a, tag_b) = (tag("homea"), tag("homeb"));
-    let mut a = Warden::start(&demo_config(&tag_a, free_port(), &[], ""));
-    let mut b = Warden::start(&demo_config(&tag_b, free_port(), &[], ""));
+    let mut a = Warden::start(&fake_config(&tag_a, free_port(), &[], ""));
+    let mut b = Warden::start(&fake_config(&tag_b, free_port(), &[], ""));
     a.healthy();
     b.healthy();
     assert_ne!(a.status()["warden_pid"], b.status()["warden_pid"]);
@@ -420,7 +418,7 @@ fn a_program_without_its_sibling_says_so() {
 #[cfg(target_os = "linux")]
 #[test]
 fn only_the_tray_loads_the_gui_toolkit() {
-    let mut w = Warden::start(&demo_config(&tag("lean"), free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag("lean"), free_port(), &[], ""));
     w.healthy();
     let warden = w.pid();
     let guardian = wait_until(SECS(5), "the guardian", || {
@@ -441,7 +439,7 @@ fn only_the_tray_loads_the_gui_toolkit() {
 /// (no panic, no backtrace, exit 0), before and after anything was written.
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
-    let mut w = Warden::start(&demo_config(&tag("closed-pipe"), free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag("closed-pipe"), free_port(), &[], ""));
     w.healthy();
     for args in [
         &["status"][..],
@@ -476,7 +474,7 @@ fn status_follows_a_reloaded_config() {
     let port = free_port();
     std::fs::write(
         w.home().join("config.toml"),
-        demo_config(&tag("reloaded"), port, &[], ""),
+        fake_config(&tag("reloaded"), port, &[], ""),
     )
     .unwrap();
     let out = w.cli(&["config", "reload"]);

@@ -1,8 +1,6 @@
 //! Config that fits a new user (issue 16): Windows paths, `.env` files, project detection,
 //! reload on save, and the CLI habits that go with them.
 
-use std::time::Duration;
-
 use crate::support::*;
 
 fn text(bytes: &[u8]) -> String {
@@ -47,15 +45,11 @@ time.sleep(600)\n";
 /// Waits until backend.log has `want` (all lines) after its `nth` start note; returns the log.
 fn wait_for_env(w: &Warden, nth: usize, want: &[&str]) -> String {
     let log = w.log_path("backend.log");
-    wait_until(
-        Duration::from_secs(20),
-        &format!("{want:?} in {}", log.display()),
-        || {
-            let text = std::fs::read_to_string(&log).ok()?;
-            let run = text.split("backend started").nth(nth)?;
-            want.iter().all(|line| run.contains(line)).then_some(text)
-        },
-    )
+    wait_until(SECS(20), &format!("{want:?} in {}", log.display()), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let run = text.split("backend started").nth(nth)?;
+        want.iter().all(|line| run.contains(line)).then_some(text)
+    })
 }
 
 /// `.env` in the backend's cwd is read by default; `backend.env` overrides it; `${VAR}`
@@ -124,7 +118,7 @@ fn env_file_precedence_and_expansion() {
         &["FROM_FILE=<unset>", "BOTH=config", "CUSTOM=custom"],
     );
     let custom = project.path().join("custom.env");
-    wait_until(Duration::from_secs(20), "status names custom.env", || {
+    wait_until(SECS(20), "status names custom.env", || {
         (w.status()["env_file"] == custom.to_string_lossy().as_ref()).then_some(())
     });
 
@@ -136,7 +130,7 @@ fn env_file_precedence_and_expansion() {
         3,
         &["FROM_FILE=<unset>", "CUSTOM=<unset>", "BOTH=config"],
     );
-    wait_until(Duration::from_secs(20), "status names no env file", || {
+    wait_until(SECS(20), "status names no env file", || {
         w.status()["env_file"].is_null().then_some(())
     });
 }
@@ -271,18 +265,15 @@ fn detect_nothing_writes_the_template() {
 #[test]
 fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
     let (tag_a, port_a) = (tag("save-a"), free_port());
-    let mut w = Warden::start(&demo_config(&tag_a, port_a, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag_a, port_a, &[], ""));
     let first = w.started_pid();
     w.healthy();
 
     // A valid save: the backend moves to the new port (what it launches changed).
     let port_b = free_port();
-    let good = demo_config(&tag("save-b"), port_b, &[], "");
+    let good = fake_config(&tag("save-b"), port_b, &[], "");
     std::fs::write(w.home().join("config.toml"), &good).unwrap();
-    w.expect_or_dump(
-        &["config file saved: config reloaded"],
-        Duration::from_secs(20),
-    );
+    w.expect_or_dump(&["config file saved: config reloaded"], SECS(20));
     let second = w.started_pid();
     assert_ne!(first, second);
     w.healthy();
@@ -291,10 +282,10 @@ fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
     // A broken save, then the same mistake saved again: one report, old config in force.
     let broken = good.replace("[health]", "[health]\ntimeout = 2");
     std::fs::write(w.home().join("config.toml"), &broken).unwrap();
-    w.expect_or_dump(&["config file saved"], Duration::from_secs(20));
-    w.expect_or_dump(&["not reloaded", "health.timeout"], Duration::from_secs(20));
+    w.expect_or_dump(&["config file saved"], SECS(20));
+    w.expect_or_dump(&["not reloaded", "health.timeout"], SECS(20));
     std::fs::write(w.home().join("config.toml"), format!("{broken}# again\n")).unwrap();
-    w.expect_or_dump(&["config file saved"], Duration::from_secs(20));
+    w.expect_or_dump(&["config file saved"], SECS(20));
     // The second save was handled (its debug line is out); give its report the same chance
     // as the first had, by waiting for a later status answer.
     let status = w.status();
@@ -310,7 +301,7 @@ fn saving_the_config_reloads_it_and_a_broken_save_keeps_the_old_one() {
 #[test]
 fn a_reload_that_fixes_a_failed_backend_starts_it() {
     let mut w = Warden::start("[backend]\ncommand = 'no-such-program-bw16'\n");
-    let failed = w.wait_state("failed", Duration::from_secs(20));
+    let failed = w.wait_state("failed", SECS(20));
     assert!(
         failed["failed_reason"]
             .as_str()
@@ -320,13 +311,13 @@ fn a_reload_that_fixes_a_failed_backend_starts_it() {
     let port = free_port();
     std::fs::write(
         w.home().join("config.toml"),
-        demo_config(&tag("revived"), port, &[], ""),
+        fake_config(&tag("revived"), port, &[], ""),
     )
     .unwrap();
     let out = w.cli(&["config", "reload"]);
     assert!(out.status.success(), "{out:?}");
     w.healthy();
-    let status = w.wait_state("healthy", Duration::from_secs(20));
+    let status = w.wait_state("healthy", SECS(20));
     assert_eq!(status["port"], port);
     assert!(w.terminate().success());
 }
@@ -364,7 +355,7 @@ fn status_shows_the_trees_memory_cpu_processes_and_local_times() {
     let pid = w.started_pid();
     w.healthy();
     let log = w.log_path("backend.log");
-    wait_until(Duration::from_secs(30), "three ready processes", || {
+    wait_until(SECS(30), "three ready processes", || {
         let text = std::fs::read_to_string(&log).ok()?;
         (text.matches("ready").count() == 3 && live_in_group(pid).len() == 3).then_some(())
     });
@@ -412,8 +403,7 @@ fn status_shows_the_trees_memory_cpu_processes_and_local_times() {
 
     // A crash is a restart; clicks on Restart are starts.
     sigkill(pid);
-    w.expect_or_dump(&["backend crashed"], Duration::from_secs(20));
-    w.healthy();
+    w.wait_healthy_after(pid, SECS(50));
     for _ in 0..2 {
         let out = w.cli(&["restart"]);
         assert!(out.status.success(), "{out:?}");
@@ -479,7 +469,7 @@ fn exec_args(entry: &str) -> Vec<String> {
 #[test]
 fn autostart_entry_starts_the_same_warden() {
     let xdg = tempfile::tempdir().unwrap();
-    let mut w = Warden::start(&demo_config(&tag("autostart"), free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag("autostart"), free_port(), &[], ""));
     w.healthy();
     let autostart = |args: &[&str]| {
         std::process::Command::new(exe())
@@ -551,19 +541,19 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
 
     let tag = tag("kept");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &["--children", "1"], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &["--children", "1"], ""));
     w.healthy();
     let pid = w.status()["pid"].as_u64().unwrap() as u32;
     let out = w.cli(&["quit", "--keep-backend"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(w.wait_exit(Duration::from_secs(10)).success());
+    assert!(w.wait_exit(SECS(10)).success());
     assert!(w.home().join("run/kept-backend.json").is_file());
     let home = std::mem::replace(&mut w.home, tempfile::tempdir().unwrap());
 
     let mut w = Warden::start_in(home);
-    let line = w.expect_or_dump(&["backend adopted"], Duration::from_secs(20));
+    let line = w.expect_or_dump(&["backend adopted"], SECS(20));
     assert!(line.contains(&format!("pid={pid}")), "{line}");
-    let status = w.wait_state("healthy", Duration::from_secs(20));
+    let status = w.wait_state("healthy", SECS(20));
     assert_eq!(status["pid"], pid, "{status}");
     assert_eq!(status["adopted"], true, "{status}");
     assert_eq!(live_with_tag(&tag).len(), 2, "no second backend");
@@ -574,19 +564,16 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
 
     // Kept again, but the config changes before the next start: not adopted.
     assert!(w.cli(&["quit", "--keep-backend"]).status.success());
-    assert!(w.wait_exit(Duration::from_secs(10)).success());
+    assert!(w.wait_exit(SECS(10)).success());
     let home = std::mem::replace(&mut w.home, tempfile::tempdir().unwrap());
     let (other_tag, other_port) = (tag.clone() + "-new", free_port());
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(&other_tag, other_port, &[], ""),
+        fake_config(&other_tag, other_port, &[], ""),
     )
     .unwrap();
     let mut w = Warden::start_in(home);
-    w.expect_or_dump(
-        &["not adopting", "started from another config"],
-        Duration::from_secs(20),
-    );
+    w.expect_or_dump(&["not adopting", "started from another config"], SECS(20));
     let new_pid = w.started_pid();
     assert_ne!(new_pid, pid);
     w.healthy();
@@ -597,7 +584,7 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    wait_none_with_tag(&tag, Duration::from_secs(5));
+    wait_none_with_tag(&tag, SECS(5));
 }
 
 /// `[logs]` limits apply at the reload, not at the next warden start.
@@ -605,9 +592,9 @@ fn a_backend_kept_by_quit_is_adopted_by_the_next_warden() {
 fn a_reload_applies_new_log_limits_at_once() {
     let tag = tag("loglimits");
     let port = free_port();
-    let config = |logs: &str| demo_config(&tag, port, &["--flood", "20000"], logs);
+    let config = |logs: &str| fake_config(&tag, port, &["--flood", "20000"], logs);
     let w = Warden::start(&config("[logs]\nmax_size = \"1MB\"\nkeep = 5\n"));
-    w.wait_state("healthy", Duration::from_secs(20));
+    w.wait_state("healthy", SECS(20));
     let logs = w.home().join("logs");
     assert!(!logs.join("backend.log.1").exists(), "20 KB fit in 1 MB");
     std::fs::write(
@@ -620,7 +607,7 @@ fn a_reload_applies_new_log_limits_at_once() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!said.contains("next warden start"), "{said}");
     assert!(w.cli(&["restart"]).status.success());
-    wait_until(Duration::from_secs(10), "rotated files", || {
+    wait_until(SECS(10), "rotated files", || {
         logs.join("backend.log.2").exists().then_some(())
     });
     assert!(
@@ -645,12 +632,12 @@ fn a_reload_applies_new_log_limits_at_once() {
 fn a_reload_moves_the_logs_to_a_new_folder_at_once() {
     let tag = tag("logmove");
     let port = free_port();
-    let w = Warden::start(&demo_config(&tag, port, &["--say", "said-on-start"], ""));
-    w.wait_state("healthy", Duration::from_secs(20));
+    let w = Warden::start(&fake_config(&tag, port, &["--say", "said-on-start"], ""));
+    w.wait_state("healthy", SECS(20));
     let moved = w.home().join("moved-logs");
     std::fs::write(
         w.home().join("config.toml"),
-        demo_config(
+        fake_config(
             &tag,
             port,
             &["--say", "said-on-start"],
@@ -669,26 +656,18 @@ fn a_reload_moves_the_logs_to_a_new_folder_at_once() {
         "{status:#}"
     );
     assert!(w.cli(&["restart"]).status.success());
-    wait_until(
-        Duration::from_secs(10),
-        "the backend's lines in the new folder",
-        || {
-            std::fs::read_to_string(moved.join("backend.log"))
-                .ok()
-                .filter(|text| text.contains("said-on-start"))
-                .map(|_| ())
-        },
-    );
-    wait_until(
-        Duration::from_secs(10),
-        "the warden's lines in the new folder",
-        || {
-            std::fs::read_to_string(moved.join("warden.log"))
-                .ok()
-                .filter(|text| text.contains("backend started"))
-                .map(|_| ())
-        },
-    );
+    wait_until(SECS(10), "the backend's lines in the new folder", || {
+        std::fs::read_to_string(moved.join("backend.log"))
+            .ok()
+            .filter(|text| text.contains("said-on-start"))
+            .map(|_| ())
+    });
+    wait_until(SECS(10), "the warden's lines in the new folder", || {
+        std::fs::read_to_string(moved.join("warden.log"))
+            .ok()
+            .filter(|text| text.contains("backend started"))
+            .map(|_| ())
+    });
     let old = std::fs::read_to_string(w.home().join("logs").join("backend.log")).unwrap();
     assert!(
         old.contains("said-on-start"),

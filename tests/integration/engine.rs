@@ -1,4 +1,4 @@
-//! The engine against the demo backend: crashes, crash loops, stops, whole trees, bad input.
+//! The engine against the fake backend (and the demo's own clean stop): crashes, crash loops, stops, whole trees, bad input.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 #[test]
 fn crash_is_restarted_after_the_backoff() {
     let tag = tag("crash");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--exit-after", "400", "--exit-code", "3"],
@@ -41,7 +39,7 @@ fn crash_is_restarted_after_the_backoff() {
 fn crash_loop_gives_up_with_the_exit_code_and_last_output() {
     let tag = tag("loop");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &[
@@ -70,11 +68,12 @@ fn crash_loop_gives_up_with_the_exit_code_and_last_output() {
     assert!(w.terminate().success());
 }
 
+/// Against the shipped demo backend: the zero-setup default must stop cleanly too.
 #[test]
 fn graceful_stop_on_sigterm_leaves_nothing_and_exits_0() {
-    let tag = tag("graceful");
     let port = free_port();
-    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let marker = demo_marker(port);
+    let mut w = Warden::start(&demo_config(port, ""));
     let pid = w.started_pid();
     w.healthy();
     assert_eq!(http_get(port, "/health").map(|r| r.0), Some(200));
@@ -83,7 +82,7 @@ fn graceful_stop_on_sigterm_leaves_nothing_and_exits_0() {
     let line = w.expect(&["backend stopped"], SECS(1));
     assert!(line.contains("forced=false"), "{line}");
     assert!(!alive(pid));
-    wait_none_with_tag(&tag, SECS(1));
+    wait_none_with_tag(&marker, SECS(1));
     let log = std::fs::read_to_string(w.log_path("backend.log")).unwrap();
     assert!(log.contains("demo backend: stopping"), "{log}");
 }
@@ -92,7 +91,7 @@ fn graceful_stop_on_sigterm_leaves_nothing_and_exits_0() {
 fn backend_ignoring_the_graceful_stop_is_killed_after_grace() {
     let tag = tag("stubborn");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--ignore-term", "--children", "2"],
@@ -121,7 +120,7 @@ fn backend_ignoring_the_graceful_stop_is_killed_after_grace() {
 fn whole_tree_dies_on_crash_and_is_replaced() {
     let tag = tag("tree");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--children", "2", "--grandchildren", "1", "--ignore-term"],
@@ -156,7 +155,7 @@ fn whole_tree_dies_on_crash_and_is_replaced() {
 fn whole_tree_dies_when_the_warden_is_killed() {
     let tag = tag("sigkill");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--children", "2", "--grandchildren", "1", "--ignore-term"],
@@ -211,7 +210,7 @@ fn port_taken_by_another_program_is_reported_and_nothing_is_spawned() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let tag = tag("port");
-    let mut w = Warden::start(&demo_config(&tag, port, &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, port, &[], ""));
     let line = w.expect_or_dump(&["backend failed"], SECS(10));
     // The holder (this test process) is named, and it is not called a stray.
     assert!(line.contains(&format!("port {port} is held by")), "{line}");
@@ -282,7 +281,7 @@ fn config_init_writes_a_template_that_runs_the_demo() {
 fn log_rotation_keeps_exactly_keep_files() {
     let tag = tag("rotate");
     let port = free_port();
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--flood", "400000"],
@@ -317,14 +316,14 @@ fn partial_and_binary_output_is_kept() {
     let tag = tag("binary");
     let port = free_port();
     // Binary bytes, no final newline, then the process ends: the fragment is still logged.
-    let config = demo_config(
+    let config = fake_config(
         &tag,
         port,
         &["--raw-hex", "6869ff00fe", "--exit-after", "0"],
         "[restart]\npolicy = \"never\"\n",
     );
     let mut w = Warden::start(&config);
-    w.expect_or_dump(&["backend failed"], SECS(10));
+    w.wait_state("failed", SECS(10));
     let needle = b"out\\ hi\xff\x00\xfe\n";
     let log = wait_until(SECS(5), "the fragment in backend.log", || {
         let log = std::fs::read(w.log_path("backend.log")).unwrap_or_default();
@@ -351,15 +350,8 @@ fn guardian_kills_trees_known_by_token_and_spares_released_ones() {
         .spawn()
         .unwrap();
     let start = |tag: &str, token: &str| {
-        Command::new(exe())
-            .args([
-                "demo-backend",
-                "--no-serve",
-                "--children",
-                "2",
-                "--tag",
-                tag,
-            ])
+        Command::new(fake_backend())
+            .args(["--no-serve", "--children", "2", "--tag", tag])
             .env("BACKEND_WARDEN_TREE", token)
             .process_group(0)
             .stdin(Stdio::null())

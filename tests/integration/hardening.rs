@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -79,7 +77,7 @@ fn config_check_rejects_hostile_values_by_key() {
 fn a_hostile_reload_is_refused_and_the_engine_keeps_working() {
     let port = free_port();
     let tag = tag("hostile-reload");
-    let config = demo_config(&tag, port, &[], "");
+    let config = fake_config(&tag, port, &[], "");
     let mut w = Warden::start(&config);
     w.healthy();
     for (extra, key) in [
@@ -124,7 +122,7 @@ fn mode(path: &std::path::Path) -> u32 {
 #[test]
 fn planted_symlinks_in_the_home_are_refused() {
     use std::os::unix::fs::{PermissionsExt, symlink};
-    let config = demo_config(&tag("symlinks"), free_port(), &[], "");
+    let config = fake_config(&tag("symlinks"), free_port(), &[], "");
 
     // logs -> elsewhere
     let home = tempfile::tempdir().unwrap();
@@ -178,7 +176,7 @@ fn planted_symlinks_in_the_home_are_refused() {
 #[test]
 fn the_wardens_folders_and_files_are_owner_only() {
     let tag = tag("modes");
-    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, free_port(), &[], ""));
     w.healthy();
     let home = w.home().to_path_buf();
     wait_until(SECS(10), "backend.log", || {
@@ -215,7 +213,7 @@ fn cli_ending(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn a_stopped_warden_gets_a_clear_answer_not_a_hang() {
     use nix::sys::signal::{Signal, kill};
     let tag = tag("stopped");
-    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, free_port(), &[], ""));
     w.healthy();
     let pid = w.pid();
     let warden = nix::unistd::Pid::from_raw(pid as i32);
@@ -247,7 +245,7 @@ fn idle_and_slow_clients_never_lock_out_status() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let tag = tag("idle");
-    let mut w = Warden::start(&demo_config(&tag, free_port(), &[], ""));
+    let mut w = Warden::start(&fake_config(&tag, free_port(), &[], ""));
     w.healthy();
     let socket = w.home().join("run/warden.sock");
     let idle: Vec<UnixStream> = (0..200)
@@ -305,7 +303,7 @@ fn a_home_too_long_for_a_socket_says_so_once() {
     std::fs::create_dir(&home).unwrap();
     std::fs::write(
         home.join("config.toml"),
-        demo_config(&tag("long"), free_port(), &[], ""),
+        fake_config(&tag("long"), free_port(), &[], ""),
     )
     .unwrap();
     let out = cli_ending(&home, &["run", "--headless"]);
@@ -376,7 +374,7 @@ while True:
         let home = tempfile::tempdir().unwrap();
         std::fs::write(
             home.path().join("config.toml"),
-            demo_config(&tag("impostor"), free_port(), &[], ""),
+            fake_config(&tag("impostor"), free_port(), &[], ""),
         )
         .unwrap();
         std::fs::create_dir(home.path().join("run")).unwrap();
@@ -826,7 +824,7 @@ fn guardian_of(warden: u32) -> Option<u32> {
 #[test]
 fn a_killed_guardian_is_replaced_at_once() {
     let tag = tag("guardian");
-    let mut w = Warden::start(&demo_config(&tag, free_port(), &["--children", "2"], ""));
+    let mut w = Warden::start(&fake_config(&tag, free_port(), &["--children", "2"], ""));
     w.healthy();
     let first = wait_until(SECS(10), "the guardian", || guardian_of(w.pid()));
     sigkill(first);

@@ -7,8 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 /// One request the fake backend got.
 #[derive(Debug)]
 struct Request {
@@ -61,13 +59,9 @@ fn counting_warden(args: &[&str]) -> (Warden, u16, PathBuf, tempfile::TempDir) {
     let record_text = record.to_string_lossy().into_owned();
     let mut all = vec![script, "--port", &port_text, "--record", &record_text];
     all.extend_from_slice(args);
-    let args = all
-        .iter()
-        .map(|a| toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let args = toml_array(&all);
     let config = format!(
-        "[backend]\ncommand = {py}\nargs = [{args}]\nport = {port}\n\n\
+        "[backend]\ncommand = {py}\nargs = {args}\nport = {port}\n\n\
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\n",
         py = toml_str(&python().to_string_lossy()),
     );

@@ -5,11 +5,8 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 #[test]
 fn a_server_outside_the_tree_answering_the_health_check_is_not_the_backend() {
@@ -56,7 +53,7 @@ fn another_users_server_on_the_port_blocks_the_start_with_that_reason() {
     let home = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),
-        demo_config(&tag("foreign"), port, &[], ""),
+        fake_config(&tag("foreign"), port, &[], ""),
     )
     .unwrap();
     as_nobody_owns(home.path());

@@ -2,14 +2,15 @@
 //! Windows build is checked separately).
 #![cfg(unix)]
 
+mod chaos;
 mod cli;
 mod config_ux;
 mod engine;
+mod faults;
 mod hardening;
 mod health;
 mod listener;
-mod mutations;
-mod reliability;
+mod memory;
 mod seed;
 mod strays;
 mod support;

@@ -3,11 +3,8 @@
 //! reload that changes the identity, a restart-loop wrapper and a debug session.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::support::*;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A project folder as the team has it (tests/fixtures/seed_project), with a `sub` folder.
 struct Project(tempfile::TempDir);

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 /// A folder holding the tiny backend as `main.py` (and `other.py`, a different script).
 fn backend_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -222,9 +220,7 @@ fn adopt_a_healthy_copy_then_stop_it_and_replace_it_after_a_kill() {
 
     // A kill of it: restarted as a managed child.
     sigkill(by_hand.pid());
-    w.expect_or_dump(&["backend crashed"], SECS(5));
-    let status = w.wait_state("healthy", SECS(20));
-    assert_ne!(status["pid"], by_hand.pid());
+    let status = w.wait_healthy_after(by_hand.pid(), SECS(25));
     assert_eq!(status["adopted"], false);
     assert!(!alive(child), "the adopted tree's child died with it");
     assert!(w.terminate().success());

@@ -5,9 +5,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -22,18 +22,34 @@ pub fn tray_exe() -> &'static str {
     env!("CARGO_BIN_EXE_backend-warden-tray")
 }
 
+/// `SECS(n)`: n seconds, for the deadlines of the waits.
+pub const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// `MS(n)`: n milliseconds.
+pub const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(5);
+
 /// Polls `f` every few ms until it returns `Some`, or panics after `limit` with `what`.
 pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let last = wait_until_last(limit, || match f() {
+        Some(v) => (true, Some(v)),
+        None => (false, None),
+    });
+    last.unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `f` every few ms until it says done or `limit` passes; returns its last value either
+/// way, for a caller that judges (or shows) where things stood at the deadline.
+pub fn wait_until_last<T>(limit: Duration, mut f: impl FnMut() -> (bool, T)) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(v) = f() {
-            return v;
+        let (done, value) = f();
+        if done || Instant::now() >= deadline {
+            return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
+        thread::sleep(POLL);
     }
 }
 
@@ -69,37 +85,139 @@ pub fn toml_str(s: &str) -> String {
     format!("'{s}'")
 }
 
-/// A config that runs the demo backend with `args` (plus `--port` and `--tag`).
-pub fn demo_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
-    let mut all: Vec<String> = vec!["demo-backend".into(), "--port".into(), port.to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
-    all.extend(["--tag".to_string(), tag.to_string()]);
-    let args = all
-        .iter()
-        .map(|a| toml_str(a))
-        .collect::<Vec<_>>()
-        .join(", ");
+/// A TOML array of literal strings.
+pub fn toml_array<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_str(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The tests' fake backend (`tests/fake_backend`, the example target `fake-backend`): the
+/// demo's server with flags that make it misbehave. Built on first use in the profile of the
+/// test or benchmark binary that asks (nothing to do when `cargo test` built it already; and
+/// a stale copy is never run), and found beside `backend-warden`, in `examples/`.
+pub fn fake_backend() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let bins = Path::new(exe()).parent().unwrap();
+        let profile = match bins.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            // `release` (where `cargo bench` builds too) or a custom profile's own folder.
+            Some(other) => other,
+        };
+        let cargo = std::env::var_os("CARGO")
+            .or_else(|| option_env!("CARGO").map(Into::into))
+            .unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "fake-backend", "--profile"])
+            .arg(profile)
+            .arg("--target-dir")
+            .arg(bins.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot build the fake backend: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = bins
+            .join("examples")
+            .join(format!("fake-backend{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.exists(), "no fake backend at {}", path.display());
+        path.to_string_lossy().into_owned()
+    })
+}
+
+/// A config that runs `program ARGS` on `port`, probed at /health every 200 ms.
+fn backend_config(program: &str, args: &[String], port: u16, extra: &str) -> String {
     format!(
-        "[backend]\ncommand = {}\nargs = [{args}]\nport = {port}\n\n\
+        "[backend]\ncommand = {}\nargs = {}\nport = {port}\n\n\
          [health]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"200ms\"\n\n{extra}\n",
-        toml_str(exe())
+        toml_str(program),
+        toml_array(args),
     )
 }
 
-/// A warden running headless in its own temp home.
+/// A config that runs the fake backend with `args` (plus `--port` and `--tag`).
+pub fn fake_config(tag: &str, port: u16, args: &[&str], extra: &str) -> String {
+    let mut all: Vec<String> = vec!["--port".into(), port.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--tag".to_string(), tag.to_string()]);
+    backend_config(fake_backend(), &all, port, extra)
+}
+
+/// A config that runs the shipped demo backend (`backend-warden demo-backend --port PORT`),
+/// whose processes [`demo_marker`] finds.
+pub fn demo_config(port: u16, extra: &str) -> String {
+    let args = [
+        "demo-backend".to_string(),
+        "--port".into(),
+        port.to_string(),
+    ];
+    backend_config(exe(), &args, port, extra)
+}
+
+/// What only the command line of the demo backend on `port` contains (it takes no tag).
+pub fn demo_marker(port: u16) -> String {
+    format!("demo-backend --port {port}")
+}
+
+/// A warden running in its own temp home: headless, unless started with its tray for a
+/// benchmark ([`Warden::start_measured`]).
 pub struct Warden {
     pub child: Child,
     pub home: tempfile::TempDir,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Lines,
+    /// Lines before this one were matched already.
     seen: usize,
+}
+
+/// Where a warden's lines are read.
+enum Lines {
+    /// Its stderr at debug level, gathered by a thread (the tests).
+    Stderr(Arc<Mutex<Vec<String>>>),
+    /// Its own log, `logs/warden.log`, at the default level, read when asked (the benchmarks:
+    /// a reader of stderr would be one more thread to wake on every line, competing for the
+    /// CPU; warden.log's lines carry microsecond timestamps).
+    #[allow(dead_code)] // benchmarks only
+    WardenLog(PathBuf),
+}
+
+impl Lines {
+    /// Calls `f` with every line so far.
+    fn with<R>(&self, f: impl FnOnce(&[String]) -> R) -> R {
+        match self {
+            Lines::Stderr(lines) => f(&lines.lock().unwrap()),
+            Lines::WardenLog(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                f(&text.lines().map(str::to_string).collect::<Vec<_>>())
+            }
+        }
+    }
+}
+
+/// How a benchmark runs its warden.
+#[allow(dead_code)] // benchmarks only
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `run --headless`.
+    Headless,
+    /// `run`, with its tray icon (needs a desktop session: `DISPLAY` and a session bus).
+    Tray,
+}
+
+/// A new temp home with `config` as its config.toml.
+pub fn home_with(config: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    home
 }
 
 impl Warden {
     /// Writes `config` to a new home and starts `backend-warden run --headless` there.
     pub fn start(config: &str) -> Warden {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("config.toml"), config).unwrap();
-        Warden::start_in(home)
+        Warden::start_in(home_with(config))
     }
 
     /// Starts a warden in an existing home.
@@ -130,7 +248,33 @@ impl Warden {
         Warden {
             child,
             home,
-            lines,
+            lines: Lines::Stderr(lines),
+            seen: 0,
+        }
+    }
+
+    /// Starts a warden in `home` as a benchmark measures it: at the default log level, its
+    /// stderr to /dev/null, its lines read from its own log (see [`Lines::WardenLog`]).
+    #[allow(dead_code)] // benchmarks only
+    pub fn start_measured(home: tempfile::TempDir, mode: Mode) -> Warden {
+        let args: &[&str] = match mode {
+            Mode::Headless => &["run", "--headless"],
+            Mode::Tray => &["run"],
+        };
+        let child = Command::new(exe())
+            .args(args)
+            .env("BACKEND_WARDEN_HOME", home.path())
+            .env_remove("BACKEND_WARDEN_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = home.path().join("logs").join("warden.log");
+        Warden {
+            child,
+            home,
+            lines: Lines::WardenLog(log),
             seen: 0,
         }
     }
@@ -145,35 +289,35 @@ impl Warden {
 
     /// Everything the warden printed so far.
     pub fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines.with(|lines| lines.join("\n"))
     }
 
-    /// Waits for the next stderr line (after the last one matched) that contains every
-    /// one of `parts`; returns it.
+    /// Waits for the next line (after the last one matched) that contains every one of
+    /// `parts`; returns it.
     pub fn expect(&mut self, parts: &[&str], limit: Duration) -> String {
         let what = format!("a warden line with {parts:?}");
         let (index, line) = wait_until(limit, &what, || {
-            let lines = self.lines.lock().unwrap();
-            lines
-                .iter()
-                .enumerate()
-                .skip(self.seen)
-                .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
-                .map(|(i, l)| (i, l.clone()))
+            self.lines.with(|lines| {
+                lines
+                    .iter()
+                    .enumerate()
+                    .skip(self.seen)
+                    .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
+                    .map(|(i, l)| (i, l.clone()))
+            })
         });
         self.seen = index + 1;
         line
     }
 
-    /// Like `expect`, but the line must come within `limit` and the output is shown on failure.
+    /// Like `expect`, but the output is shown on failure.
     pub fn expect_or_dump(&mut self, parts: &[&str], limit: Duration) -> String {
-        let out = self.lines.clone();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.expect(parts, limit)));
         match result {
             Ok(line) => line,
             Err(e) => {
-                eprintln!("--- warden output\n{}", out.lock().unwrap().join("\n"));
+                eprintln!("--- warden output\n{}", self.output());
                 std::panic::resume_unwind(e)
             }
         }
@@ -181,23 +325,23 @@ impl Warden {
 
     /// Number of lines containing all `parts` so far.
     pub fn count(&self, parts: &[&str]) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .count()
+        self.lines.with(|lines| {
+            lines
+                .iter()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .count()
+        })
     }
 
     /// Waits for "backend started" and returns its PID.
     pub fn started_pid(&mut self) -> u32 {
-        let line = self.expect_or_dump(&["backend started"], Duration::from_secs(20));
+        let line = self.expect_or_dump(&["backend started"], SECS(20));
         field(&line, "pid").unwrap()
     }
 
     /// Waits for the backend to be healthy.
     pub fn healthy(&mut self) -> String {
-        self.expect_or_dump(&["backend healthy"], Duration::from_secs(30))
+        self.expect_or_dump(&["backend healthy"], SECS(30))
     }
 
     pub fn pid(&self) -> u32 {
@@ -216,19 +360,33 @@ impl Warden {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `status --json`, parsed, if the warden answered.
+    fn try_status(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.cli(&["status", "--json"]).stdout).ok()
+    }
+
     /// Waits until `status --json` says `state`; returns the status.
     pub fn wait_state(&self, state: &str, limit: Duration) -> serde_json::Value {
         wait_until(limit, &format!("state {state}"), || {
-            let out = self.cli(&["status", "--json"]);
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let status = self.try_status()?;
             (status["state"] == state).then_some(status)
+        })
+    }
+
+    /// Waits until `status --json` says healthy with a backend other than `old` (it crashed
+    /// or was restarted, and its successor is up); returns the status.
+    pub fn wait_healthy_after(&self, old: u32, limit: Duration) -> serde_json::Value {
+        let what = format!("a backend other than PID {old} healthy");
+        wait_until(limit, &what, || {
+            let status = self.try_status()?;
+            (status["state"] == "healthy" && status["pid"] != old).then_some(status)
         })
     }
 
     /// SIGTERM, then waits for the warden to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).unwrap();
-        self.wait_exit(Duration::from_secs(20))
+        self.wait_exit(SECS(20))
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
@@ -247,6 +405,11 @@ impl Drop for Warden {
     }
 }
 
+/// The folder of the control socket of the warden whose home is `home`.
+pub fn runtime_dir(home: &Path) -> PathBuf {
+    home.join("run")
+}
+
 /// Runs `backend-warden ARGS` with `BACKEND_WARDEN_HOME=home`.
 pub fn cli_in(home: &Path, args: &[&str]) -> std::process::Output {
     Command::new(exe())
@@ -255,6 +418,13 @@ pub fn cli_in(home: &Path, args: &[&str]) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The warden's timestamp at the start of one of its lines.
+pub fn stamp(line: &str) -> SystemTime {
+    let token = line.split_whitespace().next().unwrap_or("");
+    humantime::parse_rfc3339_weak(token)
+        .unwrap_or_else(|e| panic!("no timestamp in warden line {line:?}: {e}"))
 }
 
 /// `key=value` from a tracing line.
@@ -365,16 +535,14 @@ pub fn alive(pid: u32) -> bool {
 
 /// Waits until no live process carries `tag`.
 pub fn wait_none_with_tag(tag: &str, limit: Duration) {
-    let mut left = Vec::new();
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        left = live_with_tag(tag);
-        if left.is_empty() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    panic!("processes with tag {tag} still alive after {limit:?}: {left:?}");
+    let left = wait_until_last(limit, || {
+        let left = live_with_tag(tag);
+        (left.is_empty(), left)
+    });
+    assert!(
+        left.is_empty(),
+        "processes with tag {tag} still alive after {limit:?}: {left:?}"
+    );
 }
 
 /// SIGKILL to one process.
@@ -386,7 +554,7 @@ pub fn sigkill(pid: u32) {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(SECS(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;

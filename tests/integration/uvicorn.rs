@@ -1,8 +1,6 @@
 //! Against real uvicorn with `--reload`: the reloader/worker pair that left orphan workers
 //! serving stale code in the incident this tool exists for.
 
-use std::time::Duration;
-
 use crate::support::*;
 
 /// A warden supervising `uvicorn app:app --reload` on a copy of the test app.
@@ -25,7 +23,7 @@ fn uvicorn_warden() -> (Warden, u16, tempfile::TempDir) {
 fn reloader_and_worker(w: &mut Warden) -> (u32, Vec<u32>) {
     let reloader = w.started_pid();
     w.healthy();
-    let group = wait_until(Duration::from_secs(20), "reloader + worker", || {
+    let group = wait_until(SECS(20), "reloader + worker", || {
         let live = live_in_group(reloader);
         (live.len() >= 2).then_some(live)
     });
@@ -38,7 +36,7 @@ fn stop_leaves_no_python_process_of_the_tree() {
     let (_, group) = reloader_and_worker(&mut w);
     assert_eq!(http_get(port, "/version").map(|r| r.0), Some(200));
     assert!(w.terminate().success(), "{}", w.output());
-    let line = w.expect(&["backend stopped"], Duration::from_secs(1));
+    let line = w.expect(&["backend stopped"], SECS(1));
     assert!(
         line.contains("forced=false"),
         "uvicorn honours SIGTERM: {line}"
@@ -58,7 +56,7 @@ fn killing_the_reloader_kills_the_worker_and_restarts_healthy() {
     let (reloader, group) = reloader_and_worker(&mut w);
     let (_, body) = http_get(port, "/version").unwrap();
     sigkill(reloader);
-    w.expect_or_dump(&["backend crashed", "SIGKILL"], Duration::from_secs(5));
+    w.expect_or_dump(&["backend crashed", "SIGKILL"], SECS(5));
     let new_reloader = w.started_pid();
     // Before the new tree exists the old worker is gone: it never serves stale code.
     for pid in &group {
@@ -77,8 +75,8 @@ fn killing_the_warden_leaves_nothing_of_the_tree() {
     let (mut w, port, _app) = uvicorn_warden();
     let (_, group) = reloader_and_worker(&mut w);
     sigkill(w.pid());
-    w.wait_exit(Duration::from_secs(5));
-    wait_until(Duration::from_secs(1), "the whole tree to die", || {
+    w.wait_exit(SECS(5));
+    wait_until(SECS(1), "the whole tree to die", || {
         group.iter().all(|pid| !alive(*pid)).then_some(())
     });
     assert!(http_get(port, "/health").is_none());

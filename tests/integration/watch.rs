@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SECS: fn(u64) -> Duration = Duration::from_secs;
-
 /// A warden on a copy of `fixture` (as `app.py`/`main.py`) run by `args`, with `[watch]` extra.
 fn warden(fixture: &str, args: &str, port: u16, watch: &str) -> (Warden, tempfile::TempDir) {
     let app = tempfile::tempdir().unwrap();

@@ -2,10 +2,11 @@
 # The tray, end to end, as a user sees it: icon colours on the icon file and on screen, menu
 # labels and enabled flags, clicks through D-Bus checked against `status --json` and the
 # process table, one notification per episode, Quit leaving nothing behind.
-# Runs inside tray-e2e-env.sh (see run-e2e.sh); needs APP and SHOTS.
+# Runs inside tray-e2e-env.sh (see run-e2e.sh); needs APP, FAKE (the tests' fake backend,
+# target/*/examples/fake-backend) and SHOTS.
 set -euo pipefail
 H=$TRAY_E2E_SCRIPT
-APP=${APP:?} SHOTS=${SHOTS:?}
+APP=${APP:?} FAKE=${FAKE:?} SHOTS=${SHOTS:?}
 HOME_DIR=$(mktemp -d); export BACKEND_WARDEN_HOME=$HOME_DIR
 # Login entries go here, not into the real ~/.config/autostart.
 export XDG_CONFIG_HOME=$HOME_DIR/xdg
@@ -45,11 +46,11 @@ alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/n
 tagged() { pgrep -f -- "$TAG" || true; }
 
 PORT=$(free_port)
-demo_config() {
+fake_config() {
   cat <<TOML
 [backend]
-command = '$APP'
-args = ['demo-backend', '--port', '$PORT', '--tag', '$TAG']
+command = '$FAKE'
+args = ['--port', '$PORT', '--tag', '$TAG']
 port = $PORT
 env = { API_TOKEN = "s3cr3t-token-$TAG" }
 [health]
@@ -64,7 +65,7 @@ TOML
 
 # A first launch with a broken config (a port in quotes): no exit, a tray in its "config
 # error" state that says what is wrong where a teammate looks.
-demo_config | sed "s/^port = $PORT\$/port = \"$PORT\"/" >"$HOME_DIR/config.toml"
+fake_config | sed "s/^port = $PORT\$/port = \"$PORT\"/" >"$HOME_DIR/config.toml"
 "$APP" >"$LOG" 2>&1 &
 WARDEN=$!
 trap 'kill $WARDEN 2>/dev/null || true' EXIT
@@ -91,7 +92,7 @@ $H wait-notify "no program is set up to open $HOME_DIR/config.toml" 20 >/dev/nul
 ok "Edit config with no program for .toml: an alert names the file"
 
 # Fixed and reloaded: the backend starts.
-demo_config >"$HOME_DIR/config.toml"
+fake_config >"$HOME_DIR/config.toml"
 $H sni-click 'Reload config' >/dev/null
 wait_until 20 "healthy" state_is healthy
 wait_until 5 "a green icon" icon_has "$GREEN"
@@ -156,7 +157,7 @@ ok "Start at login follows autostart enable / disable from the CLI"
 
 # A stray started by hand: badge, menu line, Kill strays (1), and it dies when clicked.
 STRAY_PORT=$(free_port)
-(cd "$HOME_DIR" && setsid "$APP" demo-backend --port "$STRAY_PORT" --tag "$TAG-stray" >/dev/null 2>&1 &)
+(cd "$HOME_DIR" && setsid "$FAKE" --port "$STRAY_PORT" --tag "$TAG-stray" >/dev/null 2>&1 &)
 wait_until 10 "the stray listed" status_mentions "$TAG-stray"
 STRAY=$(pgrep -f -- "$TAG-stray" | head -1)
 wait_until 5 "Kill strays (1)" item_enabled 'Kill strays \(1\)'
@@ -187,7 +188,7 @@ wait_until 10 "the reload worker" worker_of
 WORKER=$(worker_of | head -1)
 kill -9 "$RELOADER"
 wait_until 5 "the worker orphaned" bash -c "! grep -q '^PPid:[[:space:]]*$RELOADER\$' /proc/$WORKER/status"
-DEMO_CONFIG=$(cat "$HOME_DIR/config.toml")
+FAKE_CONFIG=$(cat "$HOME_DIR/config.toml")
 cat >"$HOME_DIR/config.toml" <<TOML
 [backend]
 command = '$PY'
@@ -215,11 +216,11 @@ wait_until 10 "the worker to die" bash -c "! kill -0 $WORKER 2>/dev/null || grep
 wait_until 30 "healthy after the kill" state_is healthy
 [ "$(field "['pid']")" != "$WORKER" ] || fail "the worker is taken for the backend"
 ok "Kill strays: the orphaned worker died, the port is free, the backend is healthy"
-printf '%s\n' "$DEMO_CONFIG" >"$HOME_DIR/config.toml"
+printf '%s\n' "$FAKE_CONFIG" >"$HOME_DIR/config.toml"
 $H sni-click 'Reload config' >/dev/null
-wait_until 30 "the demo healthy again" state_is healthy
+wait_until 30 "the fake backend healthy again" state_is healthy
 port_is() { [ "$(field "['port']")" = "$1" ]; }
-wait_until 10 "the demo on its port" port_is "$PORT"
+wait_until 10 "the fake backend on its port" port_is "$PORT"
 rm -rf "$PROJECT"
 
 # A crash loop after a config reload from the menu: a SyntaxError. One crash alert, one
@@ -261,8 +262,8 @@ ok "SyntaxError crash loop: one crash alert, a critical give-up alert leading wi
 RECOVERED=$(count_notes $'\tBackend recovered\t')
 cat >"$HOME_DIR/config.toml" <<TOML
 [backend]
-command = '$APP'
-args = ['demo-backend', '--port', '$PORT', '--tag', '$TAG', '--unhealthy-after', '1500']
+command = '$FAKE'
+args = ['--port', '$PORT', '--tag', '$TAG', '--unhealthy-after', '1500']
 port = $PORT
 [health]
 url = "http://127.0.0.1:$PORT/health"
@@ -278,9 +279,9 @@ wait_until 20 "a recovery alert" bash -c "[ \"\$($H notifications | grep -c $'\t
 ok "fixed: 'running again'; unhealthy: one alert naming the 503, then a recovery alert"
 
 # Save diagnostics: one file a teammate can send, secrets redacted.
-demo_config >"$HOME_DIR/config.toml"
+fake_config >"$HOME_DIR/config.toml"
 $H sni-click 'Reload config' >/dev/null
-wait_until 20 "the demo healthy again" state_is healthy
+wait_until 20 "the fake backend healthy again" state_is healthy
 $H sni-click 'Save diagnostics…' >/dev/null
 $H wait-notify $'\tDiagnostics saved\t' 10 >/dev/null || fail "no diagnostics alert"
 DIAG=$($H notifications | grep $'\tDiagnostics saved\t' | tail -1 | cut -f3 | sed 's/\\n.*//; s/Send this.*//')

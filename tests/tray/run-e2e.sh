@@ -5,8 +5,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-cargo build -q --bins   # backend-warden and backend-warden-tray, which it becomes
-export APP=$ROOT/target/debug/backend-warden
+# backend-warden, backend-warden-tray (which it becomes) and the tests' fake backend
+cargo build -q --bins --example fake-backend
+export APP=$ROOT/target/debug/backend-warden FAKE=$ROOT/target/debug/examples/fake-backend
 export SHOTS=$ROOT/target/tray-e2e
 rm -rf "$SHOTS"; mkdir -p "$SHOTS"
 TRAY_E2E_HOST=${TRAY_E2E_HOST:-xfce} TRAY_E2E_TIMEOUT=${TRAY_E2E_TIMEOUT:-240} \

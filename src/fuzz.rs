@@ -1,10 +1,9 @@
-//! Text mutations for property tests: random edits of valid inputs get deeper into a parser
-//! than random text. Shared by the IPC frame decoder's tests here and the config parser's unit
-//! tests (src/config includes this file by path).
+//! What the property tests share: their settings, and random edits of a valid input, which
+//! get deeper into a parser than random bytes do.
 
 use proptest::prelude::*;
 
-/// 2000 cases per property; `PROPTEST_CASES=100000` for a longer run. Failures are not
+/// 2000 cases per property, `PROPTEST_CASES=100000` for a longer run. Failures are not
 /// persisted to files (the printed minimal case is the record).
 pub fn fuzz_config() -> ProptestConfig {
     ProptestConfig {
@@ -17,104 +16,42 @@ pub fn fuzz_config() -> ProptestConfig {
     }
 }
 
-/// Pieces of TOML and of this config's vocabulary, for text that gets deep into the parser.
-pub const TOKENS: &[&str] = &[
-    "[backend]",
-    "[health]",
-    "[restart]",
-    "[stop]",
-    "[logs]",
-    "[strays]",
-    "[notify]",
-    "[[backend]]",
-    "command",
-    "args",
-    "cwd",
-    "env",
-    "port",
-    "url",
-    "interval",
-    "timeout",
-    "unhealthy_after",
-    "policy",
-    "backoff_initial",
-    "max_restarts",
-    "grace",
-    "max_size",
-    "keep",
-    "action",
-    "adopt",
-    "comand",
-    " = ",
-    "=",
-    "\"",
-    "'",
-    "'''",
-    "\"\"\"",
-    "[",
-    "]",
-    "{",
-    "}",
-    ",",
-    ".",
-    "\n",
-    " ",
-    "#",
-    "\\",
-    "\"500ms\"",
-    "\"0ms\"",
-    "\"1m30s\"",
-    "\"10MB\"",
-    "\"512KiB\"",
-    "\"-1s\"",
-    "\"\"",
-    "\"on-failure\"",
-    "\"always\"",
-    "\"kill\"",
-    "true",
-    "false",
-    "0",
-    "-1",
-    "65536",
-    "54112",
-    "18446744073709551616",
-    "1e400",
-    "nan",
-    "inf",
-    "2026-11-23T21:30:00Z",
-    "\u{feff}",
-    "\u{0}",
-    "é",
-    "🦀",
-];
-
-/// An edit of a text: delete a range, insert a token, duplicate or swap lines.
+/// An edit of a text: delete a range, insert a token, overwrite a byte, copy a range
+/// elsewhere (a key given twice, an object inside itself), duplicate or swap lines.
 #[derive(Debug, Clone)]
 pub enum Edit {
     Delete(usize, usize),
     Insert(usize, &'static str),
     Byte(usize, u8),
+    Copy { from: usize, len: usize, to: usize },
     DuplicateLine(usize),
     SwapLines(usize, usize),
 }
 
-pub fn edit() -> impl Strategy<Value = Edit> {
+/// Any edit, inserting one of `tokens`.
+pub fn edit(tokens: &'static [&'static str]) -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 0usize..40).prop_map(|(at, n)| Edit::Delete(at, n)),
-        (any::<usize>(), proptest::sample::select(TOKENS)).prop_map(|(at, t)| Edit::Insert(at, t)),
+        (any::<usize>(), proptest::sample::select(tokens)).prop_map(|(at, t)| Edit::Insert(at, t)),
         (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Edit::Byte(at, b)),
+        (any::<usize>(), 0usize..40, any::<usize>()).prop_map(|(from, len, to)| Edit::Copy {
+            from,
+            len,
+            to
+        }),
         any::<usize>().prop_map(Edit::DuplicateLine),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
     ]
 }
 
-pub fn apply(base: &str, edits: &[Edit]) -> String {
+/// `base` with `edits` applied in turn (positions wrap around the text's length); the bytes
+/// need not stay UTF-8.
+pub fn apply(base: &str, edits: &[Edit]) -> Vec<u8> {
     let mut bytes = base.as_bytes().to_vec();
     for edit in edits {
-        let len = bytes.len().max(1);
         match *edit {
             Edit::Delete(at, n) => {
-                let at = at % len;
+                let at = at % bytes.len().max(1);
                 let end = (at + n).min(bytes.len());
                 if at < end {
                     bytes.drain(at..end);
@@ -128,6 +65,14 @@ pub fn apply(base: &str, edits: &[Edit]) -> String {
                 if !bytes.is_empty() {
                     let at = at % bytes.len();
                     bytes[at] = b;
+                }
+            }
+            Edit::Copy { from, len, to } => {
+                if !bytes.is_empty() {
+                    let from = from % bytes.len();
+                    let piece = bytes[from..(from + len).min(bytes.len())].to_vec();
+                    let to = to % (bytes.len() + 1);
+                    bytes.splice(to..to, piece);
                 }
             }
             Edit::DuplicateLine(n) | Edit::SwapLines(n, _) => {
@@ -150,5 +95,5 @@ pub fn apply(base: &str, edits: &[Edit]) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+    bytes
 }
