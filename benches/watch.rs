@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use backend_warden::config::WatchConfig;
-use backend_warden::watch::{CodeWatch, WatchFilter};
+use backend_warden_core::backend::code_watch::{CodeWatch, WatchFilter};
+use backend_warden_core::config::WatchConfig;
 
 fn proc_self(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -12,170 +12,24 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+mod cli;
 
-use backend_warden::app::{
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use backend_warden_core::app::{
     self, ConfigSource, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, config_error,
 };
-use backend_warden::config;
-use backend_warden::demo::{self, DemoArgs};
-use backend_warden::ipc::{self, IpcError, Request, Response};
-use backend_warden::log_reader::{self, LogFiles};
-use backend_warden::paths::{HOME_ENV, Paths};
-use backend_warden::process;
-use backend_warden::status::StatusReport;
-use backend_warden::supervisor::Command;
+use backend_warden_core::backend::demo;
+use backend_warden_core::backend::log_reader::LogFiles;
+use backend_warden_core::backend::process;
+use backend_warden_core::config;
+use backend_warden_core::engine::supervisor::Command;
+use backend_warden_core::ipc::{self, IpcError, Request, Response};
+use backend_warden_core::paths::{HOME_ENV, Paths};
+use backend_warden_core::status::StatusReport;
 
-/// Keeps exactly one copy of your local backend alive and honest.
-#[derive(Debug, Parser)]
-#[command(
-    name = "backend-warden",
-    version,
-    after_help = format!(
-        "With no command, starts the warden (or, if one runs, asks it for its status).\n\
-         Files: the config, logs and runtime state live in the platform's usual folders, \
-         or all under ${HOME_ENV} when it is set.\n\
-         Exit codes: 0 ok, 1 the action failed, 2 usage or config error, 3 no running warden."
-    )
-)]
-struct Cli {
-    /// Use this config file instead of the default one.
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-
-    /// Keep everything (config, logs, runtime state) under DIR, as BACKEND_WARDEN_HOME does.
-    #[arg(long, global = true, value_name = "DIR")]
-    home: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Run the warden in the foreground (or hand over to the running one).
-    Run {
-        /// Without a tray icon: state changes go to stderr; Ctrl+C stops the backend and exits.
-        #[arg(long)]
-        headless: bool,
-    },
-    /// Show the backend's state, PID, port, uptime, restarts, last exit and health.
-    Status {
-        /// One JSON object, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start the backend and wait until it is healthy (or failed).
-    Start(ControlArgs),
-    /// Stop the backend's whole process tree and wait until it is gone.
-    Stop(ControlArgs),
-    /// Stop, then start the backend; wait until it is healthy again.
-    Restart(ControlArgs),
-    /// Kill every stray copy of the backend (its whole tree), precisely: never the managed
-    /// backend, never another program or another user's process.
-    KillStrays {
-        /// Only print what would be killed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also stop copies run under a debugger (debugpy, pydevd, node --inspect), which are
-        /// left alone otherwise.
-        #[arg(long)]
-        include_debug: bool,
-    },
-    /// Print the end of the backend's log (across rotations), or follow it.
-    Logs {
-        /// Keep printing new lines as they are written, each once, across rotations (Ctrl+C
-        /// to stop); starts with the last N lines.
-        #[arg(long, short)]
-        follow: bool,
-        /// How many of the last lines to print.
-        #[arg(long, short = 'n', value_name = "N", default_value_t = log_reader::DEFAULT_LINES)]
-        lines: usize,
-        /// Print everything kept (the rotated files too, oldest first).
-        #[arg(long, conflicts_with = "lines")]
-        all: bool,
-        /// Only print the log file's path.
-        #[arg(long, conflicts_with_all = ["follow", "lines", "all"])]
-        path: bool,
-    },
-    /// Write one file for a developer: status, the last 500 lines of both logs, the config
-    /// with secrets redacted, port holders, strays and versions.
-    Diagnose {
-        /// Where to write it (default: a dated file on the Desktop, else in Downloads).
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
-    /// Stop the warden (and the backend tree).
-    Quit {
-        /// Leave the backend running, unsupervised. The next warden started with the same
-        /// config adopts it automatically (no strays.adopt needed): it is recorded under the
-        /// runtime folder (run/) and taken back only if its PID, start time and command line
-        /// still match and the config still launches the same thing.
-        #[arg(long)]
-        keep_backend: bool,
-    },
-    /// Create, check, locate or reload the config file.
-    Config {
-        #[command(subcommand)]
-        action: ConfigCmd,
-    },
-    /// Start the warden at login, or not.
-    Autostart {
-        #[command(subcommand)]
-        action: AutostartCmd,
-    },
-    /// The built-in demo backend (what runs when no backend is configured).
-    #[command(name = "demo-backend", hide = true)]
-    DemoBackend(DemoArgs),
-    /// Internal: the process layer's helper (Unix: kills the backend tree if the warden dies;
-    /// Windows: sends Ctrl+Break to the backend's console).
-    #[command(name = process::GUARDIAN_SUBCOMMAND, hide = true)]
-    Guardian,
-}
-
-#[derive(Debug, Args)]
-struct ControlArgs {
-    /// Return as soon as the warden has the request, without waiting for the outcome.
-    #[arg(long)]
-    no_wait: bool,
-    /// Print the resulting status as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCmd {
-    /// Write a commented template to the config path, or with --detect, a config that runs the
-    /// project in DIR.
-    Init {
-        /// Replace an existing config file.
-        #[arg(long)]
-        force: bool,
-        /// Look at the project in DIR (default: the current folder): its virtualenv, main.py /
-        /// app.py / manage.py, pyproject.toml scripts, FastAPI or uvicorn app, .env PORT,
-        /// package.json start/dev script. Prints what it found and what it guessed; with
-        /// nothing to run it writes the commented template.
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
-        detect: Option<PathBuf>,
-    },
-    /// Validate the config and print the effective settings.
-    Check,
-    /// Print where the config file is.
-    Path,
-    /// Make the running warden read the config again (a bad config keeps the old one).
-    Reload,
-}
-
-#[derive(Debug, Subcommand)]
-enum AutostartCmd {
-    /// Start the warden (tray) at login.
-    Enable,
-    /// Do not start it at login.
-    Disable,
-    /// Say whether it starts at login.
-    Status,
-}
+use cli::{AutostartCmd, Cli, Cmd, ConfigCmd, ControlArgs};
 
 /// `print!` for the CLI's answers: a reader that has gone away (`status | head`) ends the
 /// command quietly, as it ends any other tool. Rust ignores SIGPIPE, so `print!` would panic
@@ -305,8 +159,9 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     // for it), and this command is done.
     #[cfg(windows)]
     {
-        let tray = backend_warden::paths::sibling_program(backend_warden::paths::TRAY_PROGRAM)
-            .context("cannot find this program's folder")?;
+        let tray =
+            backend_warden_core::paths::sibling_program(backend_warden_core::paths::TRAY_PROGRAM)
+                .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
         command.args(paths.launch_args());
         match command
@@ -330,8 +185,9 @@ fn run_warden(paths: &Paths, headless: bool) -> Result<ExitCode> {
     #[cfg(not(windows))]
     {
         use std::os::unix::process::CommandExt;
-        let tray = backend_warden::paths::sibling_program(backend_warden::paths::TRAY_PROGRAM)
-            .context("cannot find this program's folder")?;
+        let tray =
+            backend_warden_core::paths::sibling_program(backend_warden_core::paths::TRAY_PROGRAM)
+                .context("cannot find this program's folder")?;
         let mut command = std::process::Command::new(&tray);
         // The same instance whatever the tray's environment: --home and --config as resolved.
         command.args(paths.launch_args());
@@ -511,8 +367,9 @@ fn diagnose(paths: &Paths, out: Option<PathBuf>) -> Result<ExitCode> {
         (None, Err(_)) => None,
     }
     .unwrap_or_else(|| paths.default_log_dir.clone());
-    let text = backend_warden::diagnostics::report(status.as_deref(), &paths.config_file, &log_dir);
-    let file = out.unwrap_or_else(|| backend_warden::diagnostics::default_file(&log_dir));
+    let text =
+        backend_warden_core::diagnostics::report(status.as_deref(), &paths.config_file, &log_dir);
+    let file = out.unwrap_or_else(|| backend_warden_core::diagnostics::default_file(&log_dir));
     std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     outln!(
         "diagnostics written to {} (secrets in the config redacted)",
@@ -582,7 +439,7 @@ fn config_command(paths: &Paths, action: ConfigCmd) -> Result<ExitCode> {
                 eprintln!("backend-warden: {} is not a folder", dir.display());
                 return Ok(ExitCode::from(EXIT_USAGE));
             }
-            let detection = backend_warden::detect::detect(&dir);
+            let detection = backend_warden_core::detect::detect(&dir);
             for line in &detection.found {
                 outln!("found:   {line}");
             }
@@ -652,7 +509,7 @@ check the guesses, then start the warden (`backend-warden`)",
             // What stray detection will take for a copy of the backend, in words.
             if config.backend.is_some() {
                 let plan = app::plan(paths, config.clone(), source)?;
-                match backend_warden::strays::Identity::new(
+                match backend_warden_core::backend::strays::Identity::new(
                     &plan.backend.spec,
                     &config.strays,
                     paths.config_dir(),
@@ -668,7 +525,7 @@ check the guesses, then start the warden (`backend-warden`)",
 }
 
 fn autostart_command(paths: &Paths, action: AutostartCmd) -> Result<ExitCode> {
-    use backend_warden::autostart;
+    use backend_warden_core::autostart;
     let args = paths.launch_args();
     match action {
         AutostartCmd::Enable => {

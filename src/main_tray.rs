@@ -9,16 +9,14 @@
 // Ignored elsewhere.
 #![windows_subsystem = "windows"]
 
-mod desktop;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use backend_warden::app::{self, EXIT_FAILED};
-use backend_warden::paths::main_program;
-use backend_warden::paths::{HOME_ENV, Paths};
+use backend_warden_core::app::{self, EXIT_FAILED};
+use backend_warden_core::paths::main_program;
+use backend_warden_core::paths::{HOME_ENV, Paths};
 
 /// The Backend Warden tray: keeps exactly one copy of your local backend alive and honest.
 #[derive(Debug, Parser)]
@@ -68,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match app::run_warden_in_tray(&paths, desktop::run_tray) {
+    match app::run_warden_in_tray(&paths, backend_warden_tray::run_tray) {
         Ok(code) => code,
         Err(e) => {
             fatal(Some(&paths), &format!("{e:#}"));
@@ -97,10 +95,10 @@ fn fatal(paths: Option<&Paths>, message: &str) {
             .and_then(|mut f| f.write_all(line.as_bytes()));
     }
     let mut note = notify_rust::Notification::new();
-    note.appname(backend_warden::notifier::APP_NAME)
+    note.appname(backend_warden_tray::notify::notifier::APP_NAME)
         .summary("Backend Warden could not start")
-        .body(&if backend_warden::notifier::reads_markup() {
-            backend_warden::notifier::escape_markup(message)
+        .body(&if backend_warden_tray::notify::notifier::reads_markup() {
+            backend_warden_tray::notify::notifier::escape_markup(message)
         } else {
             message.to_string()
         })

@@ -39,8 +39,8 @@ fi
 # MSI_VERSION builds the package as another version (the upgrade checks of windows-wine.sh).
 VERSION=${MSI_VERSION:-$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)}
 # The strings the app and the package must agree on, read from the app's source.
-AUMID=$(sed -n 's/^pub const APP_USER_MODEL_ID: &str = "\(.*\)";/\1/p' src/notifier.rs)
-RUN_NAME=$(sed -n 's/^pub const VALUE_NAME: &str = "\(.*\)";/\1/p' src/autostart/windows.rs)
+AUMID=$(sed -n 's/^pub const APP_USER_MODEL_ID: &str = "\(.*\)";/\1/p' src/tray/notify/notifier.rs)
+RUN_NAME=$(sed -n 's/^pub const VALUE_NAME: &str = "\(.*\)";/\1/p' src/core/autostart/windows.rs)
 WXS_AUMID=$(sed -n 's/.*<?define AppUserModelId = "\(.*\)" ?>.*/\1/p' wix/main.wxs)
 UPGRADE_CODE=$(sed -n 's/.*<?define UpgradeCode = "\(.*\)" ?>.*/\1/p' wix/main.wxs)
 [ -n "$VERSION" ] && [ -n "$AUMID" ] && [ -n "$RUN_NAME" ] && [ -n "$UPGRADE_CODE" ] \

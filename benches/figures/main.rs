@@ -24,8 +24,10 @@ mod table;
 fn main() {
     // The `spawn` scenario launches through `process::launch` in this process, whose guardian
     // is this very binary.
-    if std::env::args().nth(1).as_deref() == Some(backend_warden::process::GUARDIAN_SUBCOMMAND) {
-        std::process::exit(backend_warden::process::guardian_main());
+    if std::env::args().nth(1).as_deref()
+        == Some(backend_warden_core::backend::process::GUARDIAN_SUBCOMMAND)
+    {
+        std::process::exit(backend_warden_core::backend::process::guardian_main());
     }
     // `cargo test --all-targets` runs bench targets too, without `--bench`: nothing to measure.
     if !std::env::args().any(|a| a == "--bench") {

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use backend_warden::config::StraysConfig;
-use backend_warden::ipc::{self, Request, Response};
-use backend_warden::process::LaunchSpec;
-use backend_warden::strays::{Identity, StrayScanner};
-use backend_warden::supervisor::Command as EngineCommand;
+use backend_warden_core::backend::process::LaunchSpec;
+use backend_warden_core::backend::strays::{Identity, StrayScanner};
+use backend_warden_core::config::StraysConfig;
+use backend_warden_core::engine::supervisor::Command as EngineCommand;
+use backend_warden_core::ipc::{self, Request, Response};
 
 use crate::machine::{self, mib};
 use crate::support::{self, Mode, SECS, Warden, field, free_port, sigkill, stamp};
@@ -294,11 +294,12 @@ fn spawn_only(s: &Settings) -> Vec<Row> {
         cwd: std::env::temp_dir(),
         env: Default::default(),
     };
-    let mut guard = backend_warden::process::TreeGuard::start().unwrap();
+    let mut guard = backend_warden_core::backend::process::TreeGuard::start().unwrap();
     let samples: Vec<Duration> = (0..s.runs * 3)
         .map(|_| {
             let t = Instant::now();
-            let launched = backend_warden::process::launch(&spec, &mut guard).unwrap();
+            let launched =
+                backend_warden_core::backend::process::launch(&spec, &mut guard).unwrap();
             let took = t.elapsed();
             let _ = launched.tree.kill();
             let _ = launched.waiter.wait();

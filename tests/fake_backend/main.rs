@@ -16,8 +16,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use backend_warden::clock::later;
-use backend_warden::demo::{self, DemoServer, TICK};
+use backend_warden_core::backend::demo::{self, DemoServer, TICK};
+use backend_warden_core::clock::later;
 use clap::Parser;
 
 /// Size of one `--flood` line in bytes, newline included.

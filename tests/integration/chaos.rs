@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use backend_warden::ipc::{self, Request, Response};
-use backend_warden::supervisor::Command as EngineCommand;
+use backend_warden_core::engine::supervisor::Command as EngineCommand;
+use backend_warden_core::ipc::{self, Request, Response};
 
 use crate::support::*;
 

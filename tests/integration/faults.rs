@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backend_warden::ipc::{self, Request, Response};
-use backend_warden::supervisor::Command as EngineCommand;
+use backend_warden_core::engine::supervisor::Command as EngineCommand;
+use backend_warden_core::ipc::{self, Request, Response};
 
 use crate::support::*;
 

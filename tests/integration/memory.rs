@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::Instant;
 
-use backend_warden::output::MAX_LINE;
+use backend_warden_core::backend::backend_log::MAX_LINE;
 
 use crate::support::*;
 

@@ -262,9 +262,9 @@ fn start_detached(dir: &Path, port: u16) -> KillOnDrop {
 }
 
 /// A scanner for the backend `python main.py` in `dir`.
-fn scanner_for(dir: &Path) -> backend_warden::strays::StrayScanner {
-    use backend_warden::strays::{Identity, StrayScanner};
-    let spec = backend_warden::process::LaunchSpec {
+fn scanner_for(dir: &Path) -> backend_warden_core::backend::strays::StrayScanner {
+    use backend_warden_core::backend::strays::{Identity, StrayScanner};
+    let spec = backend_warden_core::backend::process::LaunchSpec {
         program: python().to_string_lossy().into_owned(),
         args: vec!["main.py".into()],
         cwd: dir.to_path_buf(),
@@ -279,8 +279,8 @@ fn a_found_stray(
     port: u16,
 ) -> (
     KillOnDrop,
-    backend_warden::strays::StrayScanner,
-    backend_warden::strays::Stray,
+    backend_warden_core::backend::strays::StrayScanner,
+    backend_warden_core::backend::strays::Stray,
 ) {
     let copy = start_detached(dir, port);
     wait_serving(port);
