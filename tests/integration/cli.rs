@@ -26,13 +26,14 @@ fn ten_launches_at_once_leave_exactly_one_warden() {
     .unwrap();
     let mut children = Launches(
         (0..10)
-            .map(|_| {
+            .map(|i| {
+                let err = std::fs::File::create(home.path().join(format!("launch-{i}.err")));
                 Command::new(exe())
                     .args(["run", "--headless"])
                     .env("BACKEND_WARDEN_HOME", home.path())
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
+                    .stderr(err.unwrap())
                     .spawn()
                     .unwrap()
             })
@@ -40,14 +41,48 @@ fn ten_launches_at_once_leave_exactly_one_warden() {
     );
     let children = &mut children.0;
     // Nine hand over and exit 0; one keeps running.
-    let exited = wait_until(SECS(20), "nine launches to hand over", || {
-        let done: Vec<usize> = children
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, c)| c.try_wait().unwrap().map(|_| i))
-            .collect();
-        (done.len() >= 9).then_some(done)
-    });
+    let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Ten programs starting at once on a busy 2-core machine: allow for a slow start.
+        wait_until(SECS(60), "nine launches to hand over", || {
+            let done: Vec<usize> = children
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, c)| c.try_wait().unwrap().map(|_| i))
+                .collect();
+            (done.len() >= 9).then_some(done)
+        })
+    }));
+    let exited = match exited {
+        Ok(exited) => exited,
+        Err(e) => {
+            for (i, child) in children.iter_mut().enumerate() {
+                let state = child.try_wait().unwrap();
+                let err = std::fs::read_to_string(home.path().join(format!("launch-{i}.err")));
+                eprintln!(
+                    "--- launch {i} (PID {}): {state:?}\n{}",
+                    child.id(),
+                    err.unwrap_or_default()
+                );
+                if state.is_none() {
+                    for task in std::fs::read_dir(format!("/proc/{}/task", child.id()))
+                        .unwrap()
+                        .flatten()
+                    {
+                        let read = |f: &str| {
+                            std::fs::read_to_string(task.path().join(f)).unwrap_or_default()
+                        };
+                        eprintln!(
+                            "  thread {:?} {} wchan={}",
+                            task.file_name(),
+                            read("comm").trim(),
+                            read("wchan")
+                        );
+                    }
+                }
+            }
+            std::panic::resume_unwind(e)
+        }
+    };
     assert_eq!(exited.len(), 9);
     let mut survivor = None;
     for (i, child) in children.iter_mut().enumerate() {

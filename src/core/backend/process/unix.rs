@@ -490,13 +490,13 @@ mod detached {
             if spawned.contains(&pid) {
                 continue;
             }
+            // A zombie runs no code; the next look at the tree reaps it (see `scan`). Not
+            // here: this also runs in programs whose own children are not in `SPAWNED`.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let state = stat
                 .rfind(')')
                 .and_then(|i| stat[i + 1..].split_whitespace().next());
-            if matches!(state, Some("Z" | "X")) {
-                reap(pid);
-            } else if ours(pid, Some(prefix)) {
+            if !matches!(state, Some("Z" | "X")) && ours(pid, Some(prefix)) {
                 found.push(pid);
             }
         }
