@@ -1,8 +1,9 @@
 //! App wiring: single instance, config, engine, control endpoint. `run_warden` with
 //! `run_headless` is what `backend-warden run --headless` does (the tray program passes its own
 //! front end); they take their paths as arguments so several instances can run side by side
-//! (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring belongs to the tray program
-//! (`src/desktop`), not to the library.
+//! (one per `BACKEND_WARDEN_HOME`). The desktop (tray) wiring is the tray crate's
+//! (`src/tray`); the user interface hears the engine through one notice channel
+//! ([`crate::engine::board::Notice`]).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};

@@ -2,10 +2,12 @@
 //! notifications, and the thread that carries out tray clicks (opening files, reloading the
 //! config, killing strays), so the UI thread never blocks.
 //!
-//! Not part of the library: only the programs that show the tray compile this module, so the
-//! GUI toolkit (GTK on Linux) is linked and loaded by `backend-warden-tray` alone, never by the
-//! CLI, the headless warden, the guardian or the demo backend. On Windows it is also what makes
+//! The tray crate: the only one that depends on a GUI toolkit, and only the `backend-warden-tray`
+//! program links it, so GTK (on Linux) is loaded by that program alone, never by the CLI, the
+//! headless warden, the guardian or the demo backend. On Windows it is also what makes
 //! `backend-warden-tray.exe` a GUI-subsystem program while `backend-warden.exe` is a console one.
+//! Besides this wiring: the menu (`tray.rs`), what it shows for a status ([`tray_view`]), the
+//! drawn icons ([`icon`]) and desktop notifications ([`notify`]).
 
 pub mod icon;
 pub mod notify;
