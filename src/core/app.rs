@@ -365,8 +365,6 @@ pub fn watch_policy(config: &Config) -> WatchPolicy {
 pub struct Running {
     /// Sends commands to it.
     pub engine: EngineHandle,
-    /// Its latest status.
-    pub board: Arc<StatusBoard>,
     /// Answers requests (the IPC server and the tray share it).
     pub control: Arc<Control>,
     done: mpsc::Receiver<()>,
@@ -549,7 +547,6 @@ pub fn start_engine(
     }
     Ok(Running {
         engine,
-        board,
         control,
         done,
         thread,

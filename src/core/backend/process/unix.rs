@@ -1,11 +1,13 @@
 //! Unix process trees: the backend leads its own process group, which is the unit of graceful
 //! stop (SIGTERM to the group) and forced kill (SIGKILL to the group). A small guardian process
-//! kills the registered groups when the warden dies, however it dies; the warden notices a
+//! kills the registered trees when the warden dies, however it dies; the warden notices a
 //! guardian's death at once and starts another. On Linux the warden is also the child
 //! subreaper of everything it starts, so a descendant that leaves the group (`setsid`, a
 //! double fork) becomes the warden's child instead of init's: stop, kill and "is the tree
-//! gone" cover it too. The trees of a warden are recorded in its runtime folder, so the next
-//! warden of the same home kills a tree that outlived both the warden and its guardian.
+//! gone" cover it too, and the guardian is told of it, so it dies with a killed warden even
+//! when it cleared its environment. The trees of a warden are recorded in its runtime folder,
+//! so the next warden of the same home kills a tree that outlived both the warden and its
+//! guardian.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Read, Write};
